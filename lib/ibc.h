@@ -1,0 +1,144 @@
+/* Internal core of ibcomm: the communicator, errors, logging, deadlines. Prefix ibc_. */
+#ifndef IBC_H
+#define IBC_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ibcomm.h"
+#include "transport.h"
+
+#define IBC_HIDDEN __attribute__((visibility("hidden")))
+#define IBC_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define IBC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define IBC_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define IBC_ERRLEN 512
+
+/* ---- settings (config.c) ---- */
+enum ibc_tp_kind { IBC_TP_AUTO, IBC_TP_TCP, IBC_TP_RDMA };
+
+/* IBCOMM_ALGO: one choice per collective; IBC_ALGO_AUTO lets select.c decide by size. */
+enum ibc_coll {
+	IBC_COLL_ALLREDUCE,
+	IBC_COLL_BROADCAST,
+	IBC_COLL_REDUCE,
+	IBC_COLL_ALLGATHER,
+	IBC_COLL_REDUCE_SCATTER,
+	IBC_COLL_GATHER,
+	IBC_COLL_SCATTER,
+	IBC_COLL_ALLTOALL,
+	IBC_COLL_BARRIER,
+	IBC_COLL_COUNT
+};
+enum ibc_algo {
+	IBC_ALGO_AUTO = 0,
+	IBC_ALGO_RING,     /* allreduce, allgather, reduce_scatter */
+	IBC_ALGO_RD,       /* allreduce: recursive doubling */
+	IBC_ALGO_TREE,     /* broadcast, reduce: binomial tree; allreduce: tree reduce + tree broadcast */
+	IBC_ALGO_PIPELINE, /* broadcast: pipelined chain */
+	IBC_ALGO_LINEAR,   /* gather, scatter, alltoall: direct to/from each peer */
+	IBC_ALGO_PAIRWISE, /* alltoall: pairwise exchange */
+	IBC_ALGO_DISSEM,   /* barrier: dissemination */
+	IBC_ALGO_COUNT
+};
+
+typedef struct ibc_settings {
+	int rank, nranks;
+	char root[256];         /* host:port of the rendezvous */
+	enum ibc_tp_kind transport;
+	char device[64];
+	int ib_port;            /* 0: first active */
+	int gid_index;          /* -1: automatic */
+	char ifname[64];
+	long timeout_ms;        /* 0: none */
+	enum ibc_algo algo[IBC_COLL_COUNT];
+	char job_key[256];
+	int debug;              /* enum ibc_log_level */
+} ibc_settings_t;
+
+/* Fills s from cfg (may be NULL) and the environment; on a bad value returns
+ * IBCOMM_ERR_INVALID with a message naming the variable and the value in err. */
+IBC_HIDDEN ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s, char *err, size_t errlen);
+/* Parses an IBCOMM_ALGO string ("ring", "allreduce=rd,broadcast=pipeline", ...). */
+IBC_HIDDEN ibcomm_status_t ibc_algo_parse(const char *str, enum ibc_algo algo[IBC_COLL_COUNT], char *err,
+					  size_t errlen);
+IBC_HIDDEN const char *ibc_algo_name(enum ibc_algo a);
+IBC_HIDDEN const char *ibc_coll_name(enum ibc_coll c);
+
+/* ---- logging (log.c) ---- */
+enum ibc_log_level { IBC_LOG_ERROR = 0, IBC_LOG_WARN = 1, IBC_LOG_INFO = 2, IBC_LOG_TRACE = 3 };
+IBC_HIDDEN extern int ibc_log_level;
+IBC_HIDDEN void ibc_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define ibc_warn(...) ibc_log(IBC_LOG_WARN, __VA_ARGS__)
+#define ibc_info(...) do { if (ibc_log_level >= IBC_LOG_INFO) ibc_log(IBC_LOG_INFO, __VA_ARGS__); } while (0)
+#define ibc_trace(...) do { if (ibc_log_level >= IBC_LOG_TRACE) ibc_log(IBC_LOG_TRACE, __VA_ARGS__); } while (0)
+
+/* ---- time (deadline.c) ---- */
+IBC_HIDDEN uint64_t ibc_now_ms(void);
+/* Absolute deadline timeout_ms from now; 0 when timeout_ms is 0 (none). */
+IBC_HIDDEN ibc_deadline_t ibc_deadline(long timeout_ms);
+/* Milliseconds left, for poll(): -1 for none, 0 when passed. */
+IBC_HIDDEN int ibc_deadline_left(ibc_deadline_t dl);
+
+/* ---- the communicator (comm.c) ---- */
+struct ibc_rdv;
+struct ibc_p2p_msg;
+
+struct ibcomm {
+	int rank, size;
+	char id[64];              /* rendezvous namespace of this communicator ("0", "0.s1.3", ...) */
+	ibc_settings_t set;
+	struct ibc_rdv *rdv;      /* rendezvous client (shared by the communicators of one job) */
+	ibc_tp_t *tp;
+	uint32_t seq;             /* collective sequence number */
+	uint32_t nchildren;       /* split/dup counter, part of children's ids */
+	atomic_int aborted;
+	ibcomm_status_t failed;   /* sticky: once a peer failed, every call returns this */
+	struct ibc_p2p_msg *unexpected; /* p2p messages received before their recv */
+	char err[IBC_ERRLEN];
+};
+
+/* Records an error on comm (and this thread's last error) and returns status. */
+IBC_HIDDEN ibcomm_status_t ibc_err(struct ibcomm *comm, ibcomm_status_t status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* This thread's last error (for calls without a communicator). */
+IBC_HIDDEN ibcomm_status_t ibc_err_thread(ibcomm_status_t status, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* A deadline for one call on comm. */
+static inline ibc_deadline_t ibc_call_deadline(const struct ibcomm *comm)
+{
+	return ibc_deadline(comm->set.timeout_ms);
+}
+
+/* ---- rendezvous (rendezvous.c): a key-value store served by rank 0 ---- */
+/* Rank 0 starts the server; every rank connects (retrying until the deadline) and joins. */
+IBC_HIDDEN ibcomm_status_t ibc_rdv_open(const ibc_settings_t *s, ibc_deadline_t dl, struct ibc_rdv **rdv,
+					char *err, size_t errlen);
+IBC_HIDDEN void ibc_rdv_ref(struct ibc_rdv *rdv);
+IBC_HIDDEN void ibc_rdv_unref(struct ibc_rdv *rdv);
+IBC_HIDDEN ibcomm_status_t ibc_rdv_put(struct ibc_rdv *rdv, const char *key, const void *val, size_t len,
+				       char *err, size_t errlen);
+/* Waits until key exists; copies at most cap bytes into val, sets *len to its length. */
+IBC_HIDDEN ibcomm_status_t ibc_rdv_get(struct ibc_rdv *rdv, const char *key, void *val, size_t cap, size_t *len,
+				       ibc_deadline_t dl, char *err, size_t errlen);
+
+/* ---- datatypes and reductions (reduce.c) ---- */
+/* dst[i] = dst[i] op src[i] for i < count (AVG behaves as SUM here; see ibc_reduce_finish). */
+typedef void (*ibc_reduce_fn)(void *dst, const void *src, size_t count);
+IBC_HIDDEN ibc_reduce_fn ibc_reduce_kernel(ibcomm_dtype_t dtype, ibcomm_op_t op);
+/* Applies the last step of op to a fully reduced buffer: AVG divides by nranks; else nothing. */
+IBC_HIDDEN void ibc_reduce_finish(void *buf, size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int nranks);
+IBC_HIDDEN bool ibc_dtype_valid(ibcomm_dtype_t dtype);
+IBC_HIDDEN bool ibc_op_valid(ibcomm_op_t op);
+IBC_HIDDEN const char *ibc_dtype_name(ibcomm_dtype_t dtype);
+IBC_HIDDEN const char *ibc_op_name(ibcomm_op_t op);
+/* fp16/bf16 conversions (round to nearest even). */
+IBC_HIDDEN float ibc_half_to_float(uint16_t h);
+IBC_HIDDEN uint16_t ibc_float_to_half(float f);
+IBC_HIDDEN float ibc_bf16_to_float(uint16_t h);
+IBC_HIDDEN uint16_t ibc_float_to_bf16(float f);
+
+#endif

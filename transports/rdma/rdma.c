@@ -1,0 +1,14 @@
+/* Built instead of rdma.c when rdma-core is absent (or before the RDMA transport exists). */
+#include "ibc.h"
+
+static ibcomm_status_t rdma_stub_create(struct ibcomm *comm, ibc_tp_t **tp)
+{
+	return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED,
+		       "rank %d: the RDMA transport is not built into this libibcomm (rdma-core was not found at build time); use IBCOMM_TRANSPORT=tcp",
+		       comm->rank);
+}
+
+const struct ibc_tp_ops ibc_rdma_ops = {
+	.name = "rdma",
+	.create = rdma_stub_create,
+};
