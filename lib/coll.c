@@ -1,1 +1,371 @@
-/* to be written */
+/*
+ * The public collectives: argument checks, sequence numbers and tags, the size-1 and
+ * count-0 cases, the choice of algorithm (algo/select.c) and the final step of AVG.
+ */
+#include <string.h>
+
+#include "ibc.h"
+#include "algo/algo.h"
+
+/* Checks shared by every call. */
+static ibcomm_status_t check_comm(struct ibcomm *comm, const char *fn)
+{
+	if (!comm)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "%s: comm is NULL", fn);
+	if (comm->failed)
+		return comm->failed;
+	if (atomic_load(&comm->aborted))
+		return ibc_err(comm, IBCOMM_ERR_ABORTED, "%s on rank %d: the communicator was aborted", fn,
+			       comm->rank);
+	return IBCOMM_OK;
+}
+
+static ibcomm_status_t check_dtype(struct ibcomm *comm, const char *fn, ibcomm_dtype_t dtype, size_t *esz)
+{
+	if (!ibc_dtype_valid(dtype))
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: dtype %d is not an ibcomm_dtype_t", fn,
+			       comm->rank, (int)dtype);
+	*esz = ibcomm_dtype_size(dtype);
+	return IBCOMM_OK;
+}
+
+static ibcomm_status_t check_op(struct ibcomm *comm, const char *fn, ibcomm_dtype_t dtype, ibcomm_op_t op,
+				ibc_reduce_fn *kernel)
+{
+	if (!ibc_op_valid(op))
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: op %d is not an ibcomm_op_t", fn, comm->rank,
+			       (int)op);
+	*kernel = ibc_reduce_kernel(dtype, op);
+	if (!*kernel)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: op %s is not supported on %s", fn,
+			       comm->rank, ibc_op_name(op), ibc_dtype_name(dtype));
+	return IBCOMM_OK;
+}
+
+static ibcomm_status_t check_root(struct ibcomm *comm, const char *fn, int root)
+{
+	if (root < 0 || root >= comm->size)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: root %d is not a rank of this %d-rank "
+			       "communicator", fn, comm->rank, root, comm->size);
+	return IBCOMM_OK;
+}
+
+/* *bytes = count * esz * mult, unless that overflows. */
+static ibcomm_status_t check_count(struct ibcomm *comm, const char *fn, const char *what, size_t count, size_t esz,
+				   size_t mult, size_t *bytes)
+{
+	size_t b;
+
+	if (__builtin_mul_overflow(count, esz, &b) || __builtin_mul_overflow(b, mult, &b) || b > PTRDIFF_MAX)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: %s %zu is too large (the buffer size "
+			       "overflows)", fn, comm->rank, what, count);
+	*bytes = b;
+	return IBCOMM_OK;
+}
+
+static ibcomm_status_t check_buf(struct ibcomm *comm, const char *fn, const char *name, const void *buf,
+				 size_t count)
+{
+	if (!buf && count)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: %s is NULL with count %zu", fn, comm->rank,
+			       name, count);
+	return IBCOMM_OK;
+}
+
+/* [a, a+alen) and [b, b+blen) share a byte. */
+static bool overlap(const void *a, size_t alen, const void *b, size_t blen)
+{
+	uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+
+	return alen && blen && x < y + blen && y < x + alen;
+}
+
+static ibcomm_status_t check_overlap(struct ibcomm *comm, const char *fn, const void *send, size_t slen,
+				     const void *recv, size_t rlen)
+{
+	if (overlap(send, slen, recv, rlen))
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: sendbuf and recvbuf overlap without being "
+			       "the in-place layout", fn, comm->rank);
+	return IBCOMM_OK;
+}
+
+static void args_init(struct ibc_coll_args *a, struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf,
+		      void *recvbuf, size_t count, ibcomm_dtype_t dtype, size_t esz)
+{
+	memset(a, 0, sizeof(*a));
+	a->comm = comm;
+	a->tp = comm->tp;
+	a->coll = coll;
+	a->seq = comm->seq++;
+	a->tag = IBC_COLL_TAG(a->seq, coll);
+	a->dl = ibc_call_deadline(comm);
+	a->sendbuf = sendbuf;
+	a->recvbuf = recvbuf;
+	a->count = count;
+	a->dtype = dtype;
+	a->esz = esz;
+	a->rank = comm->rank;
+	a->size = comm->size;
+}
+
+/* Runs the chosen algorithm; a peer or transport failure makes the communicator unusable. */
+static ibcomm_status_t run(struct ibc_coll_args *a, size_t bytes)
+{
+	enum ibc_algo algo = ibc_algo_select(a->comm, a->coll, bytes);
+	ibc_algo_fn fn = ibc_algo_impl(a->coll, algo);
+	ibcomm_status_t st;
+
+	ibc_trace("rank %d: %s #%u, %zu bytes, algorithm %s", a->rank, ibc_coll_name(a->coll), a->seq, bytes,
+		  ibc_algo_name(algo));
+	st = fn(a);
+	if (st == IBCOMM_ERR_PEER || st == IBCOMM_ERR_TRANSPORT)
+		a->comm->failed = st;
+	return st;
+}
+
+static void local_copy(void *dst, const void *src, size_t bytes)
+{
+	if (dst != src && bytes)
+		memcpy(dst, src, bytes);
+}
+
+ibcomm_status_t ibcomm_allreduce(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+				 ibcomm_dtype_t dtype, ibcomm_op_t op)
+{
+	static const char fn[] = "ibcomm_allreduce";
+	struct ibc_coll_args a;
+	ibc_reduce_fn kernel;
+	size_t esz = 0, bytes = 0;
+	ibcomm_status_t st;
+
+	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
+	    (st = check_op(comm, fn, dtype, op, &kernel)) || (st = check_count(comm, fn, "count", count, esz, 1, &bytes)) ||
+	    (st = check_buf(comm, fn, "sendbuf", sendbuf, count)) || (st = check_buf(comm, fn, "recvbuf", recvbuf, count)))
+		return st;
+	if (sendbuf != recvbuf && (st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, bytes)))
+		return st;
+	args_init(&a, comm, IBC_COLL_ALLREDUCE, sendbuf, recvbuf, count, dtype, esz);
+	a.op = op;
+	a.reduce = kernel;
+	if (!count)
+		return IBCOMM_OK;
+	if (comm->size == 1)
+		local_copy(recvbuf, sendbuf, bytes);
+	else if ((st = run(&a, bytes)))
+		return st;
+	ibc_reduce_finish(recvbuf, count, dtype, op, comm->size);
+	return IBCOMM_OK;
+}
+
+ibcomm_status_t ibcomm_broadcast(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int root)
+{
+	static const char fn[] = "ibcomm_broadcast";
+	struct ibc_coll_args a;
+	size_t esz = 0, bytes = 0;
+	ibcomm_status_t st;
+
+	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
+	    (st = check_root(comm, fn, root)) || (st = check_count(comm, fn, "count", count, esz, 1, &bytes)) ||
+	    (st = check_buf(comm, fn, "buf", buf, count)))
+		return st;
+	args_init(&a, comm, IBC_COLL_BROADCAST, buf, buf, count, dtype, esz);
+	a.root = root;
+	if (!count || comm->size == 1)
+		return IBCOMM_OK;
+	return run(&a, bytes);
+}
+
+ibcomm_status_t ibcomm_reduce(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+			      ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
+{
+	static const char fn[] = "ibcomm_reduce";
+	struct ibc_coll_args a;
+	ibc_reduce_fn kernel;
+	size_t esz = 0, bytes = 0;
+	ibcomm_status_t st;
+	bool at_root;
+
+	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
+	    (st = check_op(comm, fn, dtype, op, &kernel)) || (st = check_root(comm, fn, root)) ||
+	    (st = check_count(comm, fn, "count", count, esz, 1, &bytes)) ||
+	    (st = check_buf(comm, fn, "sendbuf", sendbuf, count)))
+		return st;
+	at_root = comm->rank == root;
+	if (at_root && ((st = check_buf(comm, fn, "recvbuf (at the root)", recvbuf, count)) ||
+			(sendbuf != recvbuf && (st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, bytes)))))
+		return st;
+	args_init(&a, comm, IBC_COLL_REDUCE, sendbuf, at_root ? recvbuf : NULL, count, dtype, esz);
+	a.op = op;
+	a.reduce = kernel;
+	a.root = root;
+	if (!count)
+		return IBCOMM_OK;
+	if (comm->size == 1)
+		local_copy(recvbuf, sendbuf, bytes);
+	else if ((st = run(&a, bytes)))
+		return st;
+	if (at_root)
+		ibc_reduce_finish(recvbuf, count, dtype, op, comm->size);
+	return IBCOMM_OK;
+}
+
+ibcomm_status_t ibcomm_allgather(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t sendcount,
+				 ibcomm_dtype_t dtype)
+{
+	static const char fn[] = "ibcomm_allgather";
+	struct ibc_coll_args a;
+	size_t esz = 0, bytes = 0, b;
+	ibcomm_status_t st;
+
+	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
+	    (st = check_count(comm, fn, "sendcount", sendcount, esz, (size_t)comm->size, &bytes)) ||
+	    (st = check_buf(comm, fn, "sendbuf", sendbuf, sendcount)) ||
+	    (st = check_buf(comm, fn, "recvbuf", recvbuf, sendcount)))
+		return st;
+	b = sendcount * esz;
+	if (sendbuf != (char *)recvbuf + (size_t)comm->rank * b &&
+	    (st = check_overlap(comm, fn, sendbuf, b, recvbuf, bytes)))
+		return st;
+	args_init(&a, comm, IBC_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, dtype, esz);
+	if (!sendcount)
+		return IBCOMM_OK;
+	if (comm->size == 1) {
+		local_copy(recvbuf, sendbuf, b);
+		return IBCOMM_OK;
+	}
+	return run(&a, bytes);
+}
+
+ibcomm_status_t ibcomm_reduce_scatter(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t recvcount,
+				      ibcomm_dtype_t dtype, ibcomm_op_t op)
+{
+	static const char fn[] = "ibcomm_reduce_scatter";
+	struct ibc_coll_args a;
+	ibc_reduce_fn kernel;
+	size_t esz = 0, bytes = 0, b;
+	ibcomm_status_t st;
+
+	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
+	    (st = check_op(comm, fn, dtype, op, &kernel)) ||
+	    (st = check_count(comm, fn, "recvcount", recvcount, esz, (size_t)comm->size, &bytes)) ||
+	    (st = check_buf(comm, fn, "sendbuf", sendbuf, recvcount)) ||
+	    (st = check_buf(comm, fn, "recvbuf", recvbuf, recvcount)))
+		return st;
+	b = recvcount * esz;
+	if (recvbuf != (const char *)sendbuf + (size_t)comm->rank * b &&
+	    (st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, b)))
+		return st;
+	args_init(&a, comm, IBC_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, dtype, esz);
+	a.op = op;
+	a.reduce = kernel;
+	if (!recvcount)
+		return IBCOMM_OK;
+	if (comm->size == 1)
+		local_copy(recvbuf, sendbuf, b);
+	else if ((st = run(&a, bytes)))
+		return st;
+	ibc_reduce_finish(recvbuf, recvcount, dtype, op, comm->size);
+	return IBCOMM_OK;
+}
+
+ibcomm_status_t ibcomm_gather(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t sendcount,
+			      ibcomm_dtype_t dtype, int root)
+{
+	static const char fn[] = "ibcomm_gather";
+	struct ibc_coll_args a;
+	size_t esz = 0, bytes = 0, b;
+	ibcomm_status_t st;
+	bool at_root;
+
+	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
+	    (st = check_root(comm, fn, root)) ||
+	    (st = check_count(comm, fn, "sendcount", sendcount, esz, (size_t)comm->size, &bytes)) ||
+	    (st = check_buf(comm, fn, "sendbuf", sendbuf, sendcount)))
+		return st;
+	b = sendcount * esz;
+	at_root = comm->rank == root;
+	if (at_root && ((st = check_buf(comm, fn, "recvbuf (at the root)", recvbuf, sendcount)) ||
+			(sendbuf != (char *)recvbuf + (size_t)root * b &&
+			 (st = check_overlap(comm, fn, sendbuf, b, recvbuf, bytes)))))
+		return st;
+	args_init(&a, comm, IBC_COLL_GATHER, sendbuf, at_root ? recvbuf : NULL, sendcount, dtype, esz);
+	a.root = root;
+	if (!sendcount)
+		return IBCOMM_OK;
+	if (comm->size == 1) {
+		local_copy(recvbuf, sendbuf, b);
+		return IBCOMM_OK;
+	}
+	return run(&a, bytes);
+}
+
+ibcomm_status_t ibcomm_scatter(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t recvcount,
+			       ibcomm_dtype_t dtype, int root)
+{
+	static const char fn[] = "ibcomm_scatter";
+	struct ibc_coll_args a;
+	size_t esz = 0, bytes = 0, b;
+	ibcomm_status_t st;
+	bool at_root;
+
+	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
+	    (st = check_root(comm, fn, root)) ||
+	    (st = check_count(comm, fn, "recvcount", recvcount, esz, (size_t)comm->size, &bytes)) ||
+	    (st = check_buf(comm, fn, "recvbuf", recvbuf, recvcount)))
+		return st;
+	b = recvcount * esz;
+	at_root = comm->rank == root;
+	if (at_root && ((st = check_buf(comm, fn, "sendbuf (at the root)", sendbuf, recvcount)) ||
+			(recvbuf != (const char *)sendbuf + (size_t)root * b &&
+			 (st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, b)))))
+		return st;
+	args_init(&a, comm, IBC_COLL_SCATTER, at_root ? sendbuf : NULL, recvbuf, recvcount, dtype, esz);
+	a.root = root;
+	if (!recvcount)
+		return IBCOMM_OK;
+	if (comm->size == 1) {
+		local_copy(recvbuf, sendbuf, b);
+		return IBCOMM_OK;
+	}
+	return run(&a, bytes);
+}
+
+ibcomm_status_t ibcomm_alltoall(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+				ibcomm_dtype_t dtype)
+{
+	static const char fn[] = "ibcomm_alltoall";
+	struct ibc_coll_args a;
+	size_t esz = 0, bytes = 0;
+	ibcomm_status_t st;
+
+	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
+	    (st = check_count(comm, fn, "count", count, esz, (size_t)comm->size, &bytes)) ||
+	    (st = check_buf(comm, fn, "sendbuf", sendbuf, count)) || (st = check_buf(comm, fn, "recvbuf", recvbuf, count)))
+		return st;
+	if (count && sendbuf == recvbuf)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: sendbuf == recvbuf, but alltoall is never in "
+			       "place", fn, comm->rank);
+	if ((st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, bytes)))
+		return st;
+	args_init(&a, comm, IBC_COLL_ALLTOALL, sendbuf, recvbuf, count, dtype, esz);
+	if (!count)
+		return IBCOMM_OK;
+	if (comm->size == 1) {
+		local_copy(recvbuf, sendbuf, bytes);
+		return IBCOMM_OK;
+	}
+	return run(&a, count * esz);
+}
+
+ibcomm_status_t ibcomm_barrier(ibcomm_t *comm)
+{
+	struct ibc_coll_args a;
+	ibcomm_status_t st;
+
+	if ((st = check_comm(comm, "ibcomm_barrier")))
+		return st;
+	args_init(&a, comm, IBC_COLL_BARRIER, NULL, NULL, 0, IBCOMM_UINT8, 1);
+	if (comm->size == 1)
+		return IBCOMM_OK;
+	return run(&a, 0);
+}

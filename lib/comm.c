@@ -1,1 +1,265 @@
-/* to be written */
+/*
+ * The communicator's life cycle: init (settings, rendezvous, transport), split and dup
+ * (collective over the parent), abort, destroy; memory registration handles.
+ *
+ * Every communicator of a job shares one rendezvous client (reference counted). A
+ * communicator's id names its keys in the rendezvous: "0" for the first, then
+ * "<parent id>.<n>.<color>" for the n-th split or dup of the parent, so the ranks of a child
+ * agree on its id without talking.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ibc.h"
+#include "rendezvous.h"
+
+struct ibcomm_mr {
+	void *buf;
+	size_t len;
+};
+
+/* Creates comm's transport with ops; on failure comm->err says why. */
+static ibcomm_status_t tp_create(struct ibcomm *comm, const struct ibc_tp_ops *ops)
+{
+	ibc_tp_t *tp = NULL;
+	ibcomm_status_t st;
+
+	comm->err[0] = '\0';
+	st = ops->create(comm, &tp);
+	if (st) {
+		if (!comm->err[0])
+			ibc_err(comm, st, "rank %d: cannot create the %s transport", comm->rank, ops->name);
+		return st;
+	}
+	comm->tp = tp;
+	return IBCOMM_OK;
+}
+
+static ibcomm_status_t comm_transport(struct ibcomm *comm)
+{
+	ibcomm_status_t st;
+
+	switch (comm->set.transport) {
+	case IBC_TP_TCP:
+		return tp_create(comm, &ibc_tcp_ops);
+	case IBC_TP_RDMA:
+		return tp_create(comm, &ibc_rdma_ops);
+	case IBC_TP_AUTO:
+		break;
+	}
+	/* TODO (later issue): make the ranks agree on the transport through the rendezvous */
+	st = tp_create(comm, &ibc_rdma_ops);
+	if (st == IBCOMM_OK)
+		return IBCOMM_OK;
+	ibc_info("rank %d: IBCOMM_TRANSPORT=auto: not using RDMA (%s); using TCP", comm->rank, comm->err);
+	comm->err[0] = '\0';
+	return tp_create(comm, &ibc_tcp_ops);
+}
+
+/* Drops comm's hold on the rendezvous; a broken job does not wait for its other ranks. */
+static void comm_release_rdv(struct ibcomm *comm)
+{
+	if (atomic_load(&comm->aborted) || comm->failed)
+		ibc_rdv_abandon(comm->rdv);
+	else
+		ibc_rdv_unref(comm->rdv);
+}
+
+ibcomm_status_t ibcomm_init(const ibcomm_config_t *cfg, ibcomm_t **comm)
+{
+	char err[IBC_ERRLEN];
+	struct ibcomm *c;
+	ibcomm_status_t st;
+
+	if (!comm)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_init: the output argument comm is NULL");
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return ibc_err_thread(IBCOMM_ERR_NOMEM, "ibcomm_init: out of memory");
+	atomic_init(&c->aborted, 0);
+
+	st = ibc_settings_load(cfg, &c->set, err, sizeof(err));
+	if (st) {
+		ibc_err_thread(st, "ibcomm_init: %s", err);
+		goto err_free;
+	}
+	c->rank = c->set.rank;
+	c->size = c->set.nranks;
+	snprintf(c->id, sizeof(c->id), "0");
+
+	st = ibc_rdv_open(&c->set, ibc_deadline(c->set.timeout_ms), &c->rdv, err, sizeof(err));
+	if (st) {
+		ibc_err_thread(st, "ibcomm_init: %s", err);
+		goto err_free;
+	}
+	st = comm_transport(c);
+	if (st)
+		goto err_rdv;
+	ibc_info("rank %d of %d: communicator ready (transport %s, rendezvous %s)", c->rank, c->size,
+		 c->tp->ops->name, c->set.root);
+	*comm = c;
+	return IBCOMM_OK;
+
+err_rdv:
+	ibc_rdv_abandon(c->rdv);
+err_free:
+	free(c);
+	return st;
+}
+
+ibcomm_status_t ibcomm_init_env(ibcomm_t **comm)
+{
+	return ibcomm_init(NULL, comm);
+}
+
+int ibcomm_rank(const ibcomm_t *comm)
+{
+	return comm ? comm->rank : -1;
+}
+
+int ibcomm_size(const ibcomm_t *comm)
+{
+	return comm ? comm->size : -1;
+}
+
+const char *ibcomm_transport(const ibcomm_t *comm)
+{
+	return comm && comm->tp ? comm->tp->ops->name : "none";
+}
+
+ibcomm_status_t ibcomm_abort(ibcomm_t *comm)
+{
+	if (!comm)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_abort: comm is NULL");
+	atomic_store(&comm->aborted, 1);
+	if (comm->tp && comm->tp->ops->interrupt)
+		comm->tp->ops->interrupt(comm->tp);
+	return IBCOMM_OK;
+}
+
+ibcomm_status_t ibcomm_destroy(ibcomm_t *comm)
+{
+	if (!comm)
+		return IBCOMM_OK;
+	if (comm->tp)
+		comm->tp->ops->destroy(comm->tp);
+	ibc_p2p_cleanup(comm);
+	if (comm->rdv)
+		comm_release_rdv(comm);
+	free(comm);
+	return IBCOMM_OK;
+}
+
+ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newcomm)
+{
+	int32_t mine[2] = { color < 0 ? -1 : color, key };
+	int32_t *all;
+	struct ibcomm *c;
+	ibcomm_status_t st;
+	uint32_t idx;
+	int newrank = 0, newsize = 0, n;
+
+	if (!comm)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_split: comm is NULL");
+	if (!newcomm)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: ibcomm_split: newcomm is NULL", comm->rank);
+	all = malloc((size_t)comm->size * sizeof(mine));
+	if (!all)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: ibcomm_split: out of memory for %d ranks", comm->rank,
+			       comm->size);
+	/* every rank, color < 0 included, learns every (color, key) */
+	st = ibcomm_allgather(comm, mine, all, 2, IBCOMM_INT32);
+	if (st)
+		goto err_free;
+	idx = comm->nchildren++;
+	if (color < 0) {
+		free(all);
+		*newcomm = NULL;
+		return IBCOMM_OK;
+	}
+	for (int r = 0; r < comm->size; r++) {
+		int32_t kr = all[2 * r + 1];
+
+		if (all[2 * r] != color)
+			continue;
+		newsize++;
+		if (kr < key || (kr == key && r < comm->rank))
+			newrank++;
+	}
+	free(all);
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: ibcomm_split: out of memory", comm->rank);
+	atomic_init(&c->aborted, 0);
+	c->set = comm->set;
+	c->set.rank = c->rank = newrank;
+	c->set.nranks = c->size = newsize;
+	n = snprintf(c->id, sizeof(c->id), "%s.%u.%d", comm->id, idx, color);
+	if (n < 0 || (size_t)n >= sizeof(c->id)) {
+		st = ibc_err(comm, IBCOMM_ERR_INVALID,
+			     "rank %d: ibcomm_split: communicators nested too deeply (the id of the child of '%s' exceeds %zu bytes)",
+			     comm->rank, comm->id, sizeof(c->id) - 1);
+		goto err_child;
+	}
+	c->rdv = comm->rdv;
+	ibc_rdv_ref(c->rdv);
+	/* the parent's transport kind: the ranks already agree on it */
+	st = tp_create(c, comm->tp->ops);
+	if (st) {
+		memcpy(comm->err, c->err, sizeof(comm->err));
+		goto err_rdv;
+	}
+	ibc_trace("rank %d: split color %d key %d: rank %d of %d in communicator %s", comm->rank, color, key,
+		  c->rank, c->size, c->id);
+	*newcomm = c;
+	return IBCOMM_OK;
+
+err_rdv:
+	ibc_rdv_unref(c->rdv);
+err_child:
+	free(c);
+	return st;
+err_free:
+	free(all);
+	return st;
+}
+
+ibcomm_status_t ibcomm_dup(ibcomm_t *comm, ibcomm_t **newcomm)
+{
+	if (!comm)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_dup: comm is NULL");
+	return ibcomm_split(comm, 0, comm->rank, newcomm);
+}
+
+ibcomm_status_t ibcomm_register(ibcomm_t *comm, void *buf, size_t len, ibcomm_mr_t **mr)
+{
+	struct ibcomm_mr *m;
+
+	if (!comm)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_register: comm is NULL");
+	if (!mr)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: ibcomm_register: mr (the output argument) is NULL",
+			       comm->rank);
+	if (!buf && len)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: ibcomm_register: buf is NULL with len %zu",
+			       comm->rank, len);
+	m = malloc(sizeof(*m));
+	if (!m)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: ibcomm_register: out of memory", comm->rank);
+	m->buf = buf;
+	m->len = len;
+	*mr = m;
+	return IBCOMM_OK;
+}
+
+ibcomm_status_t ibcomm_deregister(ibcomm_t *comm, ibcomm_mr_t *mr)
+{
+	if (!comm)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_deregister: comm is NULL");
+	if (!mr)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: ibcomm_deregister: mr is NULL", comm->rank);
+	free(mr);
+	return IBCOMM_OK;
+}

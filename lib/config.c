@@ -1,1 +1,596 @@
-/* to be written */
+/*
+ * Settings of a communicator: the fields of ibcomm_config_t override the IBCOMM_*
+ * environment, which overrides the defaults. Every bad value is an error that names the
+ * variable (or config field) and the value; nothing is silently ignored or clamped.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ibc.h"
+#include "rendezvous.h"
+
+/* ---- algorithms ---- */
+
+static const char *const coll_names[IBC_COLL_COUNT] = {
+	[IBC_COLL_ALLREDUCE] = "allreduce",	    [IBC_COLL_BROADCAST] = "broadcast",
+	[IBC_COLL_REDUCE] = "reduce",		    [IBC_COLL_ALLGATHER] = "allgather",
+	[IBC_COLL_REDUCE_SCATTER] = "reduce_scatter", [IBC_COLL_GATHER] = "gather",
+	[IBC_COLL_SCATTER] = "scatter",		    [IBC_COLL_ALLTOALL] = "alltoall",
+	[IBC_COLL_BARRIER] = "barrier",
+};
+
+static const char *const algo_names[IBC_ALGO_COUNT] = {
+	[IBC_ALGO_AUTO] = "auto",     [IBC_ALGO_RING] = "ring",	      [IBC_ALGO_RD] = "rd",
+	[IBC_ALGO_TREE] = "tree",     [IBC_ALGO_PIPELINE] = "pipeline", [IBC_ALGO_LINEAR] = "linear",
+	[IBC_ALGO_PAIRWISE] = "pairwise", [IBC_ALGO_DISSEM] = "dissem",
+};
+
+#define A(x) (1u << IBC_ALGO_##x)
+/* The algorithms each collective implements (the algorithm code relies on this table). */
+static const unsigned coll_algos[IBC_COLL_COUNT] = {
+	[IBC_COLL_ALLREDUCE] = A(AUTO) | A(RING) | A(RD) | A(TREE),
+	[IBC_COLL_BROADCAST] = A(AUTO) | A(TREE) | A(PIPELINE),
+	[IBC_COLL_REDUCE] = A(AUTO) | A(TREE) | A(LINEAR),
+	[IBC_COLL_ALLGATHER] = A(AUTO) | A(RING) | A(LINEAR),
+	[IBC_COLL_REDUCE_SCATTER] = A(AUTO) | A(RING) | A(LINEAR),
+	[IBC_COLL_GATHER] = A(AUTO) | A(TREE) | A(LINEAR),
+	[IBC_COLL_SCATTER] = A(AUTO) | A(TREE) | A(LINEAR),
+	[IBC_COLL_ALLTOALL] = A(AUTO) | A(PAIRWISE) | A(LINEAR),
+	[IBC_COLL_BARRIER] = A(AUTO) | A(DISSEM) | A(TREE),
+};
+#undef A
+
+const char *ibc_algo_name(enum ibc_algo a)
+{
+	return (unsigned)a < IBC_ALGO_COUNT ? algo_names[a] : "?";
+}
+
+const char *ibc_coll_name(enum ibc_coll c)
+{
+	return (unsigned)c < IBC_COLL_COUNT ? coll_names[c] : "?";
+}
+
+/* Appends the names of the algorithms in mask, comma separated, to buf. */
+static void list_algos(unsigned mask, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (int a = 0; a < IBC_ALGO_COUNT; a++) {
+		if (!(mask & (1u << a)))
+			continue;
+		int n = snprintf(buf + off, len - off, "%s%s", off ? ", " : "", algo_names[a]);
+		if (n < 0 || (size_t)n >= len - off)
+			return;
+		off += (size_t)n;
+	}
+}
+
+static void list_colls(char *buf, size_t len)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (int c = 0; c < IBC_COLL_COUNT; c++) {
+		int n = snprintf(buf + off, len - off, "%s%s", off ? ", " : "", coll_names[c]);
+		if (n < 0 || (size_t)n >= len - off)
+			return;
+		off += (size_t)n;
+	}
+}
+
+/* Case-insensitive lookup of n bytes of s in names[0..count); -1 when absent. */
+static int lookup(const char *const *names, int count, const char *s, size_t n)
+{
+	for (int i = 0; i < count; i++)
+		if (strlen(names[i]) == n && !strncasecmp(names[i], s, n))
+			return i;
+	return -1;
+}
+
+static void trim(const char **s, size_t *n)
+{
+	while (*n && isspace((unsigned char)**s)) {
+		(*s)++;
+		(*n)--;
+	}
+	while (*n && isspace((unsigned char)(*s)[*n - 1]))
+		(*n)--;
+}
+
+/*
+ * "" or NULL: every collective auto. A bare value ("ring") applies to every collective that
+ * implements it. Otherwise a comma-separated list of coll=value.
+ */
+ibcomm_status_t ibc_algo_parse(const char *str, enum ibc_algo algo[IBC_COLL_COUNT], char *err, size_t errlen)
+{
+	enum ibc_algo out[IBC_COLL_COUNT] = { IBC_ALGO_AUTO };
+	unsigned seen = 0;
+	char valid[160];
+	const char *p;
+
+	if (!str || !*str)
+		goto done;
+
+	if (!strchr(str, '=') && !strchr(str, ',')) {
+		const char *s = str;
+		size_t n = strlen(str);
+		int a, hits = 0;
+
+		trim(&s, &n);
+		a = lookup(algo_names, IBC_ALGO_COUNT, s, n);
+		if (a < 0) {
+			list_algos((1u << IBC_ALGO_COUNT) - 1, valid, sizeof(valid));
+			snprintf(err, errlen,
+				 "IBCOMM_ALGO='%s' is not an algorithm (valid: %s; or a list such as allreduce=ring,broadcast=tree)",
+				 str, valid);
+			return IBCOMM_ERR_INVALID;
+		}
+		for (int c = 0; c < IBC_COLL_COUNT; c++) {
+			if (coll_algos[c] & (1u << a)) {
+				out[c] = (enum ibc_algo)a;
+				hits++;
+			}
+		}
+		if (!hits) /* cannot happen with the tables above; kept for table edits */
+			goto bad_bare;
+		goto done;
+	}
+
+	p = str;
+	for (;;) {
+		const char *end = strchr(p, ',');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		const char *eq = memchr(p, '=', n);
+		const char *cs = p, *as;
+		size_t cn, an;
+		int c, a;
+
+		if (!eq) {
+			snprintf(err, errlen,
+				 "IBCOMM_ALGO='%s': item '%.*s' is not of the form collective=algorithm (a bare algorithm is only accepted alone)",
+				 str, (int)n, p);
+			return IBCOMM_ERR_INVALID;
+		}
+		cn = (size_t)(eq - p);
+		as = eq + 1;
+		an = n - cn - 1;
+		trim(&cs, &cn);
+		trim(&as, &an);
+		c = lookup(coll_names, IBC_COLL_COUNT, cs, cn);
+		if (c < 0) {
+			list_colls(valid, sizeof(valid));
+			snprintf(err, errlen, "IBCOMM_ALGO='%s': unknown collective '%.*s' (valid: %s)", str, (int)cn, cs,
+				 valid);
+			return IBCOMM_ERR_INVALID;
+		}
+		a = lookup(algo_names, IBC_ALGO_COUNT, as, an);
+		if (a < 0 || !(coll_algos[c] & (1u << a))) {
+			list_algos(coll_algos[c], valid, sizeof(valid));
+			snprintf(err, errlen, "IBCOMM_ALGO='%s': '%.*s' is not an algorithm of %s (valid: %s)", str,
+				 (int)an, as, coll_names[c], valid);
+			return IBCOMM_ERR_INVALID;
+		}
+		if (seen & (1u << c)) {
+			snprintf(err, errlen, "IBCOMM_ALGO='%s': %s is given twice", str, coll_names[c]);
+			return IBCOMM_ERR_INVALID;
+		}
+		seen |= 1u << c;
+		out[c] = (enum ibc_algo)a;
+		if (!end)
+			break;
+		p = end + 1;
+	}
+done:
+	memcpy(algo, out, sizeof(out));
+	return IBCOMM_OK;
+
+bad_bare:
+	snprintf(err, errlen, "IBCOMM_ALGO='%s' is not an algorithm of any collective", str);
+	return IBCOMM_ERR_INVALID;
+}
+
+/* ---- "host:port" ---- */
+
+int ibc_root_parse(const char *root, char *host, size_t hostlen, char *port, size_t portlen, const char **why)
+{
+	const char *h, *colon, *ps;
+	size_t hn;
+	char *end;
+	long v;
+
+	if (!root || !*root) {
+		*why = "it is empty";
+		return -1;
+	}
+	if (root[0] == '[') {
+		const char *close = strchr(root, ']');
+
+		if (!close) {
+			*why = "'[' without ']' (write an IPv6 address as [addr]:port)";
+			return -1;
+		}
+		h = root + 1;
+		hn = (size_t)(close - h);
+		if (!hn) {
+			*why = "the address between [ and ] is empty";
+			return -1;
+		}
+		for (size_t i = 0; i < hn; i++) {
+			unsigned char ch = (unsigned char)h[i];
+			if (!isxdigit(ch) && ch != ':' && ch != '.' && ch != '%' && !isalnum(ch)) {
+				*why = "the IPv6 address holds a character that is not hex, ':', '.' or a %zone";
+				return -1;
+			}
+		}
+		if (!memchr(h, ':', hn)) {
+			*why = "the address between [ and ] is not IPv6 (brackets are for IPv6 only)";
+			return -1;
+		}
+		if (close[1] != ':') {
+			*why = "no ':port' after ']'";
+			return -1;
+		}
+		colon = close + 1;
+	} else {
+		colon = strrchr(root, ':');
+		if (!colon) {
+			*why = "no ':port' (expected host:port, ipv4:port or [ipv6]:port)";
+			return -1;
+		}
+		if (memchr(root, ':', (size_t)(colon - root))) {
+			*why = "more than one ':' (write an IPv6 address as [addr]:port)";
+			return -1;
+		}
+		h = root;
+		hn = (size_t)(colon - root);
+		if (!hn) {
+			*why = "the host before ':' is empty";
+			return -1;
+		}
+		for (size_t i = 0; i < hn; i++) {
+			unsigned char ch = (unsigned char)h[i];
+			if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_') {
+				*why = "the host holds a character that is not a letter, digit, '.', '-' or '_'";
+				return -1;
+			}
+		}
+	}
+	ps = colon + 1;
+	if (!isdigit((unsigned char)*ps)) {
+		*why = "the port is not a number";
+		return -1;
+	}
+	errno = 0;
+	v = strtol(ps, &end, 10);
+	if (*end) {
+		*why = "the port is not a number";
+		return -1;
+	}
+	if (errno || v < 1 || v > 65535) {
+		*why = "the port is out of range (1..65535)";
+		return -1;
+	}
+	if (hn + 1 > hostlen || strlen(ps) + 1 > portlen) {
+		*why = "it is too long";
+		return -1;
+	}
+	memcpy(host, h, hn);
+	host[hn] = '\0';
+	snprintf(port, portlen, "%ld", v);
+	return 0;
+}
+
+/* ---- settings ---- */
+
+/* A field of cfg is known when the caller's struct (cfg->size bytes) contains it. */
+#define CFG_HAS(cfg, field) \
+	((cfg) && (cfg)->size >= offsetof(ibcomm_config_t, field) + sizeof((cfg)->field))
+
+/* A string field of cfg, or NULL when the caller's struct does not have it. */
+#define CFG_STR(cfg, field) (CFG_HAS(cfg, field) ? (cfg)->field : NULL)
+
+/* The environment variable, or NULL when unset or empty. */
+static const char *env(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : NULL;
+}
+
+/* Parses a whole decimal number in [lo, hi]. */
+static ibcomm_status_t parse_long(const char *name, const char *val, long lo, long hi, long *out, char *err,
+				  size_t errlen)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(val, &end, 10);
+	if (end == val || isspace((unsigned char)val[0]) || !(isdigit((unsigned char)val[0]) || val[0] == '-' ||
+							       val[0] == '+')) {
+		snprintf(err, errlen, "%s='%s' is not a number", name, val);
+		return IBCOMM_ERR_INVALID;
+	}
+	if (*end) {
+		snprintf(err, errlen, "%s='%s' is not a number (trailing '%s')", name, val, end);
+		return IBCOMM_ERR_INVALID;
+	}
+	if (errno == ERANGE || v < lo || v > hi) {
+		snprintf(err, errlen, "%s='%s' is out of range (%ld..%ld)", name, val, lo, hi);
+		return IBCOMM_ERR_INVALID;
+	}
+	*out = v;
+	return IBCOMM_OK;
+}
+
+static ibcomm_status_t copy_str(const char *name, const char *val, char *dst, size_t cap, char *err,
+				size_t errlen)
+{
+	size_t n = strlen(val);
+
+	if (n >= cap) {
+		snprintf(err, errlen, "%s='%.40s...' is too long (%zu bytes; at most %zu)", name, val, n, cap - 1);
+		return IBCOMM_ERR_INVALID;
+	}
+	memcpy(dst, val, n + 1);
+	return IBCOMM_OK;
+}
+
+/* Launchers whose environment gives rank and size, most specific first (see below). */
+static const struct launcher {
+	const char *rank, *size;
+} launchers[] = {
+	/*
+	 * Open MPI and PMI before Slurm: under `mpirun` inside a Slurm allocation the
+	 * processes inherit SLURM_PROCID/SLURM_NTASKS of the batch step, which do not
+	 * describe them; the variables of the launcher that started the process do.
+	 */
+	{ "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE" },
+	{ "PMI_RANK", "PMI_SIZE" },
+	{ "SLURM_PROCID", "SLURM_NTASKS" },
+};
+
+/* A string field: from cfg when set and non-empty, else the environment variable. */
+static const char *pick_str(const char *cfgval, const char *var, const char **name, const char *cfgname)
+{
+	if (cfgval && *cfgval) {
+		*name = cfgname;
+		return cfgval;
+	}
+	*name = var;
+	return env(var);
+}
+
+ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s, char *err, size_t errlen)
+{
+	ibc_settings_t t;
+	const char *v, *name, *rank_name = NULL, *size_name = NULL;
+	char rank_val[32], size_val[32];
+	ibcomm_status_t st;
+	long n;
+
+	memset(&t, 0, sizeof(t));
+	t.rank = -1;
+	t.nranks = -1;
+	t.transport = IBC_TP_AUTO;
+	t.gid_index = -1;
+	t.timeout_ms = IBCOMM_DEFAULT_TIMEOUT_MS;
+	t.debug = ibc_log_level;
+
+	if (cfg && cfg->size < offsetof(ibcomm_config_t, rank) + sizeof(cfg->rank)) {
+		snprintf(err, errlen,
+			 "ibcomm_config_t.size=%zu is too small: initialise the config with IBCOMM_CONFIG_INIT",
+			 cfg->size);
+		return IBCOMM_ERR_INVALID;
+	}
+
+	/* IBCOMM_DEBUG first, so that what follows is logged at the requested level. */
+	v = env("IBCOMM_DEBUG");
+	if (v) {
+		if (!strcasecmp(v, "WARN"))
+			t.debug = IBC_LOG_WARN;
+		else if (!strcasecmp(v, "INFO"))
+			t.debug = IBC_LOG_INFO;
+		else if (!strcasecmp(v, "TRACE"))
+			t.debug = IBC_LOG_TRACE;
+		else {
+			snprintf(err, errlen, "IBCOMM_DEBUG='%s' is not a level (valid: WARN, INFO, TRACE)", v);
+			return IBCOMM_ERR_INVALID;
+		}
+	}
+
+	/* rank and size: cfg, IBCOMM_RANK/IBCOMM_SIZE, else a launcher's variables */
+	if (CFG_HAS(cfg, rank) && cfg->rank >= 0) {
+		t.rank = cfg->rank;
+		rank_name = "ibcomm_config_t.rank";
+		snprintf(rank_val, sizeof(rank_val), "%d", cfg->rank);
+	} else if ((v = env("IBCOMM_RANK"))) {
+		st = parse_long("IBCOMM_RANK", v, 0, INT_MAX - 1, &n, err, errlen);
+		if (st)
+			return st;
+		t.rank = (int)n;
+		rank_name = "IBCOMM_RANK";
+		snprintf(rank_val, sizeof(rank_val), "%.30s", v);
+	}
+	if (CFG_HAS(cfg, nranks) && cfg->nranks >= 0) {
+		if (cfg->nranks < 1) {
+			snprintf(err, errlen, "ibcomm_config_t.nranks=%d is out of range (at least 1)", cfg->nranks);
+			return IBCOMM_ERR_INVALID;
+		}
+		t.nranks = cfg->nranks;
+		size_name = "ibcomm_config_t.nranks";
+		snprintf(size_val, sizeof(size_val), "%d", cfg->nranks);
+	} else if ((v = env("IBCOMM_SIZE"))) {
+		st = parse_long("IBCOMM_SIZE", v, 1, INT_MAX, &n, err, errlen);
+		if (st)
+			return st;
+		t.nranks = (int)n;
+		size_name = "IBCOMM_SIZE";
+		snprintf(size_val, sizeof(size_val), "%.30s", v);
+	}
+	for (size_t i = 0; i < IBC_ARRAY_SIZE(launchers) && (t.rank < 0 || t.nranks < 0); i++) {
+		const char *r = env(launchers[i].rank), *z = env(launchers[i].size);
+
+		if (!r || !z)
+			continue;
+		if (t.rank < 0) {
+			st = parse_long(launchers[i].rank, r, 0, INT_MAX - 1, &n, err, errlen);
+			if (st)
+				return st;
+			t.rank = (int)n;
+			rank_name = launchers[i].rank;
+			snprintf(rank_val, sizeof(rank_val), "%.30s", r);
+		}
+		if (t.nranks < 0) {
+			st = parse_long(launchers[i].size, z, 1, INT_MAX, &n, err, errlen);
+			if (st)
+				return st;
+			t.nranks = (int)n;
+			size_name = launchers[i].size;
+			snprintf(size_val, sizeof(size_val), "%.30s", z);
+		}
+	}
+	if (t.rank < 0) {
+		snprintf(err, errlen,
+			 "the rank is not set: set IBCOMM_RANK (or ibcomm_config_t.rank), or start the process with srun, mpirun or a PMI launcher");
+		return IBCOMM_ERR_INVALID;
+	}
+	if (t.nranks < 0) {
+		snprintf(err, errlen,
+			 "the number of ranks is not set: set IBCOMM_SIZE (or ibcomm_config_t.nranks), or start the process with srun, mpirun or a PMI launcher");
+		return IBCOMM_ERR_INVALID;
+	}
+	if (t.rank >= t.nranks) {
+		snprintf(err, errlen, "%s=%s is not below %s=%s (ranks are 0..size-1)", rank_name, rank_val, size_name,
+			 size_val);
+		return IBCOMM_ERR_INVALID;
+	}
+
+	/* rendezvous address */
+	v = pick_str(CFG_STR(cfg, root), "IBCOMM_ROOT", &name, "ibcomm_config_t.root");
+	if (!v) {
+		snprintf(err, errlen,
+			 "IBCOMM_ROOT is not set: give the rendezvous address host:port (rank 0 serves it there), e.g. IBCOMM_ROOT=node0:29500");
+		return IBCOMM_ERR_INVALID;
+	} else {
+		char host[256], port[8];
+		const char *why;
+
+		if (strlen(v) >= sizeof(t.root)) {
+			snprintf(err, errlen, "%s='%.40s...' is too long (at most %zu bytes)", name, v,
+				 sizeof(t.root) - 1);
+			return IBCOMM_ERR_INVALID;
+		}
+		if (ibc_root_parse(v, host, sizeof(host), port, sizeof(port), &why)) {
+			snprintf(err, errlen, "%s='%s' is not a rendezvous address: %s", name, v, why);
+			return IBCOMM_ERR_INVALID;
+		}
+		memcpy(t.root, v, strlen(v) + 1);
+	}
+
+	v = pick_str(CFG_STR(cfg, transport), "IBCOMM_TRANSPORT", &name,
+		     "ibcomm_config_t.transport");
+	if (v) {
+		if (!strcasecmp(v, "auto"))
+			t.transport = IBC_TP_AUTO;
+		else if (!strcasecmp(v, "tcp"))
+			t.transport = IBC_TP_TCP;
+		else if (!strcasecmp(v, "rdma"))
+			t.transport = IBC_TP_RDMA;
+		else {
+			snprintf(err, errlen, "%s='%s' is not a transport (valid: auto, rdma, tcp)", name, v);
+			return IBCOMM_ERR_INVALID;
+		}
+	}
+
+	v = pick_str(CFG_STR(cfg, device), "IBCOMM_DEVICE", &name,
+		     "ibcomm_config_t.device");
+	if (v) {
+		const char *colon = strchr(v, ':');
+		size_t dn = colon ? (size_t)(colon - v) : strlen(v);
+
+		if (!dn) {
+			snprintf(err, errlen, "%s='%s': the device name is empty (expected name[:port])", name, v);
+			return IBCOMM_ERR_INVALID;
+		}
+		if (dn >= sizeof(t.device)) {
+			snprintf(err, errlen, "%s='%.40s...' is too long (device names have at most %zu bytes)", name, v,
+				 sizeof(t.device) - 1);
+			return IBCOMM_ERR_INVALID;
+		}
+		if (colon) {
+			char *end;
+			long p;
+
+			errno = 0;
+			p = strtol(colon + 1, &end, 10);
+			if (!isdigit((unsigned char)colon[1]) || *end || errno || p < 1 || p > 255) {
+				snprintf(err, errlen, "%s='%s': the port '%s' is not a number in 1..255 (expected name[:port])",
+					 name, v, colon + 1);
+				return IBCOMM_ERR_INVALID;
+			}
+			t.ib_port = (int)p;
+		}
+		memcpy(t.device, v, dn);
+		t.device[dn] = '\0';
+	}
+
+	if (CFG_HAS(cfg, gid_index) && cfg->gid_index >= 0) {
+		t.gid_index = cfg->gid_index;
+	} else if ((v = env("IBCOMM_GID_INDEX"))) {
+		st = parse_long("IBCOMM_GID_INDEX", v, 0, INT_MAX, &n, err, errlen);
+		if (st)
+			return st;
+		t.gid_index = (int)n;
+	}
+
+	v = pick_str(CFG_STR(cfg, ifname), "IBCOMM_IFNAME", &name,
+		     "ibcomm_config_t.ifname");
+	if (v) {
+		if (strlen(v) >= IF_NAMESIZE) {
+			snprintf(err, errlen, "%s='%s' is too long (interface names have at most %d bytes)", name, v,
+				 IF_NAMESIZE - 1);
+			return IBCOMM_ERR_INVALID;
+		}
+		st = copy_str(name, v, t.ifname, sizeof(t.ifname), err, errlen);
+		if (st)
+			return st;
+	}
+
+	if (CFG_HAS(cfg, timeout_ms) && cfg->timeout_ms >= 0) {
+		t.timeout_ms = cfg->timeout_ms;
+	} else if ((v = env("IBCOMM_TIMEOUT_MS"))) {
+		st = parse_long("IBCOMM_TIMEOUT_MS", v, 0, LONG_MAX / 2, &n, err, errlen);
+		if (st)
+			return st;
+		t.timeout_ms = n;
+	}
+
+	v = pick_str(CFG_STR(cfg, algo), "IBCOMM_ALGO", &name, "ibcomm_config_t.algo");
+	st = ibc_algo_parse(v, t.algo, err, errlen);
+	if (st)
+		return st;
+
+	v = pick_str(CFG_STR(cfg, job_key), "IBCOMM_JOB_KEY", &name,
+		     "ibcomm_config_t.job_key");
+	if (v) {
+		if (strlen(v) >= sizeof(t.job_key)) {
+			/* never echo a secret */
+			snprintf(err, errlen, "%s is too long (%zu bytes; at most %zu)", name, strlen(v),
+				 sizeof(t.job_key) - 1);
+			return IBCOMM_ERR_INVALID;
+		}
+		memcpy(t.job_key, v, strlen(v) + 1);
+	}
+
+	ibc_log_level = t.debug;
+	*s = t;
+	return IBCOMM_OK;
+}

@@ -107,6 +107,8 @@ IBC_HIDDEN ibcomm_status_t ibc_err(struct ibcomm *comm, ibcomm_status_t status, 
 /* This thread's last error (for calls without a communicator). */
 IBC_HIDDEN ibcomm_status_t ibc_err_thread(ibcomm_status_t status, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* p2p.c: frees the p2p state of comm (its unexpected messages); called by ibcomm_destroy. */
+IBC_HIDDEN void ibc_p2p_cleanup(struct ibcomm *comm);
 /* A deadline for one call on comm. */
 static inline ibc_deadline_t ibc_call_deadline(const struct ibcomm *comm)
 {

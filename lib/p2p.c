@@ -1,1 +1,252 @@
-/* to be written */
+/*
+ * Tagged point-to-point on channel IBC_CHAN_P2P. A message is a run of chunks all carrying
+ * the user's tag; the first starts with a header (wire version, payload length) so the
+ * receiver checks the size. Messages are matched by (peer, tag) in order: a receive first
+ * looks among the messages that arrived before their receive, then takes the peer's chunks,
+ * setting aside (copying to the heap) whole messages that carry another tag.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ibc.h"
+#include "wire.h"
+#include "algo/algo.h"
+
+#define P2P_HDR 12 /* u32 wire version, u64 payload bytes */
+
+struct ibc_p2p_msg {
+	struct ibc_p2p_msg *next;
+	int peer;
+	uint32_t tag;
+	size_t len;
+	unsigned char data[];
+};
+
+/* Frees the messages received but never matched (declared in ibc.h; ibcomm_destroy calls it). */
+void ibc_p2p_cleanup(struct ibcomm *comm)
+{
+	struct ibc_p2p_msg *m, *next;
+
+	for (m = comm->unexpected; m; m = next) {
+		next = m->next;
+		free(m);
+	}
+	comm->unexpected = NULL;
+}
+
+static void unexpected_append(struct ibcomm *comm, struct ibc_p2p_msg *m)
+{
+	struct ibc_p2p_msg **pp = &comm->unexpected;
+
+	while (*pp)
+		pp = &(*pp)->next;
+	m->next = NULL;
+	*pp = m;
+}
+
+static ibcomm_status_t p2p_check(struct ibcomm *comm, const char *fn, const void *buf, size_t count,
+				 ibcomm_dtype_t dtype, int peer, size_t *bytes)
+{
+	if (!comm)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "%s: comm is NULL", fn);
+	if (comm->failed)
+		return comm->failed;
+	if (atomic_load(&comm->aborted))
+		return ibc_err(comm, IBCOMM_ERR_ABORTED, "%s on rank %d: the communicator was aborted", fn,
+			       comm->rank);
+	if (!ibc_dtype_valid(dtype))
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: dtype %d is not an ibcomm_dtype_t", fn,
+			       comm->rank, (int)dtype);
+	if (peer < 0 || peer >= comm->size)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: peer %d is not a rank of this %d-rank "
+			       "communicator", fn, comm->rank, peer, comm->size);
+	if (__builtin_mul_overflow(count, ibcomm_dtype_size(dtype), bytes) || *bytes > PTRDIFF_MAX)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: count %zu is too large", fn, comm->rank,
+			       count);
+	if (!buf && count)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: buf is NULL with count %zu", fn, comm->rank,
+			       count);
+	return IBCOMM_OK;
+}
+
+static ibcomm_status_t p2p_fail(struct ibcomm *comm, ibcomm_status_t st)
+{
+	if (st == IBCOMM_ERR_PEER || st == IBCOMM_ERR_TRANSPORT)
+		comm->failed = st;
+	return st;
+}
+
+ibcomm_status_t ibcomm_send(ibcomm_t *comm, const void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
+			    uint32_t tag)
+{
+	static const char fn[] = "ibcomm_send";
+	ibc_deadline_t dl;
+	size_t bytes, first, off;
+	unsigned char *head;
+	ibc_wbuf_t w;
+	ibcomm_status_t st;
+	int rc;
+
+	if ((st = p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
+		return st;
+	if (peer == comm->rank) {
+		struct ibc_p2p_msg *m = malloc(sizeof(*m) + bytes);
+
+		if (!m)
+			return ibc_err(comm, IBCOMM_ERR_NOMEM, "%s on rank %d: no memory for %zu bytes to itself", fn,
+				       comm->rank, bytes);
+		m->peer = peer;
+		m->tag = tag;
+		m->len = bytes;
+		if (bytes)
+			memcpy(m->data, buf, bytes);
+		unexpected_append(comm, m);
+		return IBCOMM_OK;
+	}
+	if (comm->tp->max_chunk <= P2P_HDR)
+		return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "%s on rank %d: transport chunks of %zu bytes cannot "
+			       "hold a message header", fn, comm->rank, comm->tp->max_chunk);
+	dl = ibc_call_deadline(comm);
+	first = IBC_MIN(bytes, comm->tp->max_chunk - P2P_HDR);
+	head = malloc(P2P_HDR + first);
+	if (!head)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "%s on rank %d: no memory for a message header", fn,
+			       comm->rank);
+	w = ibc_wbuf(head, P2P_HDR + first);
+	ibc_w_u32(&w, IBC_WIRE_VERSION);
+	ibc_w_u64(&w, bytes);
+	ibc_w_bytes(&w, buf, first);
+	rc = ibc_put(comm->tp, peer, IBC_CHAN_P2P, tag, head, w.len, true, dl);
+	free(head);
+	for (off = first; rc >= 0 && off < bytes; off += comm->tp->max_chunk)
+		rc = ibc_put(comm->tp, peer, IBC_CHAN_P2P, tag, (const char *)buf + off,
+			     IBC_MIN(comm->tp->max_chunk, bytes - off), true, dl);
+	if (rc == IBCOMM_ERR_TIMEOUT)
+		return ibc_err(comm, IBCOMM_ERR_TIMEOUT, "%s on rank %d: timed out after %ld ms sending %zu bytes "
+			       "with tag %u to rank %d: is it receiving?", fn, comm->rank, comm->set.timeout_ms,
+			       bytes, tag, peer);
+	return rc < 0 ? p2p_fail(comm, rc) : IBCOMM_OK;
+}
+
+/* Takes the chunks of a message after its first, copying them to dst[got..total) (dst may be NULL). */
+static ibcomm_status_t take_rest(struct ibcomm *comm, int peer, uint32_t tag, unsigned char *dst, size_t got,
+				 size_t total, ibc_deadline_t dl)
+{
+	while (got < total) {
+		ibc_chunk_t ch;
+		int rc = ibc_get(comm->tp, peer, IBC_CHAN_P2P, &ch, true, dl);
+		bool bad;
+
+		if (rc < 0)
+			return rc;
+		bad = ch.tag != tag || ch.len > total - got || !ch.len;
+		if (!bad && dst)
+			memcpy(dst + got, ch.data, ch.len);
+		got += ch.len;
+		rc = ibc_release(comm->tp, &ch);
+		if (bad)
+			return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "ibcomm_recv on rank %d: broken message from rank "
+				       "%d: a chunk of %zu bytes with tag %u inside a message with tag %u", comm->rank,
+				       peer, ch.len, ch.tag, tag);
+		if (rc < 0)
+			return rc;
+	}
+	return IBCOMM_OK;
+}
+
+static ibcomm_status_t size_mismatch(struct ibcomm *comm, int peer, uint32_t tag, size_t got, size_t want)
+{
+	return ibc_err(comm, IBCOMM_ERR_MISMATCH, "ibcomm_recv on rank %d: the message from rank %d with tag %u "
+		       "has %zu bytes, the receive expects %zu", comm->rank, peer, tag, got, want);
+}
+
+/*
+ * Takes the next whole message from peer: into buf when it carries tag (IBCOMM_OK, or
+ * _MISMATCH when its size differs: consumed either way), else onto the unexpected list
+ * (IBC_AGAIN).
+ */
+static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, uint32_t tag, ibc_deadline_t dl)
+{
+	struct ibc_p2p_msg *m = NULL;
+	unsigned char *dst;
+	uint32_t version;
+	uint64_t total;
+	ibc_chunk_t ch;
+	ibc_rbuf_t r;
+	size_t first;
+	bool match;
+	int rc = ibc_get(comm->tp, peer, IBC_CHAN_P2P, &ch, true, dl);
+
+	if (rc < 0)
+		return rc;
+	r = ibc_rbuf(ch.data, ch.len);
+	version = ibc_r_u32(&r);
+	total = ibc_r_u64(&r);
+	first = ch.len - r.off;
+	if (!r.ok || version != IBC_WIRE_VERSION || total > PTRDIFF_MAX || first > total) {
+		ibc_release(comm->tp, &ch);
+		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "ibcomm_recv on rank %d: bad message header from rank %d "
+			       "(%zu bytes, wire version %u, expected %u)", comm->rank, peer, ch.len, version,
+			       IBC_WIRE_VERSION);
+	}
+	match = ch.tag == tag;
+	if (match) {
+		dst = total == bytes ? buf : NULL;
+	} else {
+		m = malloc(sizeof(*m) + total);
+		dst = m ? m->data : NULL;
+		tag = ch.tag;
+	}
+	if (dst && first)
+		memcpy(dst, (const unsigned char *)ch.data + r.off, first);
+	if ((rc = ibc_release(comm->tp, &ch)) < 0 || (rc = take_rest(comm, peer, tag, dst, first, total, dl))) {
+		free(m);
+		return rc;
+	}
+	if (match)
+		return total == bytes ? IBCOMM_OK : size_mismatch(comm, peer, tag, total, bytes);
+	if (!m)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "ibcomm_recv on rank %d: no memory to set aside a message of "
+			       "%zu bytes from rank %d with tag %u; it was dropped", comm->rank, (size_t)total, peer,
+			       tag);
+	m->peer = peer;
+	m->tag = tag;
+	m->len = total;
+	unexpected_append(comm, m);
+	return IBC_AGAIN;
+}
+
+ibcomm_status_t ibcomm_recv(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer, uint32_t tag)
+{
+	static const char fn[] = "ibcomm_recv";
+	struct ibc_p2p_msg **pp;
+	ibc_deadline_t dl;
+	size_t bytes;
+	ibcomm_status_t st;
+	int rc;
+
+	if ((st = p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
+		return st;
+	for (pp = &comm->unexpected; *pp; pp = &(*pp)->next) {
+		struct ibc_p2p_msg *m = *pp;
+
+		if (m->peer != peer || m->tag != tag)
+			continue;
+		*pp = m->next;
+		st = m->len == bytes ? IBCOMM_OK : size_mismatch(comm, peer, tag, m->len, bytes);
+		if (!st && bytes)
+			memcpy(buf, m->data, bytes);
+		free(m);
+		return st;
+	}
+	if (peer == comm->rank)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: no message with tag %u was sent to itself "
+			       "(a receive from self needs the send first)", fn, comm->rank, tag);
+	dl = ibc_call_deadline(comm);
+	while ((rc = take_message(comm, buf, bytes, peer, tag, dl)) == IBC_AGAIN)
+		;
+	if (rc == IBCOMM_ERR_TIMEOUT)
+		return ibc_err(comm, IBCOMM_ERR_TIMEOUT, "%s on rank %d: timed out after %ld ms waiting for a message "
+			       "with tag %u from rank %d", fn, comm->rank, comm->set.timeout_ms, tag, peer);
+	return p2p_fail(comm, rc);
+}

@@ -1,1 +1,148 @@
-/* to be written */
+/*
+ * Collective algorithms, written once against the transport interface (transport.h).
+ *
+ * Every algorithm is described as a plan: a list of transfers (xops), each one message to or
+ * from one peer, cut into chunks of plan->cs bytes. A transfer may depend on another one, chunk
+ * by chunk (a ring step forwards chunk c as soon as chunk c of the previous step has been
+ * reduced) or as a whole. ibc_plan_run() drives all of them at once without blocking on any
+ * single peer: sends are put() without waiting while credits last, chunks are taken as they
+ * arrive, and only when nothing can progress does it block in ibc_wait().
+ *
+ * Messages to (or from) one peer are sent (or taken) in plan order: both sides of a pair
+ * describe the same messages in the same order with the same lengths and chunk size.
+ */
+#ifndef IBC_ALGO_H
+#define IBC_ALGO_H
+
+#include "ibc.h"
+
+/* Everything an algorithm needs for one call (filled by coll.c). */
+struct ibc_coll_args {
+	struct ibcomm *comm;
+	ibc_tp_t *tp;
+	enum ibc_coll coll;
+	uint32_t seq;          /* sequence number of this call */
+	uint32_t tag;          /* IBC_COLL_TAG(seq, coll): carried by every chunk */
+	ibc_deadline_t dl;
+	const void *sendbuf;
+	void *recvbuf;         /* broadcast: the buffer */
+	size_t count;          /* elements: the whole vector (allreduce, reduce, broadcast) or one
+				* rank's block (allgather, reduce_scatter, gather, scatter, alltoall) */
+	size_t esz;            /* bytes per element */
+	ibcomm_dtype_t dtype;
+	ibcomm_op_t op;
+	ibc_reduce_fn reduce;  /* NULL for collectives that do not reduce */
+	int root;
+	int rank, size;
+};
+
+#define IBC_COLL_TAG(seq, coll) ((((uint32_t)(seq) & 0xffffffu) << 8) | ((uint32_t)(coll) & 0xffu))
+
+typedef ibcomm_status_t (*ibc_algo_fn)(struct ibc_coll_args *a);
+
+/* ---- prim.c: the transfer engine ---- */
+enum ibc_xmode {
+	IBC_X_SEND,       /* put src[0..len) */
+	IBC_X_COPY,       /* dst = incoming */
+	IBC_X_REDUCE,     /* dst = local op incoming (local = src, or dst itself when src is NULL) */
+	IBC_X_REDUCE_REV  /* dst = incoming op local: the incoming data is the left operand */
+};
+
+#define IBC_DEP_ALL ((size_t)-1) /* dep_off: wait for the whole dependency */
+
+struct ibc_xop {
+	int peer;
+	enum ibc_xmode mode;
+	const char *src;
+	char *dst;
+	size_t len;
+	uint32_t nchunks, done; /* a message has at least one chunk, even when empty */
+	int dep;                /* index of the transfer this one waits for, or -1 */
+	size_t dep_off;         /* chunk [o, e) of this transfer waits until the dependency has
+				 * completed its bytes [0, dep_off + e); IBC_DEP_ALL: until it is done */
+};
+
+struct ibc_plan {
+	struct ibc_coll_args *a;
+	size_t cs;              /* chunk size in bytes, a multiple of the element size */
+	struct ibc_xop *ops;
+	int nops, cap, first;
+	uint8_t *blocked;       /* per peer, during one pass: 1 send, 2 recv waits behind an earlier one */
+	ibcomm_status_t status; /* first error while building */
+};
+
+/* Chunk size for messages of about `bytes`: small enough that a message has several chunks in
+ * flight, at most tp->max_chunk, whole elements; the same on every rank for the same inputs. */
+IBC_HIDDEN size_t ibc_chunk_size(const ibc_tp_t *tp, size_t bytes, size_t esz);
+IBC_HIDDEN void ibc_plan_init(struct ibc_plan *p, struct ibc_coll_args *a, size_t cs);
+/* Each returns the transfer's index (for dependencies), or -1 after recording ENOMEM. */
+IBC_HIDDEN int ibc_plan_send(struct ibc_plan *p, int peer, const void *src, size_t len, int dep, size_t dep_off);
+IBC_HIDDEN int ibc_plan_recv(struct ibc_plan *p, int peer, enum ibc_xmode mode, void *dst, const void *local,
+			     size_t len, int dep, size_t dep_off);
+IBC_HIDDEN ibcomm_status_t ibc_plan_run(struct ibc_plan *p);
+IBC_HIDDEN void ibc_plan_free(struct ibc_plan *p);
+/* malloc that records IBCOMM_ERR_NOMEM on a's communicator (0 bytes gives a valid pointer). */
+IBC_HIDDEN void *ibc_scratch(struct ibc_coll_args *a, size_t bytes);
+
+/* Binomial tree relative to root: vr = (rank - root) mod n; parent of vr clears its lowest
+ * set bit; children of vr are vr + m for powers of two m below vr's lowest set bit. */
+static inline int ibc_vrank(int rank, int root, int n)
+{
+	return (rank - root + n) % n;
+}
+static inline int ibc_absrank(int vr, int root, int n)
+{
+	return (vr + root) % n;
+}
+/* Lowest set bit of vr, or the first power of two >= n for vr == 0: children use m < this. */
+static inline int ibc_tree_span(int vr, int n)
+{
+	int m = 1;
+
+	if (vr)
+		return vr & -vr;
+	while (m < n)
+		m <<= 1;
+	return m;
+}
+/* Ranks in the subtree of vr (itself included). */
+static inline int ibc_tree_size(int vr, int n)
+{
+	int s = ibc_tree_span(vr, n);
+
+	return IBC_MIN(s, n - vr);
+}
+
+/* ---- the algorithms (IBCOMM_ALGO names in comments) ---- */
+IBC_HIDDEN ibcomm_status_t ibc_allreduce_ring(struct ibc_coll_args *a);      /* ring */
+IBC_HIDDEN ibcomm_status_t ibc_allreduce_rd(struct ibc_coll_args *a);        /* rd */
+IBC_HIDDEN ibcomm_status_t ibc_allreduce_tree(struct ibc_coll_args *a);      /* tree */
+IBC_HIDDEN ibcomm_status_t ibc_broadcast_tree(struct ibc_coll_args *a);      /* tree */
+IBC_HIDDEN ibcomm_status_t ibc_broadcast_pipeline(struct ibc_coll_args *a);  /* pipeline */
+IBC_HIDDEN ibcomm_status_t ibc_reduce_tree(struct ibc_coll_args *a);         /* tree */
+IBC_HIDDEN ibcomm_status_t ibc_reduce_linear(struct ibc_coll_args *a);       /* linear */
+IBC_HIDDEN ibcomm_status_t ibc_allgather_ring(struct ibc_coll_args *a);      /* ring */
+IBC_HIDDEN ibcomm_status_t ibc_allgather_linear(struct ibc_coll_args *a);    /* linear */
+IBC_HIDDEN ibcomm_status_t ibc_reduce_scatter_ring(struct ibc_coll_args *a); /* ring */
+IBC_HIDDEN ibcomm_status_t ibc_reduce_scatter_linear(struct ibc_coll_args *a); /* linear */
+IBC_HIDDEN ibcomm_status_t ibc_gather_tree(struct ibc_coll_args *a);         /* tree */
+IBC_HIDDEN ibcomm_status_t ibc_gather_linear(struct ibc_coll_args *a);       /* linear */
+IBC_HIDDEN ibcomm_status_t ibc_scatter_tree(struct ibc_coll_args *a);        /* tree */
+IBC_HIDDEN ibcomm_status_t ibc_scatter_linear(struct ibc_coll_args *a);      /* linear */
+IBC_HIDDEN ibcomm_status_t ibc_alltoall_pairwise(struct ibc_coll_args *a);   /* pairwise */
+IBC_HIDDEN ibcomm_status_t ibc_alltoall_linear(struct ibc_coll_args *a);     /* linear */
+IBC_HIDDEN ibcomm_status_t ibc_barrier_dissem(struct ibc_coll_args *a);      /* dissem */
+IBC_HIDDEN ibcomm_status_t ibc_barrier_tree(struct ibc_coll_args *a);        /* tree */
+
+/* ---- select.c ---- */
+/* True when algo is one of coll's algorithms (IBC_ALGO_AUTO is not). */
+IBC_HIDDEN bool ibc_algo_valid(enum ibc_coll coll, enum ibc_algo algo);
+/* The automatic choice for a call moving `bytes` (see select.c for what bytes means per
+ * collective) among nranks ranks. Never IBC_ALGO_AUTO. */
+IBC_HIDDEN enum ibc_algo ibc_algo_auto(enum ibc_coll coll, size_t bytes, int nranks);
+/* comm's forced choice (IBCOMM_ALGO) when valid for coll, else ibc_algo_auto(). */
+IBC_HIDDEN enum ibc_algo ibc_algo_select(const struct ibcomm *comm, enum ibc_coll coll, size_t bytes);
+/* The implementation of (coll, algo), or NULL when algo is not one of coll's. */
+IBC_HIDDEN ibc_algo_fn ibc_algo_impl(enum ibc_coll coll, enum ibc_algo algo);
+
+#endif

@@ -1,1 +1,296 @@
-/* to be written */
+/*
+ * The transfer engine every algorithm runs on (see algo.h): a plan of messages, each cut in
+ * chunks, driven concurrently with non-blocking put()/get() and ibc_wait() when stuck.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "algo/algo.h"
+
+/* Below this a message goes in one chunk: splitting it would only add latency. */
+#define IBC_MIN_CHUNK 4096
+
+size_t ibc_chunk_size(const ibc_tp_t *tp, size_t bytes, size_t esz)
+{
+	size_t cs = bytes / 4;
+
+	if (cs < IBC_MIN_CHUNK)
+		cs = IBC_MIN_CHUNK;
+	if (cs > tp->max_chunk)
+		cs = tp->max_chunk;
+	cs -= cs % esz;
+	return cs ? cs : esz;
+}
+
+void *ibc_scratch(struct ibc_coll_args *a, size_t bytes)
+{
+	void *p = malloc(bytes ? bytes : 1);
+
+	if (!p)
+		ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate %zu bytes of scratch", a->rank,
+			ibc_coll_name(a->coll), bytes);
+	return p;
+}
+
+void ibc_plan_init(struct ibc_plan *p, struct ibc_coll_args *a, size_t cs)
+{
+	memset(p, 0, sizeof(*p));
+	p->a = a;
+	p->cs = cs;
+	p->blocked = calloc((size_t)a->size, 1);
+	if (!p->blocked)
+		p->status = ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate a plan", a->rank,
+				    ibc_coll_name(a->coll));
+}
+
+void ibc_plan_free(struct ibc_plan *p)
+{
+	free(p->ops);
+	free(p->blocked);
+	p->ops = NULL;
+	p->blocked = NULL;
+}
+
+static int plan_add(struct ibc_plan *p, int peer, enum ibc_xmode mode, const void *src, void *dst, size_t len,
+		    int dep, size_t dep_off)
+{
+	struct ibc_xop *op;
+
+	if (p->status)
+		return -1;
+	if (p->nops == p->cap) {
+		int cap = p->cap ? 2 * p->cap : 16;
+		struct ibc_xop *ops = realloc(p->ops, (size_t)cap * sizeof(*ops));
+
+		if (!ops) {
+			p->status = ibc_err(p->a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate a plan",
+					    p->a->rank, ibc_coll_name(p->a->coll));
+			return -1;
+		}
+		p->ops = ops;
+		p->cap = cap;
+	}
+	op = &p->ops[p->nops];
+	op->peer = peer;
+	op->mode = mode;
+	op->src = src;
+	op->dst = dst;
+	op->len = len;
+	op->nchunks = len ? (uint32_t)((len + p->cs - 1) / p->cs) : 1;
+	op->done = 0;
+	op->dep = dep;
+	op->dep_off = dep_off;
+	return p->nops++;
+}
+
+int ibc_plan_send(struct ibc_plan *p, int peer, const void *src, size_t len, int dep, size_t dep_off)
+{
+	return plan_add(p, peer, IBC_X_SEND, src, NULL, len, dep, dep_off);
+}
+
+int ibc_plan_recv(struct ibc_plan *p, int peer, enum ibc_xmode mode, void *dst, const void *local, size_t len,
+		  int dep, size_t dep_off)
+{
+	return plan_add(p, peer, mode, local, dst, len, dep, dep_off);
+}
+
+static size_t chunk_len(const struct ibc_plan *p, const struct ibc_xop *op, uint32_t c)
+{
+	size_t off = (size_t)c * p->cs;
+
+	return IBC_MIN(p->cs, op->len - off);
+}
+
+/* Bytes of op completed, in order. */
+static size_t op_progress(const struct ibc_plan *p, const struct ibc_xop *op)
+{
+	return op->done == op->nchunks ? op->len : (size_t)op->done * p->cs;
+}
+
+static bool chunk_ready(const struct ibc_plan *p, const struct ibc_xop *op, uint32_t c)
+{
+	const struct ibc_xop *d;
+
+	if (op->dep < 0)
+		return true;
+	d = &p->ops[op->dep];
+	if (op->dep_off == IBC_DEP_ALL)
+		return d->done == d->nchunks;
+	return op_progress(p, d) >= op->dep_off + (size_t)c * p->cs + chunk_len(p, op, c);
+}
+
+static const char *coll_of_tag(uint32_t tag)
+{
+	return (tag & 0xff) < IBC_COLL_COUNT ? ibc_coll_name((enum ibc_coll)(tag & 0xff)) : "an unknown operation";
+}
+
+/* Checks a received chunk against what op expects next. */
+static ibcomm_status_t check_chunk(struct ibc_plan *p, const struct ibc_xop *op, const ibc_chunk_t *ch)
+{
+	struct ibc_coll_args *a = p->a;
+	size_t want = chunk_len(p, op, op->done);
+
+	if (ch->tag != a->tag)
+		return ibc_err(a->comm, IBCOMM_ERR_MISMATCH,
+			       "rank %d expected %s #%u from rank %d but received %s #%u: the ranks called "
+			       "different collectives or a different number of them",
+			       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, op->peer, coll_of_tag(ch->tag),
+			       ch->tag >> 8);
+	if (ch->len != want)
+		return ibc_err(a->comm, IBCOMM_ERR_MISMATCH,
+			       "rank %d, %s #%u: chunk %u of %u from rank %d has %zu bytes, expected %zu: the ranks "
+			       "passed different counts or datatypes",
+			       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, op->done, op->nchunks, op->peer,
+			       ch->len, want);
+	return IBCOMM_OK;
+}
+
+/* Places one received chunk according to op's mode. */
+static void apply_chunk(struct ibc_plan *p, const struct ibc_xop *op, void *data, size_t len)
+{
+	size_t off = (size_t)op->done * p->cs;
+	size_t n = len / p->a->esz;
+	char *dst;
+	const char *local;
+
+	if (!len)
+		return;
+	dst = op->dst + off;
+	local = op->src ? op->src + off : dst;
+	switch (op->mode) {
+	case IBC_X_COPY:
+		memcpy(dst, data, len);
+		break;
+	case IBC_X_REDUCE:
+		if (local != dst)
+			memcpy(dst, local, len);
+		p->a->reduce(dst, data, n);
+		break;
+	case IBC_X_REDUCE_REV:
+		/* the slot is ours until release(): reduce there, incoming data on the left */
+		p->a->reduce(data, local, n);
+		memcpy(dst, data, len);
+		break;
+	case IBC_X_SEND:
+		break;
+	}
+}
+
+/* Sends what op may send now. Returns <0 on error, else whether anything went out. */
+static int progress_send(struct ibc_plan *p, struct ibc_xop *op)
+{
+	struct ibc_coll_args *a = p->a;
+	int moved = 0;
+
+	while (op->done < op->nchunks && chunk_ready(p, op, op->done)) {
+		size_t off = (size_t)op->done * p->cs;
+		const char *src = op->src ? op->src + off : "";
+		int rc = ibc_put(a->tp, op->peer, IBC_CHAN_COLL, a->tag, src, chunk_len(p, op, op->done), false,
+				 a->dl);
+
+		if (rc == IBC_AGAIN)
+			break;
+		if (rc < 0)
+			return rc;
+		op->done++;
+		moved = 1;
+	}
+	return moved;
+}
+
+static int progress_recv(struct ibc_plan *p, struct ibc_xop *op)
+{
+	struct ibc_coll_args *a = p->a;
+	int moved = 0;
+
+	while (op->done < op->nchunks && chunk_ready(p, op, op->done)) {
+		ibc_chunk_t ch;
+		ibcomm_status_t st;
+		int rc = ibc_get(a->tp, op->peer, IBC_CHAN_COLL, &ch, false, a->dl);
+
+		if (rc == IBC_AGAIN)
+			break;
+		if (rc < 0)
+			return rc;
+		st = check_chunk(p, op, &ch);
+		if (!st)
+			apply_chunk(p, op, ch.data, ch.len);
+		rc = ibc_release(a->tp, &ch);
+		if (st)
+			return st;
+		if (rc < 0)
+			return rc;
+		op->done++;
+		moved = 1;
+	}
+	return moved;
+}
+
+/* Names the transfer a stuck plan waits for, so a timeout blames somebody. */
+static ibcomm_status_t plan_timeout(struct ibc_plan *p)
+{
+	struct ibc_coll_args *a = p->a;
+	const struct ibc_xop *stuck = NULL;
+
+	for (int i = p->first; i < p->nops; i++) {
+		const struct ibc_xop *op = &p->ops[i];
+
+		if (op->done < op->nchunks && chunk_ready(p, op, op->done)) {
+			stuck = op;
+			if (op->mode != IBC_X_SEND)
+				break;
+		}
+	}
+	if (!stuck)
+		return ibc_err(a->comm, IBCOMM_ERR_TIMEOUT, "rank %d: %s #%u timed out after %ld ms", a->rank,
+			       ibc_coll_name(a->coll), a->seq & 0xffffffu, a->comm->set.timeout_ms);
+	return ibc_err(a->comm, IBCOMM_ERR_TIMEOUT,
+		       "rank %d: %s #%u timed out after %ld ms %s rank %d (chunk %u of %u, %zu bytes in all); "
+		       "is that rank alive and in the same collective?",
+		       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, a->comm->set.timeout_ms,
+		       stuck->mode == IBC_X_SEND ? "waiting for credit to send to" : "waiting for data from",
+		       stuck->peer, stuck->done + 1, stuck->nchunks, stuck->len);
+}
+
+ibcomm_status_t ibc_plan_run(struct ibc_plan *p)
+{
+	struct ibc_coll_args *a = p->a;
+
+	if (p->status)
+		return p->status;
+	for (;;) {
+		bool moved = false;
+
+		memset(p->blocked, 0, (size_t)a->size);
+		while (p->first < p->nops && p->ops[p->first].done == p->ops[p->first].nchunks)
+			p->first++;
+		if (p->first == p->nops)
+			return IBCOMM_OK;
+		for (int i = p->first; i < p->nops; i++) {
+			struct ibc_xop *op = &p->ops[i];
+			uint8_t bit = op->mode == IBC_X_SEND ? 1 : 2;
+			int rc;
+
+			if (op->done == op->nchunks || (p->blocked[op->peer] & bit))
+				continue;
+			rc = op->mode == IBC_X_SEND ? progress_send(p, op) : progress_recv(p, op);
+			if (rc < 0)
+				return rc;
+			moved |= rc > 0;
+			/* later messages of this peer and direction wait behind this one */
+			if (op->done < op->nchunks)
+				p->blocked[op->peer] |= bit;
+		}
+		if (moved)
+			continue;
+		if (atomic_load(&a->comm->aborted))
+			return ibc_err(a->comm, IBCOMM_ERR_ABORTED, "rank %d: %s #%u: the communicator was aborted",
+				       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu);
+		ibcomm_status_t st = ibc_wait(a->tp, a->dl);
+
+		if (st == IBCOMM_ERR_TIMEOUT)
+			return plan_timeout(p);
+		if (st < 0)
+			return st;
+	}
+}

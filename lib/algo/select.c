@@ -1,1 +1,100 @@
-/* to be written */
+/*
+ * Which algorithm runs a collective: the one IBCOMM_ALGO forces for it, else by size.
+ *
+ * `bytes` is the vector for allreduce, broadcast and reduce; the whole gathered or scattered
+ * buffer (nranks x block) for allgather, reduce_scatter, gather and scatter; one block (to one
+ * peer) for alltoall. Automatic choices:
+ *
+ *   allreduce       rd below 32 KiB (log2 n latency-bound exchanges); ring above (bandwidth
+ *                   optimal), except tree when more than 32 ranks would cut it in segments
+ *                   under 4 KiB
+ *   broadcast       tree below 256 KiB; pipeline (chain) above
+ *   reduce          tree (pipelined binomial; linear funnels everything through the root)
+ *   allgather       linear below 64 KiB in all (one round); ring above
+ *   reduce_scatter  linear below 64 KiB in all; ring above
+ *   gather, scatter tree below 256 KiB in all; linear above (the root's link carries every
+ *                   byte either way, linear without the store and forward)
+ *   alltoall        linear below 16 KiB per block (all at once); pairwise above
+ *   barrier         dissem
+ */
+#include "algo/algo.h"
+
+#define KiB ((size_t)1024)
+
+struct algo_entry {
+	enum ibc_coll coll;
+	enum ibc_algo algo;
+	ibc_algo_fn fn;
+};
+
+static const struct algo_entry algos[] = {
+	{ IBC_COLL_ALLREDUCE, IBC_ALGO_RING, ibc_allreduce_ring },
+	{ IBC_COLL_ALLREDUCE, IBC_ALGO_RD, ibc_allreduce_rd },
+	{ IBC_COLL_ALLREDUCE, IBC_ALGO_TREE, ibc_allreduce_tree },
+	{ IBC_COLL_BROADCAST, IBC_ALGO_TREE, ibc_broadcast_tree },
+	{ IBC_COLL_BROADCAST, IBC_ALGO_PIPELINE, ibc_broadcast_pipeline },
+	{ IBC_COLL_REDUCE, IBC_ALGO_TREE, ibc_reduce_tree },
+	{ IBC_COLL_REDUCE, IBC_ALGO_LINEAR, ibc_reduce_linear },
+	{ IBC_COLL_ALLGATHER, IBC_ALGO_RING, ibc_allgather_ring },
+	{ IBC_COLL_ALLGATHER, IBC_ALGO_LINEAR, ibc_allgather_linear },
+	{ IBC_COLL_REDUCE_SCATTER, IBC_ALGO_RING, ibc_reduce_scatter_ring },
+	{ IBC_COLL_REDUCE_SCATTER, IBC_ALGO_LINEAR, ibc_reduce_scatter_linear },
+	{ IBC_COLL_GATHER, IBC_ALGO_TREE, ibc_gather_tree },
+	{ IBC_COLL_GATHER, IBC_ALGO_LINEAR, ibc_gather_linear },
+	{ IBC_COLL_SCATTER, IBC_ALGO_TREE, ibc_scatter_tree },
+	{ IBC_COLL_SCATTER, IBC_ALGO_LINEAR, ibc_scatter_linear },
+	{ IBC_COLL_ALLTOALL, IBC_ALGO_PAIRWISE, ibc_alltoall_pairwise },
+	{ IBC_COLL_ALLTOALL, IBC_ALGO_LINEAR, ibc_alltoall_linear },
+	{ IBC_COLL_BARRIER, IBC_ALGO_DISSEM, ibc_barrier_dissem },
+	{ IBC_COLL_BARRIER, IBC_ALGO_TREE, ibc_barrier_tree },
+};
+
+ibc_algo_fn ibc_algo_impl(enum ibc_coll coll, enum ibc_algo algo)
+{
+	for (size_t i = 0; i < IBC_ARRAY_SIZE(algos); i++)
+		if (algos[i].coll == coll && algos[i].algo == algo)
+			return algos[i].fn;
+	return NULL;
+}
+
+bool ibc_algo_valid(enum ibc_coll coll, enum ibc_algo algo)
+{
+	return ibc_algo_impl(coll, algo) != NULL;
+}
+
+enum ibc_algo ibc_algo_auto(enum ibc_coll coll, size_t bytes, int nranks)
+{
+	size_t n = nranks > 0 ? (size_t)nranks : 1;
+
+	switch (coll) {
+	case IBC_COLL_ALLREDUCE:
+		if (bytes < 32 * KiB)
+			return IBC_ALGO_RD;
+		return n > 32 && bytes / n < 4 * KiB ? IBC_ALGO_TREE : IBC_ALGO_RING;
+	case IBC_COLL_BROADCAST:
+		return bytes < 256 * KiB ? IBC_ALGO_TREE : IBC_ALGO_PIPELINE;
+	case IBC_COLL_REDUCE:
+		return IBC_ALGO_TREE;
+	case IBC_COLL_ALLGATHER:
+	case IBC_COLL_REDUCE_SCATTER:
+		return bytes < 64 * KiB ? IBC_ALGO_LINEAR : IBC_ALGO_RING;
+	case IBC_COLL_GATHER:
+	case IBC_COLL_SCATTER:
+		return bytes < 256 * KiB ? IBC_ALGO_TREE : IBC_ALGO_LINEAR;
+	case IBC_COLL_ALLTOALL:
+		return bytes < 16 * KiB ? IBC_ALGO_LINEAR : IBC_ALGO_PAIRWISE;
+	case IBC_COLL_BARRIER:
+	case IBC_COLL_COUNT:
+		break;
+	}
+	return IBC_ALGO_DISSEM;
+}
+
+enum ibc_algo ibc_algo_select(const struct ibcomm *comm, enum ibc_coll coll, size_t bytes)
+{
+	enum ibc_algo forced = comm->set.algo[coll];
+
+	if (forced != IBC_ALGO_AUTO && ibc_algo_valid(coll, forced))
+		return forced;
+	return ibc_algo_auto(coll, bytes, comm->size);
+}

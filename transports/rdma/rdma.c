@@ -1,14 +1,1133 @@
-/* Built instead of rdma.c when rdma-core is absent (or before the RDMA transport exists). */
-#include "ibc.h"
+/*
+ * The RDMA (verbs) transport: RC queue pairs, RDMA WRITE WITH IMMEDIATE into receiver-owned
+ * slot rings, credits returned by small RDMA writes with immediate.
+ *
+ * Memory: one region per communicator, registered once at create:
+ *   rings   per peer, IBC_NCHAN x nslots slots of `stride` bytes the peer writes into
+ *   stage   per peer, IBC_NCHAN x nslots send staging slots (slot s stages writes to the
+ *           peer's slot s, so it is free again once the write's completion was seen)
+ *   cred_in per peer, IBC_NCHAN u64 credit words the peer writes (its released count)
+ *   cred_out per peer, IBC_NCHAN u64 source of our credit writes
+ * A slot holds a 64-byte header (tag, length, sequence; rdma_proto.h) and the payload.
+ *
+ * Connections: every QP must be in RTR before its peer writes to it, and a lazy two-sided
+ * handshake (publish on first use, wait for the peer's) deadlocks a ring in which every rank
+ * first writes to its right neighbour. So create() makes one RC QP per peer, publishes all
+ * QP-info messages, and only then reads the peers' and moves each QP to RTR and RTS: no
+ * rank waits for anything but the others' create().
+ *
+ * Completions: one CQ with a completion channel. Calls progress by polling; a call that
+ * must wait polls briefly, arms the CQ and sleeps in poll() on the channel's fd and a
+ * self-pipe (interrupt), bounded by the deadline.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
 
-static ibcomm_status_t rdma_stub_create(struct ibcomm *comm, ibc_tp_t **tp)
+#include <infiniband/verbs.h>
+
+#include "ibc.h"
+#include "rdma_proto.h"
+
+#define RDMA_NSLOTS 8
+#define RDMA_MAX_CHUNK (64u * 1024)
+#define RDMA_MIN_CHUNK (4u * 1024)
+#define RDMA_MEM_BUDGET (64ull << 20) /* rings + staging of one communicator */
+#define RDMA_WANT_INLINE 256
+#define RDMA_SPIN_NS 5000              /* poll this long before sleeping */
+#define RDMA_QP_TIMEOUT 19             /* 4.096 us * 2^19 = 2.1 s per try */
+/* Not 7: rxe treats retry_cnt 7 as "retry forever" (rxe_comp.c decrements only when != 7),
+ * and a write to a dead peer would then never complete. 6: about 15 s to give up. */
+#define RDMA_RETRY_CNT 6
+#define RDMA_RNR_RETRY 7               /* 7 = retry forever */
+#define RDMA_MIN_RNR_TIMER 12
+
+#define WRID_RECV (1ull << 47)
+#define WRID_SEQ_MASK (WRID_RECV - 1)
+
+struct rdma_peer {
+	int rank;
+	struct ibv_qp *qp;
+	bool connected;
+	uint32_t psn;
+	ibc_rdma_info_t remote;
+	int path_mtu;
+	/* writer side */
+	uint64_t put_cnt[IBC_NCHAN];   /* chunks written */
+	uint64_t credit[IBC_NCHAN];    /* the peer's released count */
+	uint64_t *stage_seq;           /* [chan * nslots + slot]: WR sequence of its last write */
+	uint64_t sq_posted, sq_done, sq_last_sig;
+	/* receiver side */
+	uint64_t arrived[IBC_NCHAN], consumed[IBC_NCHAN], released[IBC_NCHAN], credit_sent[IBC_NCHAN];
+	unsigned rq_posted;
+};
+
+struct rdma_tp {
+	ibc_tp_t base;
+	struct ibv_device **devs;
+	struct ibv_context *ctx;
+	struct ibv_pd *pd;
+	struct ibv_comp_channel *chan;
+	struct ibv_cq *cq;
+	struct ibv_mr *mr;
+	uint8_t *mem;
+	size_t memlen;
+	char devname[64];
+	int port;
+	int link_layer;                /* IBC_RDMA_LL_* */
+	uint16_t lid;
+	int gid_index;
+	uint8_t gid[16];
+	int active_mtu;
+	unsigned max_inline, sig_every, sq_depth, rq_depth, cqe;
+	size_t stride;
+	size_t off_stage, off_cred_in, off_cred_out, per_peer_ring;
+	struct rdma_peer *peers;       /* indexed by rank; peers[self] unused */
+	int pipefd[2];
+	unsigned cq_unacked;
+	bool cq_armed;
+	bool woken;                    /* something arrived since the last wait() */
+	ibcomm_status_t failed;        /* sticky first error */
+};
+
+static inline struct rdma_tp *to_rdma(ibc_tp_t *tp)
 {
-	return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED,
-		       "rank %d: the RDMA transport is not built into this libibcomm (rdma-core was not found at build time); use IBCOMM_TRANSPORT=tcp",
-		       comm->rank);
+	return (struct rdma_tp *)tp;
+}
+
+static inline int peer_index(const struct rdma_tp *t, int peer)
+{
+	return peer < t->base.comm->rank ? peer : peer - 1;
+}
+
+static inline uint8_t *ring_slot(struct rdma_tp *t, int peer, int chan, uint32_t slot)
+{
+	return t->mem + (size_t)peer_index(t, peer) * t->per_peer_ring +
+	       ((size_t)chan * t->base.nslots + slot) * t->stride;
+}
+
+static inline uint8_t *stage_slot(struct rdma_tp *t, int peer, int chan, uint32_t slot)
+{
+	return t->mem + t->off_stage + (size_t)peer_index(t, peer) * t->per_peer_ring +
+	       ((size_t)chan * t->base.nslots + slot) * t->stride;
+}
+
+static inline uint64_t *cred_in(struct rdma_tp *t, int peer)
+{
+	return (uint64_t *)(t->mem + t->off_cred_in + (size_t)peer_index(t, peer) * 64);
+}
+
+static inline uint8_t *cred_out(struct rdma_tp *t, int peer)
+{
+	return t->mem + t->off_cred_out + (size_t)peer_index(t, peer) * 64;
+}
+
+static const char *chan_name(int chan)
+{
+	return chan == IBC_CHAN_P2P ? "p2p" : "collective";
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- errors ---- */
+
+static const char *wc_hint(enum ibv_wc_status s)
+{
+	switch (s) {
+	case IBV_WC_RETRY_EXC_ERR:
+		return "the peer did not acknowledge: it died, or the path is wrong: check the GID (IBCOMM_GID_INDEX), MTU and routing";
+	case IBV_WC_RNR_RETRY_EXC_ERR:
+		return "the peer posted no receive in time: it is stuck or dead";
+	case IBV_WC_REM_ACCESS_ERR:
+	case IBV_WC_REM_INV_REQ_ERR:
+		return "the peer rejected the write (address/rkey mismatch: did it restart or destroy its communicator?)";
+	case IBV_WC_LOC_PROT_ERR:
+	case IBV_WC_LOC_LEN_ERR:
+		return "local memory registration problem (memlock limit? ulimit -l)";
+	case IBV_WC_WR_FLUSH_ERR:
+		return "the queue pair was already in the error state";
+	default:
+		return "see ibv_wc_status_str in the verbs documentation";
+	}
+}
+
+/* Records the first failure of the transport (later calls return it again). */
+static ibcomm_status_t fail(struct rdma_tp *t, ibcomm_status_t st)
+{
+	if (!t->failed)
+		t->failed = st;
+	return st;
+}
+
+static ibcomm_status_t wc_error(struct rdma_tp *t, const struct ibv_wc *wc)
+{
+	struct ibcomm *comm = t->base.comm;
+	int peer = (int)(wc->wr_id >> 48);
+	ibcomm_status_t st;
+
+	if (t->failed)
+		return t->failed; /* follow-on (flush) errors: keep the first message */
+	st = (wc->status == IBV_WC_RETRY_EXC_ERR || wc->status == IBV_WC_RNR_RETRY_EXC_ERR) ? IBCOMM_ERR_PEER
+											      : IBCOMM_ERR_TRANSPORT;
+	ibc_err(comm, st, "rank %d: RDMA %s peer %d failed on %s QP 0x%x: %s (vendor error 0x%x): %s",
+		comm->rank, (wc->wr_id & WRID_RECV) ? "receive from" : "write to", peer, t->devname, wc->qp_num,
+		ibv_wc_status_str(wc->status), wc->vendor_err, wc_hint(wc->status));
+	return fail(t, st);
+}
+
+/* ---- posting ---- */
+
+static int post_recvs(struct rdma_tp *t, struct rdma_peer *p)
+{
+	while (p->rq_posted < t->rq_depth) {
+		struct ibv_recv_wr wr = { .wr_id = ((uint64_t)p->rank << 48) | WRID_RECV, .num_sge = 0 }, *bad;
+		int rc = ibv_post_recv(p->qp, &wr, &bad);
+
+		if (rc) {
+			ibc_err(t->base.comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_post_recv to peer %d (QP 0x%x) failed: %s",
+				t->base.comm->rank, p->rank, p->qp->qp_num, strerror(rc));
+			return fail(t, IBCOMM_ERR_TRANSPORT);
+		}
+		p->rq_posted++;
+	}
+	return 0;
+}
+
+static bool sq_room(const struct rdma_tp *t, const struct rdma_peer *p)
+{
+	return p->sq_posted - p->sq_done < t->sq_depth;
+}
+
+/* Posts one WRITE WITH IMM on p's QP; signals every sig_every WRs. Caller checked sq_room. */
+static int post_write(struct rdma_tp *t, struct rdma_peer *p, struct ibv_sge *sge, int nsge, bool inl,
+		      uint64_t raddr, uint32_t rkey, uint32_t imm, uint64_t *seq_out)
+{
+	uint64_t seq = p->sq_posted + 1;
+	struct ibv_send_wr wr, *bad;
+	int rc;
+
+	memset(&wr, 0, sizeof(wr));
+	wr.wr_id = ((uint64_t)p->rank << 48) | (seq & WRID_SEQ_MASK);
+	wr.sg_list = sge;
+	wr.num_sge = nsge;
+	wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+	wr.imm_data = htonl(imm);
+	wr.wr.rdma.remote_addr = raddr;
+	wr.wr.rdma.rkey = rkey;
+	if (inl)
+		wr.send_flags |= IBV_SEND_INLINE;
+	if (seq - p->sq_last_sig >= t->sig_every) {
+		wr.send_flags |= IBV_SEND_SIGNALED;
+		p->sq_last_sig = seq;
+	}
+	rc = ibv_post_send(p->qp, &wr, &bad);
+	if (rc) {
+		ibc_err(t->base.comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_post_send (RDMA write) to peer %d on QP 0x%x failed: %s",
+			t->base.comm->rank, p->rank, p->qp->qp_num, strerror(rc));
+		return fail(t, IBCOMM_ERR_TRANSPORT);
+	}
+	p->sq_posted = seq;
+	if (seq_out)
+		*seq_out = seq;
+	return 0;
+}
+
+/* Sends the released count of p's channel chan back to the writer, if there is room. */
+static int flush_credit(struct rdma_tp *t, struct rdma_peer *p, int chan)
+{
+	uint8_t *src;
+	struct ibv_sge sge;
+	ibc_wbuf_t w;
+
+	if (p->credit_sent[chan] == p->released[chan] || !sq_room(t, p))
+		return 0;
+	src = cred_out(t, p->rank) + chan * 8;
+	w = ibc_wbuf(src, 8);
+	ibc_w_u64(&w, p->released[chan]);
+	sge = (struct ibv_sge){ .addr = (uintptr_t)src, .length = 8, .lkey = t->mr->lkey };
+	if (post_write(t, p, &sge, 1, t->max_inline >= 8, p->remote.credit_addr + (uint64_t)chan * 8,
+		       p->remote.credit_rkey, ibc_rdma_imm_credit(chan, p->released[chan]), NULL))
+		return t->failed;
+	p->credit_sent[chan] = p->released[chan];
+	return 0;
+}
+
+/* ---- completions ---- */
+
+static int handle_wc(struct rdma_tp *t, const struct ibv_wc *wc)
+{
+	int peer = (int)(wc->wr_id >> 48);
+	struct rdma_peer *p;
+	uint32_t imm;
+	int chan;
+
+	if (wc->status != IBV_WC_SUCCESS)
+		return wc_error(t, wc);
+	if (peer < 0 || peer >= t->base.comm->size || peer == t->base.comm->rank)
+		return 0;
+	p = &t->peers[peer];
+	if (!(wc->wr_id & WRID_RECV)) {
+		uint64_t seq = wc->wr_id & WRID_SEQ_MASK;
+
+		if (seq > p->sq_done)
+			p->sq_done = seq;
+		return 0;
+	}
+	p->rq_posted--;
+	if (wc->opcode != IBV_WC_RECV_RDMA_WITH_IMM || !(wc->wc_flags & IBV_WC_WITH_IMM)) {
+		ibc_err(t->base.comm, IBCOMM_ERR_TRANSPORT, "rank %d: unexpected completion (opcode %d) from peer %d on QP 0x%x",
+			t->base.comm->rank, wc->opcode, peer, wc->qp_num);
+		return fail(t, IBCOMM_ERR_TRANSPORT);
+	}
+	imm = ntohl(wc->imm_data);
+	chan = ibc_rdma_imm_chan(imm);
+	t->woken = true;
+	if (ibc_rdma_imm_is_credit(imm)) {
+		uint64_t c = ibc_rdma_credit_update(p->credit[chan], ibc_rdma_imm_low(imm));
+
+		if (c > p->put_cnt[chan]) {
+			ibc_err(t->base.comm, IBCOMM_ERR_TRANSPORT,
+				"rank %d: peer %d returned %" PRIu64 " credits on the %s channel but only %" PRIu64 " chunks were written",
+				t->base.comm->rank, peer, c, chan_name(chan), p->put_cnt[chan]);
+			return fail(t, IBCOMM_ERR_TRANSPORT);
+		}
+		p->credit[chan] = c;
+		return 0;
+	}
+	if (ibc_rdma_imm_low(imm) != p->arrived[chan] % t->base.nslots ||
+	    p->arrived[chan] - p->released[chan] >= t->base.nslots) {
+		ibc_err(t->base.comm, IBCOMM_ERR_TRANSPORT,
+			"rank %d: peer %d wrote slot %u of the %s channel out of order (expected %" PRIu64 ", %" PRIu64 " unreleased)",
+			t->base.comm->rank, peer, ibc_rdma_imm_low(imm), chan_name(chan), p->arrived[chan] % t->base.nslots,
+			p->arrived[chan] - p->released[chan]);
+		return fail(t, IBCOMM_ERR_TRANSPORT);
+	}
+	p->arrived[chan]++;
+	return 0;
+}
+
+/* Polls the CQ dry; returns the number of completions handled, or a negative status. */
+static int progress(struct rdma_tp *t)
+{
+	struct ibv_wc wc[32];
+	int total = 0, n;
+
+	if (t->failed)
+		return t->failed;
+	do {
+		n = ibv_poll_cq(t->cq, IBC_ARRAY_SIZE(wc), wc);
+		if (n < 0) {
+			ibc_err(t->base.comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_poll_cq on %s failed", t->base.comm->rank,
+				t->devname);
+			return fail(t, IBCOMM_ERR_TRANSPORT);
+		}
+		for (int i = 0; i < n; i++) {
+			int rc = handle_wc(t, &wc[i]);
+
+			if (rc < 0)
+				return rc;
+		}
+		total += n;
+	} while (n == (int)IBC_ARRAY_SIZE(wc));
+	if (total) {
+		for (int r = 0; r < t->base.comm->size; r++) {
+			struct rdma_peer *p = &t->peers[r];
+
+			if (!p->qp)
+				continue;
+			if (p->rq_posted < t->rq_depth / 2 && post_recvs(t, p))
+				return t->failed;
+			for (int c = 0; c < IBC_NCHAN; c++)
+				if (flush_credit(t, p, c))
+					return t->failed;
+		}
+	}
+	return total;
+}
+
+static ibcomm_status_t check_abort(struct rdma_tp *t)
+{
+	struct ibcomm *comm = t->base.comm;
+
+	if (atomic_load(&comm->aborted))
+		return ibc_err(comm, IBCOMM_ERR_ABORTED, "rank %d: the communicator was aborted", comm->rank);
+	return IBCOMM_OK;
+}
+
+/*
+ * Makes progress, sleeping until a completion, an interrupt or the deadline. Returns 0 (the
+ * caller re-checks its condition), IBCOMM_ERR_TIMEOUT without a message (the caller says what
+ * it waited for), or another error with its message.
+ */
+static int block(struct rdma_tp *t, ibc_deadline_t dl)
+{
+	struct pollfd pfd[2];
+	uint64_t spin_end;
+	int n, left;
+
+	if (check_abort(t))
+		return IBCOMM_ERR_ABORTED;
+	n = progress(t);
+	if (n)
+		return n < 0 ? n : 0;
+	spin_end = now_ns() + RDMA_SPIN_NS;
+	do {
+		n = progress(t);
+		if (n)
+			return n < 0 ? n : 0;
+	} while (now_ns() < spin_end);
+	if (!t->cq_armed) {
+		if (ibv_req_notify_cq(t->cq, 0)) {
+			ibc_err(t->base.comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_req_notify_cq on %s failed",
+				t->base.comm->rank, t->devname);
+			return fail(t, IBCOMM_ERR_TRANSPORT);
+		}
+		t->cq_armed = true;
+		n = progress(t); /* what completed before arming raises no event */
+		if (n)
+			return n < 0 ? n : 0;
+	}
+	left = ibc_deadline_left(dl);
+	if (left == 0)
+		return IBCOMM_ERR_TIMEOUT;
+	if (left < 0 || left > 1000)
+		left = 1000;
+	pfd[0] = (struct pollfd){ .fd = t->chan->fd, .events = POLLIN };
+	pfd[1] = (struct pollfd){ .fd = t->pipefd[0], .events = POLLIN };
+	n = poll(pfd, 2, left);
+	if (n < 0 && errno != EINTR) {
+		ibc_err(t->base.comm, IBCOMM_ERR_SYSTEM, "rank %d: poll on the RDMA completion channel failed: %s",
+			t->base.comm->rank, strerror(errno));
+		return fail(t, IBCOMM_ERR_SYSTEM);
+	}
+	if (n > 0 && (pfd[0].revents & POLLIN)) {
+		struct ibv_cq *cq;
+		void *ctx;
+
+		while (ibv_get_cq_event(t->chan, &cq, &ctx) == 0) {
+			t->cq_armed = false;
+			if (++t->cq_unacked >= 64) {
+				ibv_ack_cq_events(t->cq, t->cq_unacked);
+				t->cq_unacked = 0;
+			}
+		}
+	}
+	if (n > 0 && (pfd[1].revents & POLLIN)) {
+		char buf[64];
+
+		while (read(t->pipefd[0], buf, sizeof(buf)) > 0)
+			;
+	}
+	if (check_abort(t))
+		return IBCOMM_ERR_ABORTED;
+	if (dl && ibc_now_ms() >= dl)
+		return IBCOMM_ERR_TIMEOUT;
+	return 0;
+}
+
+/* ---- ops ---- */
+
+static int check_args(struct rdma_tp *t, const char *op, int peer, int chan)
+{
+	struct ibcomm *comm = t->base.comm;
+
+	if (peer < 0 || peer >= comm->size || peer == comm->rank || chan < 0 || chan >= IBC_NCHAN)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: RDMA %s: bad peer %d or channel %d (size %d)", comm->rank,
+			       op, peer, chan, comm->size);
+	if (t->failed)
+		return t->failed;
+	if (!t->peers[peer].connected)
+		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: RDMA %s: peer %d is not connected", comm->rank, op,
+			       peer);
+	return 0;
+}
+
+static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *buf, size_t len, bool wait,
+		    ibc_deadline_t dl)
+{
+	struct rdma_tp *t = to_rdma(tp);
+	struct ibcomm *comm = tp->comm;
+	struct rdma_peer *p;
+	uint8_t hdr[IBC_RDMA_HDR];
+	struct ibv_sge sge[2];
+	uint32_t slot, nslots = tp->nslots;
+	uint64_t seq, inflight;
+	bool inl, counted = false;
+	int rc, nsge;
+
+	rc = check_args(t, "put", peer, chan);
+	if (rc)
+		return rc;
+	if (len > tp->max_chunk)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: RDMA put of %zu bytes to peer %d exceeds the chunk size %zu",
+			       comm->rank, len, peer, tp->max_chunk);
+	p = &t->peers[peer];
+	while (p->put_cnt[chan] - p->credit[chan] >= nslots) {
+		rc = progress(t);
+		if (rc < 0)
+			return rc;
+		if (p->put_cnt[chan] - p->credit[chan] < nslots)
+			break;
+		if (!counted) {
+			tp->cnt.credit_waits++;
+			counted = true;
+		}
+		if (!wait)
+			return IBC_AGAIN;
+		rc = block(t, dl);
+		if (rc == IBCOMM_ERR_TIMEOUT)
+			return ibc_err(comm, IBCOMM_ERR_TIMEOUT,
+				       "rank %d: timed out waiting for peer %d to release a slot of the %s channel (all %u in use): the peer is slow, stuck or dead",
+				       comm->rank, peer, chan_name(chan), nslots);
+		if (rc < 0)
+			return rc;
+	}
+	slot = (uint32_t)(p->put_cnt[chan] % nslots);
+	inl = IBC_RDMA_HDR + len <= t->max_inline;
+	/* The staging slot and a send queue entry must be free (their completions seen). */
+	while ((!inl && p->sq_done < p->stage_seq[chan * nslots + slot]) || !sq_room(t, p)) {
+		rc = block(t, dl);
+		if (rc == IBCOMM_ERR_TIMEOUT)
+			return ibc_err(comm, IBCOMM_ERR_TIMEOUT,
+				       "rank %d: timed out waiting for the completion of an RDMA write to peer %d (QP 0x%x)",
+				       comm->rank, peer, p->qp->qp_num);
+		if (rc < 0)
+			return rc;
+	}
+	if (inl) {
+		memset(hdr, 0, sizeof(hdr));
+		ibc_rdma_hdr_encode(hdr, tag, (uint32_t)len, (uint32_t)p->put_cnt[chan]);
+		sge[0] = (struct ibv_sge){ .addr = (uintptr_t)hdr, .length = IBC_RDMA_HDR, .lkey = t->mr->lkey };
+		sge[1] = (struct ibv_sge){ .addr = (uintptr_t)buf, .length = (uint32_t)len, .lkey = t->mr->lkey };
+		nsge = len ? 2 : 1;
+	} else {
+		uint8_t *s = stage_slot(t, peer, chan, slot);
+
+		ibc_rdma_hdr_encode(s, tag, (uint32_t)len, (uint32_t)p->put_cnt[chan]);
+		memcpy(s + IBC_RDMA_HDR, buf, len);
+		sge[0] = (struct ibv_sge){ .addr = (uintptr_t)s, .length = (uint32_t)(IBC_RDMA_HDR + len),
+					   .lkey = t->mr->lkey };
+		nsge = 1;
+	}
+	rc = post_write(t, p, sge, nsge, inl, p->remote.ring_addr + ((uint64_t)chan * p->remote.nslots + slot) * p->remote.stride,
+			p->remote.ring_rkey, ibc_rdma_imm_data(chan, slot), &seq);
+	if (rc)
+		return rc;
+	if (!inl)
+		p->stage_seq[chan * nslots + slot] = seq;
+	p->put_cnt[chan]++;
+	tp->cnt.puts++;
+	tp->cnt.bytes_put += len;
+	inflight = p->put_cnt[chan] - p->credit[chan];
+	if (inflight > tp->cnt.max_inflight)
+		tp->cnt.max_inflight = (uint32_t)inflight;
+	rc = progress(t);
+	return rc < 0 ? rc : 0;
+}
+
+static int rdma_get(ibc_tp_t *tp, int peer, int chan, ibc_chunk_t *chunk, bool wait, ibc_deadline_t dl)
+{
+	struct rdma_tp *t = to_rdma(tp);
+	struct ibcomm *comm = tp->comm;
+	struct rdma_peer *p;
+	uint32_t slot, tag, len, seq;
+	uint8_t *s;
+	int rc;
+
+	rc = check_args(t, "get", peer, chan);
+	if (rc)
+		return rc;
+	p = &t->peers[peer];
+	while (p->consumed[chan] == p->arrived[chan]) {
+		rc = progress(t);
+		if (rc < 0)
+			return rc;
+		if (p->consumed[chan] != p->arrived[chan])
+			break;
+		if (!wait)
+			return IBC_AGAIN;
+		rc = block(t, dl);
+		if (rc == IBCOMM_ERR_TIMEOUT)
+			return ibc_err(comm, IBCOMM_ERR_TIMEOUT,
+				       "rank %d: timed out waiting for data from peer %d on the %s channel (%" PRIu64 " chunks received so far)",
+				       comm->rank, peer, chan_name(chan), p->arrived[chan]);
+		if (rc < 0)
+			return rc;
+	}
+	slot = (uint32_t)(p->consumed[chan] % tp->nslots);
+	s = ring_slot(t, peer, chan, slot);
+	if (!ibc_rdma_hdr_decode(s, &tag, &len, &seq) || len > tp->max_chunk || seq != (uint32_t)p->consumed[chan]) {
+		ibc_err(comm, IBCOMM_ERR_TRANSPORT,
+			"rank %d: corrupt chunk from peer %d in slot %u of the %s channel (length %u, sequence %u, expected %u)",
+			comm->rank, peer, slot, chan_name(chan), len, seq, (uint32_t)p->consumed[chan]);
+		return fail(t, IBCOMM_ERR_TRANSPORT);
+	}
+	chunk->data = s + IBC_RDMA_HDR;
+	chunk->len = len;
+	chunk->tag = tag;
+	chunk->peer = peer;
+	chunk->chan = chan;
+	chunk->slot = slot;
+	p->consumed[chan]++;
+	tp->cnt.gets++;
+	tp->cnt.bytes_got += len;
+	return 0;
+}
+
+static ibcomm_status_t rdma_release(ibc_tp_t *tp, ibc_chunk_t *c)
+{
+	struct rdma_tp *t = to_rdma(tp);
+	struct ibcomm *comm = tp->comm;
+	struct rdma_peer *p;
+	int rc;
+
+	rc = check_args(t, "release", c->peer, c->chan);
+	if (rc)
+		return rc;
+	p = &t->peers[c->peer];
+	if (p->released[c->chan] == p->consumed[c->chan] || c->slot != p->released[c->chan] % tp->nslots)
+		return ibc_err(comm, IBCOMM_ERR_INVALID,
+			       "rank %d: release of slot %u from peer %d on the %s channel out of order (next is %" PRIu64 ")",
+			       comm->rank, c->slot, c->peer, chan_name(c->chan), p->released[c->chan] % tp->nslots);
+	p->released[c->chan]++;
+	if (flush_credit(t, p, c->chan))
+		return t->failed;
+	/* With a full send queue the credit goes out from a later progress(). */
+	return IBCOMM_OK;
+}
+
+static ibcomm_status_t rdma_wait(ibc_tp_t *tp, ibc_deadline_t dl)
+{
+	struct rdma_tp *t = to_rdma(tp);
+	int rc;
+
+	if (t->failed)
+		return t->failed;
+	for (;;) {
+		rc = check_abort(t);
+		if (rc)
+			return rc;
+		rc = progress(t);
+		if (rc < 0)
+			return rc;
+		if (t->woken) {
+			t->woken = false;
+			return IBCOMM_OK;
+		}
+		rc = block(t, dl);
+		if (rc == IBCOMM_ERR_TIMEOUT)
+			return ibc_err(tp->comm, IBCOMM_ERR_TIMEOUT, "rank %d: timed out waiting for data or credits from any peer over RDMA (%s)",
+				       tp->comm->rank, t->devname);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+static void rdma_interrupt(ibc_tp_t *tp)
+{
+	struct rdma_tp *t = to_rdma(tp);
+	char c = 1;
+	ssize_t n;
+
+	n = write(t->pipefd[1], &c, 1); /* async-signal-safe; a full pipe already wakes */
+	(void)n;
+}
+
+/* ---- setup ---- */
+
+static bool port_active(struct ibv_context *ctx, int port, struct ibv_port_attr *pa)
+{
+	return ibv_query_port(ctx, (uint8_t)port, pa) == 0 && pa->state == IBV_PORT_ACTIVE;
+}
+
+static void list_devices(struct ibv_device **devs, int n, char *buf, size_t cap)
+{
+	size_t off = 0;
+
+	buf[0] = 0;
+	for (int i = 0; i < n && off < cap; i++) {
+		int w = snprintf(buf + off, cap - off, "%s%s", i ? ", " : "", ibv_get_device_name(devs[i]));
+		if (w < 0)
+			break;
+		off += (size_t)w;
+	}
+}
+
+/* Opens the device and port the settings ask for, or the first with an active port. */
+static ibcomm_status_t open_device(struct rdma_tp *t, struct ibv_port_attr *pa)
+{
+	struct ibcomm *comm = t->base.comm;
+	const char *want = comm->set.device;
+	char names[256];
+	int n = 0;
+
+	t->devs = ibv_get_device_list(&n);
+	if (!t->devs || n == 0)
+		return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED,
+			       "rank %d: no RDMA device found (ibv_get_device_list: %s); for Soft-RoCE: modprobe rdma_rxe; rdma link add rxe0 type rxe netdev IFACE",
+			       comm->rank, t->devs ? "empty" : strerror(errno));
+	list_devices(t->devs, n, names, sizeof(names));
+	for (int i = 0; i < n; i++) {
+		const char *name = ibv_get_device_name(t->devs[i]);
+		struct ibv_device_attr da;
+
+		if (want[0] && strcmp(want, name) != 0)
+			continue;
+		t->ctx = ibv_open_device(t->devs[i]);
+		if (!t->ctx) {
+			if (want[0])
+				return ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: cannot open RDMA device %s: %s", comm->rank,
+					       name, strerror(errno));
+			continue;
+		}
+		if (ibv_query_device(t->ctx, &da)) {
+			ibv_close_device(t->ctx);
+			t->ctx = NULL;
+			continue;
+		}
+		if (comm->set.ib_port > 0) {
+			if (comm->set.ib_port > da.phys_port_cnt || !port_active(t->ctx, comm->set.ib_port, pa)) {
+				ibv_close_device(t->ctx);
+				t->ctx = NULL;
+				return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: port %d of RDMA device %s is %s",
+					       comm->rank, comm->set.ib_port, name,
+					       comm->set.ib_port > da.phys_port_cnt ? "not there" : "not active");
+			}
+			t->port = comm->set.ib_port;
+		} else {
+			for (int port = 1; port <= da.phys_port_cnt && !t->port; port++)
+				if (port_active(t->ctx, port, pa))
+					t->port = port;
+		}
+		if (t->port) {
+			snprintf(t->devname, sizeof(t->devname), "%s:%d", name, t->port);
+			return IBCOMM_OK;
+		}
+		ibv_close_device(t->ctx);
+		t->ctx = NULL;
+		if (want[0])
+			return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "rank %d: RDMA device %s has no active port", comm->rank,
+				       name);
+	}
+	if (want[0])
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: IBCOMM_DEVICE=%s: no such RDMA device (found: %s)",
+			       comm->rank, want, names);
+	return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "rank %d: no RDMA device has an active port (found: %s)", comm->rank,
+		       names);
+}
+
+/* Reads the port's GID table (values and sysfs types) and applies ibc_rdma_choose_gid. */
+static ibcomm_status_t choose_gid(struct rdma_tp *t, const struct ibv_port_attr *pa)
+{
+	struct ibcomm *comm = t->base.comm;
+	int len = pa->gid_tbl_len, n = 0, empty_run = 0, forced = comm->set.gid_index, idx;
+	ibc_rdma_gid_entry_t *tab;
+	char why[256], path[512], type[64];
+
+	if (forced >= len)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: IBCOMM_GID_INDEX=%d but %s has %d GID entries", comm->rank,
+			       forced, t->devname, len);
+	tab = calloc((size_t)(len > 0 ? len : 1), sizeof(*tab));
+	if (!tab)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory reading the GID table", comm->rank);
+	for (int i = 0; i < len; i++) {
+		union ibv_gid g;
+		FILE *f;
+
+		/* Tables can hold hundreds of empty entries: stop after a long empty run. */
+		if (empty_run >= 32 && i != forced && forced < i)
+			break;
+		if (ibv_query_gid(t->ctx, (uint8_t)t->port, i, &g)) {
+			empty_run++;
+			continue;
+		}
+		tab[n].index = i;
+		memcpy(tab[n].gid, g.raw, 16);
+		tab[n].type = IBC_GID_NONE;
+		if (ibc_rdma_gid_is_zero(g.raw)) {
+			empty_run++;
+			n++;
+			continue;
+		}
+		empty_run = 0;
+		snprintf(path, sizeof(path), "%s/ports/%d/gid_attrs/types/%d", t->ctx->device->ibdev_path,
+			 t->port, i);
+		f = fopen(path, "r");
+		if (f) {
+			if (fgets(type, sizeof(type), f))
+				tab[n].type = ibc_rdma_gid_type_parse(type, true);
+			fclose(f);
+		} else {
+			tab[n].type = IBC_GID_ROCE_V2; /* no sysfs types (old kernel): assume v2 */
+		}
+		n++;
+	}
+	idx = ibc_rdma_choose_gid(tab, n, forced, why, sizeof(why));
+	if (idx < 0) {
+		free(tab);
+		return ibc_err(comm, forced >= 0 ? IBCOMM_ERR_INVALID : IBCOMM_ERR_UNSUPPORTED, "rank %d: %s: %s",
+			       comm->rank, t->devname, why);
+	}
+	for (int i = 0; i < n; i++)
+		if (tab[i].index == idx)
+			memcpy(t->gid, tab[i].gid, 16);
+	t->gid_index = idx;
+	free(tab);
+	return IBCOMM_OK;
+}
+
+/* Sizes the rings: RDMA_NSLOTS x RDMA_MAX_CHUNK, smaller chunks for large communicators. */
+static void choose_geometry(struct rdma_tp *t)
+{
+	size_t npeers = (size_t)(t->base.comm->size > 1 ? t->base.comm->size - 1 : 1);
+	size_t chunk = RDMA_MAX_CHUNK;
+	unsigned nslots = RDMA_NSLOTS;
+
+	while (chunk > RDMA_MIN_CHUNK && npeers * 2 * IBC_NCHAN * nslots * (chunk + IBC_RDMA_HDR) > RDMA_MEM_BUDGET)
+		chunk /= 2;
+	while (nslots > 2 && npeers * 2 * IBC_NCHAN * nslots * (chunk + IBC_RDMA_HDR) > RDMA_MEM_BUDGET)
+		nslots /= 2;
+	t->base.max_chunk = chunk;
+	t->base.nslots = nslots;
+	t->stride = chunk + IBC_RDMA_HDR;
+	t->per_peer_ring = (size_t)IBC_NCHAN * nslots * t->stride;
+	t->off_stage = npeers * t->per_peer_ring;
+	t->off_cred_in = 2 * t->off_stage;
+	t->off_cred_out = t->off_cred_in + npeers * 64;
+	t->memlen = t->off_cred_out + npeers * 64;
+	t->sig_every = nslots / 2 ? nslots / 2 : 1; /* <= nslots: see put() staging reuse */
+	t->sq_depth = 4 * nslots + 2 * t->sig_every;
+	t->rq_depth = 4 * nslots + 8;
+}
+
+static ibcomm_status_t create_qp(struct rdma_tp *t, struct rdma_peer *p)
+{
+	struct ibcomm *comm = t->base.comm;
+	struct ibv_qp_init_attr ia;
+	struct ibv_qp_attr a;
+
+	memset(&ia, 0, sizeof(ia));
+	ia.send_cq = t->cq;
+	ia.recv_cq = t->cq;
+	ia.qp_type = IBV_QPT_RC;
+	ia.cap.max_send_wr = t->sq_depth;
+	ia.cap.max_recv_wr = t->rq_depth;
+	ia.cap.max_send_sge = 2;
+	ia.cap.max_recv_sge = 1;
+	ia.cap.max_inline_data = RDMA_WANT_INLINE;
+	p->qp = ibv_create_qp(t->pd, &ia);
+	if (!p->qp) {
+		ia.cap.max_inline_data = 0;
+		p->qp = ibv_create_qp(t->pd, &ia);
+	}
+	if (!p->qp)
+		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_create_qp on %s for peer %d failed: %s", comm->rank,
+			       t->devname, p->rank, strerror(errno));
+	if (t->max_inline == 0 || ia.cap.max_inline_data < t->max_inline)
+		t->max_inline = ia.cap.max_inline_data;
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_INIT;
+	a.pkey_index = 0;
+	a.port_num = (uint8_t)t->port;
+	a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE;
+	if (ibv_modify_qp(p->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS))
+		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: QP 0x%x for peer %d on %s: INIT failed: %s",
+			       comm->rank, p->qp->qp_num, p->rank, t->devname, strerror(errno));
+	p->psn = (uint32_t)(rand_r(&(unsigned){ (unsigned)getpid() ^ p->qp->qp_num ^ (unsigned)now_ns() }) & 0xffffff);
+	return post_recvs(t, p) ? t->failed : IBCOMM_OK;
+}
+
+static ibcomm_status_t publish(struct rdma_tp *t, struct rdma_peer *p)
+{
+	struct ibcomm *comm = t->base.comm;
+	ibc_rdma_info_t in;
+	uint8_t buf[IBC_RDMA_INFO_MAX];
+	char key[160], err[256];
+	size_t len;
+
+	memset(&in, 0, sizeof(in));
+	in.src = (uint32_t)comm->rank;
+	in.dst = (uint32_t)p->rank;
+	in.link_layer = (uint8_t)t->link_layer;
+	in.mtu = (uint8_t)t->active_mtu;
+	in.lid = t->lid;
+	in.qpn = p->qp->qp_num;
+	in.psn = p->psn;
+	memcpy(in.gid, t->gid, 16);
+	in.nslots = t->base.nslots;
+	in.stride = (uint32_t)t->stride;
+	in.max_chunk = (uint32_t)t->base.max_chunk;
+	in.ring_addr = (uintptr_t)ring_slot(t, p->rank, 0, 0);
+	in.ring_rkey = t->mr->rkey;
+	in.credit_addr = (uintptr_t)cred_in(t, p->rank);
+	in.credit_rkey = t->mr->rkey;
+	len = ibc_rdma_info_encode(&in, buf, sizeof(buf));
+	snprintf(key, sizeof(key), "%s/rdma/%d/%d", comm->id, comm->rank, p->rank);
+	if (ibc_rdv_put(comm->rdv, key, buf, len, err, sizeof(err)))
+		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: publishing RDMA QP info for peer %d: %s", comm->rank,
+			       p->rank, err);
+	return IBCOMM_OK;
+}
+
+/* Reads the peer's QP info and moves the QP to RTR and RTS. */
+static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_deadline_t dl)
+{
+	struct ibcomm *comm = t->base.comm;
+	uint8_t buf[IBC_RDMA_INFO_MAX + 1];
+	char key[160], err[256], why[160], gs[64];
+	ibc_rdma_info_t r;
+	struct ibv_qp_attr a;
+	ibcomm_status_t st;
+	size_t len = 0;
+	int mask;
+
+	snprintf(key, sizeof(key), "%s/rdma/%d/%d", comm->id, p->rank, comm->rank);
+	st = ibc_rdv_get(comm->rdv, key, buf, sizeof(buf), &len, dl, err, sizeof(err));
+	if (st)
+		return ibc_err(comm, st, "rank %d: waiting for the RDMA QP info of peer %d (key %s): %s (does peer %d use RDMA too?)",
+			       comm->rank, p->rank, key, err, p->rank);
+	if (len > sizeof(buf))
+		len = sizeof(buf); /* too long: decode says so */
+	if (!ibc_rdma_info_decode(buf, len, &r, why, sizeof(why)))
+		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: bad RDMA QP info from peer %d: %s", comm->rank, p->rank,
+			       why);
+	if (r.src != (uint32_t)p->rank || r.dst != (uint32_t)comm->rank)
+		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: RDMA QP info under key %s is from %u for %u", comm->rank,
+			       key, r.src, r.dst);
+	if (r.link_layer != t->link_layer)
+		return ibc_err(comm, IBCOMM_ERR_MISMATCH, "rank %d: peer %d is on %s, this rank on %s: cannot connect",
+			       comm->rank, p->rank, r.link_layer == IBC_RDMA_LL_IB ? "InfiniBand" : "Ethernet (RoCE)",
+			       t->link_layer == IBC_RDMA_LL_IB ? "InfiniBand" : "Ethernet (RoCE)");
+	if (r.nslots != t->base.nslots || r.max_chunk != t->base.max_chunk || r.stride < IBC_RDMA_HDR + t->base.max_chunk)
+		return ibc_err(comm, IBCOMM_ERR_MISMATCH,
+			       "rank %d: peer %d exposes %u slots of %u bytes, this rank %u of %zu (different ibcomm versions or communicator sizes?)",
+			       comm->rank, p->rank, r.nslots, r.max_chunk, t->base.nslots, t->base.max_chunk);
+	p->remote = r;
+	p->path_mtu = ibc_rdma_path_mtu(t->active_mtu, r.mtu);
+
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_RTR;
+	a.path_mtu = (enum ibv_mtu)p->path_mtu;
+	a.dest_qp_num = r.qpn;
+	a.rq_psn = r.psn;
+	a.max_dest_rd_atomic = 1;
+	a.min_rnr_timer = RDMA_MIN_RNR_TIMER;
+	a.ah_attr.port_num = (uint8_t)t->port;
+	if (t->link_layer == IBC_RDMA_LL_ETH) {
+		a.ah_attr.is_global = 1;
+		memcpy(a.ah_attr.grh.dgid.raw, r.gid, 16);
+		a.ah_attr.grh.sgid_index = (uint8_t)t->gid_index;
+		a.ah_attr.grh.hop_limit = 64;
+	} else {
+		a.ah_attr.dlid = r.lid;
+	}
+	mask = IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC |
+	       IBV_QP_MIN_RNR_TIMER;
+	if (ibv_modify_qp(p->qp, &a, mask)) {
+		ibc_rdma_gid_str(r.gid, gs, sizeof(gs));
+		return ibc_err(comm, IBCOMM_ERR_TRANSPORT,
+			       "rank %d: QP 0x%x to peer %d (QP 0x%x, GID %s, LID %u, MTU %d) on %s: RTR failed: %s; check the GID (IBCOMM_GID_INDEX=%d here), MTU and routing",
+			       comm->rank, p->qp->qp_num, p->rank, r.qpn, gs, r.lid, ibc_rdma_mtu_bytes(p->path_mtu),
+			       t->devname, strerror(errno), t->gid_index);
+	}
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_RTS;
+	a.timeout = RDMA_QP_TIMEOUT;
+	a.retry_cnt = RDMA_RETRY_CNT;
+	a.rnr_retry = RDMA_RNR_RETRY;
+	a.sq_psn = p->psn;
+	a.max_rd_atomic = 1;
+	mask = IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC;
+	if (ibv_modify_qp(p->qp, &a, mask))
+		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: QP 0x%x to peer %d on %s: RTS failed: %s", comm->rank,
+			       p->qp->qp_num, p->rank, t->devname, strerror(errno));
+	p->connected = true;
+	t->base.cnt.connects++;
+	ibc_trace("rank %d: RDMA QP 0x%x connected to peer %d (QP 0x%x), path MTU %d", comm->rank, p->qp->qp_num,
+		  p->rank, r.qpn, ibc_rdma_mtu_bytes(p->path_mtu));
+	return IBCOMM_OK;
+}
+
+static void rdma_destroy(ibc_tp_t *tp)
+{
+	struct rdma_tp *t = to_rdma(tp);
+
+	if (!t)
+		return;
+	if (t->peers) {
+		for (int r = 0; r < tp->comm->size; r++) {
+			if (t->peers[r].qp)
+				ibv_destroy_qp(t->peers[r].qp);
+			free(t->peers[r].stage_seq);
+		}
+		free(t->peers);
+	}
+	if (t->mr)
+		ibv_dereg_mr(t->mr);
+	free(t->mem);
+	if (t->cq) {
+		if (t->cq_unacked)
+			ibv_ack_cq_events(t->cq, t->cq_unacked);
+		ibv_destroy_cq(t->cq);
+	}
+	if (t->chan)
+		ibv_destroy_comp_channel(t->chan);
+	if (t->pd)
+		ibv_dealloc_pd(t->pd);
+	if (t->ctx)
+		ibv_close_device(t->ctx);
+	if (t->devs)
+		ibv_free_device_list(t->devs);
+	if (t->pipefd[0] >= 0)
+		close(t->pipefd[0]);
+	if (t->pipefd[1] >= 0)
+		close(t->pipefd[1]);
+	free(t);
+}
+
+static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
+{
+	ibc_deadline_t dl = ibc_call_deadline(comm);
+	struct ibv_port_attr pa;
+	struct ibv_device_attr da;
+	struct rdma_tp *t;
+	ibcomm_status_t st;
+	size_t npeers;
+
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory creating the RDMA transport", comm->rank);
+	t->base.ops = &ibc_rdma_ops;
+	t->base.comm = comm;
+	t->pipefd[0] = t->pipefd[1] = -1;
+	st = open_device(t, &pa);
+	if (st)
+		goto err_free;
+	t->link_layer = pa.link_layer == IBV_LINK_LAYER_INFINIBAND ? IBC_RDMA_LL_IB : IBC_RDMA_LL_ETH;
+	t->lid = pa.lid;
+	t->active_mtu = pa.active_mtu;
+	if (t->link_layer == IBC_RDMA_LL_ETH) {
+		st = choose_gid(t, &pa);
+		if (st)
+			goto err_free;
+	} else {
+		union ibv_gid g;
+
+		/* InfiniBand: addressed by LID, no GRH; the GID is only reported. */
+		t->gid_index = comm->set.gid_index >= 0 ? comm->set.gid_index : 0;
+		if (ibv_query_gid(t->ctx, (uint8_t)t->port, t->gid_index, &g) == 0)
+			memcpy(t->gid, g.raw, 16);
+	}
+	choose_geometry(t);
+	npeers = (size_t)(comm->size > 1 ? comm->size - 1 : 1);
+	if (ibv_query_device(t->ctx, &da)) {
+		st = ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_query_device on %s failed", comm->rank, t->devname);
+		goto err_free;
+	}
+	if ((int)t->sq_depth > da.max_qp_wr || (int)t->rq_depth > da.max_qp_wr) {
+		st = ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "rank %d: %s allows %d work requests per queue, %u needed",
+			     comm->rank, t->devname, da.max_qp_wr, IBC_MAX(t->sq_depth, t->rq_depth));
+		goto err_free;
+	}
+	t->cqe = (unsigned)IBC_MIN((size_t)da.max_cqe, npeers * (t->sq_depth + t->rq_depth));
+
+	if (pipe(t->pipefd) || fcntl(t->pipefd[0], F_SETFL, O_NONBLOCK) || fcntl(t->pipefd[1], F_SETFL, O_NONBLOCK) ||
+	    fcntl(t->pipefd[0], F_SETFD, FD_CLOEXEC) || fcntl(t->pipefd[1], F_SETFD, FD_CLOEXEC)) {
+		st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: pipe for the RDMA transport: %s", comm->rank, strerror(errno));
+		goto err_free;
+	}
+	t->pd = ibv_alloc_pd(t->ctx);
+	if (!t->pd) {
+		st = ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_alloc_pd on %s failed: %s", comm->rank, t->devname,
+			     strerror(errno));
+		goto err_free;
+	}
+	t->chan = ibv_create_comp_channel(t->ctx);
+	if (!t->chan || fcntl(t->chan->fd, F_SETFL, fcntl(t->chan->fd, F_GETFL) | O_NONBLOCK)) {
+		st = ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: completion channel on %s: %s", comm->rank, t->devname,
+			     strerror(errno));
+		goto err_free;
+	}
+	t->cq = ibv_create_cq(t->ctx, (int)t->cqe, NULL, t->chan, 0);
+	if (!t->cq) {
+		st = ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_create_cq(%u entries) on %s failed: %s", comm->rank,
+			     t->cqe, t->devname, strerror(errno));
+		goto err_free;
+	}
+	if (posix_memalign((void **)&t->mem, 4096, t->memlen)) {
+		st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: cannot allocate %zu bytes of RDMA buffers", comm->rank,
+			     t->memlen);
+		goto err_free;
+	}
+	memset(t->mem, 0, t->memlen);
+	t->mr = ibv_reg_mr(t->pd, t->mem, t->memlen, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+	if (!t->mr) {
+		st = ibc_err(comm, IBCOMM_ERR_SYSTEM,
+			     "rank %d: ibv_reg_mr of %zu bytes on %s failed: %s%s", comm->rank, t->memlen, t->devname,
+			     strerror(errno), errno == ENOMEM || errno == EPERM ? " (locked-memory limit too low? ulimit -l)" : "");
+		goto err_free;
+	}
+	t->peers = calloc((size_t)comm->size, sizeof(*t->peers));
+	if (!t->peers) {
+		st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory for RDMA peers", comm->rank);
+		goto err_free;
+	}
+	for (int r = 0; r < comm->size; r++) {
+		struct rdma_peer *p = &t->peers[r];
+
+		p->rank = r;
+		if (r == comm->rank)
+			continue;
+		p->stage_seq = calloc((size_t)IBC_NCHAN * t->base.nslots, sizeof(*p->stage_seq));
+		if (!p->stage_seq) {
+			st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory for RDMA peers", comm->rank);
+			goto err_free;
+		}
+		st = create_qp(t, p);
+		if (st)
+			goto err_free;
+		st = publish(t, p);
+		if (st)
+			goto err_free;
+	}
+	for (int r = 0; r < comm->size; r++) {
+		if (r == comm->rank)
+			continue;
+		st = connect_peer(t, &t->peers[r], dl);
+		if (st)
+			goto err_free;
+	}
+	ibc_info("rank %d: RDMA transport on %s, GID index %d, MTU %d, %u slots x %zu bytes per peer and channel, inline %u",
+		 comm->rank, t->devname, t->gid_index, ibc_rdma_mtu_bytes(t->active_mtu), t->base.nslots,
+		 t->base.max_chunk, t->max_inline);
+	*tpp = &t->base;
+	return IBCOMM_OK;
+
+err_free:
+	rdma_destroy(&t->base);
+	return st;
 }
 
 const struct ibc_tp_ops ibc_rdma_ops = {
 	.name = "rdma",
-	.create = rdma_stub_create,
+	.create = rdma_create,
+	.destroy = rdma_destroy,
+	.put = rdma_put,
+	.get = rdma_get,
+	.release = rdma_release,
+	.wait = rdma_wait,
+	.interrupt = rdma_interrupt,
 };

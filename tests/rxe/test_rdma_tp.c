@@ -1,0 +1,422 @@
+/*
+ * The RDMA transport alone, through its ops table, with a file-based fake rendezvous:
+ * RXE_TP_RANKS processes (default 3) exchange chunks of many sizes both ways on both
+ * channels (non-blocking puts/gets + wait), ping-pong with blocking calls, check the
+ * counters, a get timeout that names the peer, and an interrupted wait. Needs an RDMA
+ * device with an active port (Soft-RoCE: tests/rxe/rxe-run); without one it exits 77.
+ */
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CUnit/Basic.h>
+
+#include "ibc.h"
+#include "fake_rdv.h"
+
+#define NMSG 150
+#define WAIT_MS 60000
+
+static int nranks = 3;
+static char rdv_dir[256];
+
+#define FAILF(...)                                                            \
+	do {                                                                  \
+		fprintf(stderr, "rank %d: FAIL %s:%d: ", rank, __FILE__, __LINE__); \
+		fprintf(stderr, __VA_ARGS__);                                 \
+		fprintf(stderr, " [%s]\n", comm->err);                        \
+		goto out;                                                     \
+	} while (0)
+
+static size_t msg_len(size_t max_chunk, int i)
+{
+	static const size_t lens[] = { 0, 1, 7, 100, 128, 191, 192, 193, 1000, 4096 };
+	int k = i % 13;
+
+	if (k < 10)
+		return lens[k];
+	if (k == 10)
+		return max_chunk / 2 + 3;
+	if (k == 11)
+		return max_chunk - 1;
+	return max_chunk;
+}
+
+static uint8_t pat(int src, int dst, int chan, int i, size_t b)
+{
+	return (uint8_t)(src * 31 + dst * 17 + chan * 101 + i * 7 + b * 13 + (b >> 8));
+}
+
+static void fill(uint8_t *buf, size_t len, int src, int dst, int chan, int i)
+{
+	for (size_t b = 0; b < len; b++)
+		buf[b] = pat(src, dst, chan, i, b);
+}
+
+static bool check(const uint8_t *buf, size_t len, int src, int dst, int chan, int i)
+{
+	for (size_t b = 0; b < len; b++)
+		if (buf[b] != pat(src, dst, chan, i, b))
+			return false;
+	return true;
+}
+
+static void init_comm(struct ibcomm *comm, int rank, int size, const char *id)
+{
+	const char *dev = getenv("IBCOMM_DEVICE"), *gid = getenv("IBCOMM_GID_INDEX");
+
+	memset(comm, 0, sizeof(*comm));
+	comm->rank = rank;
+	comm->size = size;
+	snprintf(comm->id, sizeof(comm->id), "%s", id);
+	comm->set.rank = rank;
+	comm->set.nranks = size;
+	comm->set.gid_index = gid ? atoi(gid) : -1;
+	comm->set.timeout_ms = WAIT_MS;
+	if (dev)
+		snprintf(comm->set.device, sizeof(comm->set.device), "%s", dev);
+	comm->rdv = fake_rdv_new(rdv_dir);
+}
+
+static int run_rank(int rank)
+{
+	struct ibcomm comm_s, *comm = &comm_s;
+	const struct ibc_tp_ops *ops = &ibc_rdma_ops;
+	ibc_tp_t *tp = NULL;
+	int size = nranks, ret = 1, rc;
+	int sent[64][IBC_NCHAN] = { { 0 } }, got[64][IBC_NCHAN] = { { 0 } };
+	uint8_t *buf = NULL;
+	uint64_t want_puts = 0, want_bytes = 0;
+	ibc_deadline_t dl;
+	ibc_chunk_t c;
+	char key[64], val[8];
+	size_t vlen;
+
+	init_comm(comm, rank, size, "tp");
+	rc = ops->create(comm, &tp);
+	if (rc)
+		FAILF("create: %d", rc);
+	buf = malloc(tp->max_chunk);
+	if (!buf)
+		FAILF("malloc");
+
+	/* Bad arguments. */
+	if (ops->put(tp, rank, 0, 0, buf, 1, false, 0) != IBCOMM_ERR_INVALID)
+		FAILF("put to self accepted");
+	if (ops->put(tp, (rank + 1) % size, 0, 0, buf, tp->max_chunk + 1, false, 0) != IBCOMM_ERR_INVALID)
+		FAILF("oversized put accepted");
+
+	/* 1. Everyone to everyone, both channels, non-blocking + wait. */
+	dl = ibc_deadline(WAIT_MS);
+	for (;;) {
+		bool moved = false, done = true;
+
+		for (int p = 0; p < size; p++) {
+			if (p == rank)
+				continue;
+			for (int ch = 0; ch < IBC_NCHAN; ch++) {
+				if (sent[p][ch] < NMSG) {
+					size_t len = msg_len(tp->max_chunk, sent[p][ch]);
+
+					done = false;
+					fill(buf, len, rank, p, ch, sent[p][ch]);
+					rc = ops->put(tp, p, ch, 1000u + (uint32_t)sent[p][ch], buf, len, false, dl);
+					if (rc < 0)
+						FAILF("put #%d to %d chan %d: %d", sent[p][ch], p, ch, rc);
+					if (rc == 0) {
+						sent[p][ch]++;
+						want_puts++;
+						want_bytes += len;
+						moved = true;
+					}
+				}
+				if (got[p][ch] < NMSG) {
+					int i = got[p][ch];
+
+					done = false;
+					rc = ops->get(tp, p, ch, &c, false, dl);
+					if (rc < 0)
+						FAILF("get #%d from %d chan %d: %d", i, p, ch, rc);
+					if (rc == 0) {
+						if (c.peer != p || c.chan != ch || c.tag != 1000u + (uint32_t)i ||
+						    c.len != msg_len(tp->max_chunk, i) || !check(c.data, c.len, p, rank, ch, i))
+							FAILF("chunk #%d from %d chan %d: tag %u len %zu: wrong", i, p, ch, c.tag,
+							      c.len);
+						if (ops->release(tp, &c))
+							FAILF("release");
+						got[p][ch]++;
+						moved = true;
+					}
+				}
+			}
+		}
+		if (done)
+			break;
+		if (!moved) {
+			rc = ops->wait(tp, dl);
+			if (rc)
+				FAILF("wait: %d", rc);
+		}
+	}
+
+	/* 2. Blocking ping-pong between ranks 0 and 1. */
+	if (rank < 2) {
+		int other = 1 - rank;
+
+		for (int i = 0; i < 40; i++) {
+			size_t len = msg_len(tp->max_chunk, i);
+
+			if ((i + rank) % 2 == 0) {
+				fill(buf, len, rank, other, 0, i);
+				if (ops->put(tp, other, 0, (uint32_t)i, buf, len, true, dl))
+					FAILF("pingpong put %d", i);
+				want_puts++;
+				want_bytes += len;
+			} else {
+				if (ops->get(tp, other, 0, &c, true, dl))
+					FAILF("pingpong get %d", i);
+				if (c.tag != (uint32_t)i || c.len != len || !check(c.data, c.len, other, rank, 0, i))
+					FAILF("pingpong chunk %d wrong", i);
+				if (ops->release(tp, &c))
+					FAILF("pingpong release");
+			}
+		}
+	}
+
+	/* 3. Counters. */
+	if (tp->cnt.puts != want_puts || tp->cnt.bytes_put != want_bytes || tp->cnt.bytes_put == 0)
+		FAILF("counters: puts %llu (want %llu) bytes %llu (want %llu)", (unsigned long long)tp->cnt.puts,
+		      (unsigned long long)want_puts, (unsigned long long)tp->cnt.bytes_put,
+		      (unsigned long long)want_bytes);
+	if (tp->cnt.max_inflight < 1 || tp->cnt.max_inflight > tp->nslots || tp->cnt.connects != (uint32_t)size - 1)
+		FAILF("counters: max_inflight %u nslots %u connects %u", tp->cnt.max_inflight, tp->nslots,
+		      tp->cnt.connects);
+
+	/* 4. A get that times out names the peer. */
+	{
+		int p = (rank + 1) % size;
+		uint64_t t0 = ibc_now_ms();
+		char want[32];
+
+		rc = ops->get(tp, p, IBC_CHAN_P2P, &c, true, ibc_deadline(300));
+		snprintf(want, sizeof(want), "peer %d", p);
+		if (rc != IBCOMM_ERR_TIMEOUT || !strstr(comm->err, want) || ibc_now_ms() - t0 > 5000)
+			FAILF("timed get: %d", rc);
+	}
+
+	/* 5. An interrupted wait returns ABORTED promptly. */
+	{
+		uint64_t t0 = ibc_now_ms();
+
+		atomic_store(&comm->aborted, 1);
+		ops->interrupt(tp);
+		rc = ops->wait(tp, ibc_deadline(10000));
+		if (rc != IBCOMM_ERR_ABORTED || ibc_now_ms() - t0 > 3000)
+			FAILF("aborted wait: %d after %llu ms", rc, (unsigned long long)(ibc_now_ms() - t0));
+		atomic_store(&comm->aborted, 0);
+	}
+
+	/* Everyone finished before anyone destroys its QPs. */
+	snprintf(key, sizeof(key), "done/%d", rank);
+	if (ibc_rdv_put(comm->rdv, key, "1", 1, comm->err, sizeof(comm->err)))
+		FAILF("done put");
+	for (int p = 0; p < size; p++) {
+		snprintf(key, sizeof(key), "done/%d", p);
+		if (ibc_rdv_get(comm->rdv, key, val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), comm->err,
+				sizeof(comm->err)))
+			FAILF("done get %d", p);
+	}
+	printf("rank %d: ok: %llu puts, %llu bytes, max inflight %u, credit waits %llu\n", rank,
+	       (unsigned long long)tp->cnt.puts, (unsigned long long)tp->cnt.bytes_put, tp->cnt.max_inflight,
+	       (unsigned long long)tp->cnt.credit_waits);
+	ret = 0;
+out:
+	if (tp)
+		ops->destroy(tp);
+	free(buf);
+	fake_rdv_free(comm->rdv);
+	return ret;
+}
+
+/*
+ * Rank 1 connects and then destroys its transport; rank 0 then writes to it: the write
+ * completes in error (transport retry exceeded) and comes back as IBCOMM_ERR_PEER, with a
+ * message naming rank, peer, QP and a hint; never an abort.
+ */
+static int run_death(int rank)
+{
+	struct ibcomm comm_s, *comm = &comm_s;
+	const struct ibc_tp_ops *ops = &ibc_rdma_ops;
+	ibc_tp_t *tp = NULL;
+	int ret = 1, rc = 0;
+	char val[8];
+	size_t vlen;
+	ibc_deadline_t dl;
+
+	init_comm(comm, rank, 2, "death");
+	rc = ops->create(comm, &tp);
+	if (rc)
+		FAILF("create: %d", rc);
+	if (rank == 1) {
+		ops->destroy(tp);
+		tp = NULL;
+		if (ibc_rdv_put(comm->rdv, "death/gone", "1", 1, comm->err, sizeof(comm->err)))
+			FAILF("gone put");
+		ret = 0;
+		goto out;
+	}
+	if (ibc_rdv_get(comm->rdv, "death/gone", val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), comm->err,
+			sizeof(comm->err)))
+		FAILF("gone get");
+	dl = ibc_deadline(90000);
+	for (int i = 0; rc == 0 || rc == IBC_AGAIN; i++) {
+		rc = ops->put(tp, 1, 0, (uint32_t)i, val, 1, false, dl);
+		if (rc == IBC_AGAIN || (rc == 0 && i >= 2))
+			rc = ops->wait(tp, dl);
+	}
+	if (rc != IBCOMM_ERR_PEER || !strstr(comm->err, "peer 1") || !strstr(comm->err, "QP 0x") ||
+	    !strstr(comm->err, "IBCOMM_GID_INDEX"))
+		FAILF("a write to a dead peer gave %d", rc);
+	printf("rank 0: dead peer reported as: %s\n", comm->err);
+	/* sticky */
+	if (ops->get(tp, 1, 0, &(ibc_chunk_t){ 0 }, false, 0) != IBCOMM_ERR_PEER)
+		FAILF("error not sticky");
+	ret = 0;
+out:
+	if (tp)
+		ops->destroy(tp);
+	fake_rdv_free(comm->rdv);
+	return ret;
+}
+
+static void test_death(void)
+{
+	pid_t pids[2];
+	int status, failed = 0;
+
+	if (getenv("RXE_TP_QUICK")) {
+		printf("(skipped: RXE_TP_QUICK) ");
+		return;
+	}
+	for (int r = 0; r < 2; r++) {
+		pids[r] = fork();
+		if (pids[r] == 0) {
+			alarm(240);
+			_exit(run_death(r));
+		}
+		CU_ASSERT_FATAL(pids[r] > 0);
+	}
+	for (int r = 0; r < 2; r++) {
+		if (waitpid(pids[r], &status, 0) != pids[r] || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "death test rank %d: exited with status 0x%x\n", r, status);
+			failed++;
+		}
+	}
+	CU_ASSERT_EQUAL(failed, 0);
+}
+
+static void test_exchange(void)
+{
+	pid_t pids[64];
+	int status, failed = 0;
+
+	for (int r = 0; r < nranks; r++) {
+		pids[r] = fork();
+		if (pids[r] == 0) {
+			alarm(240);
+			fflush(stdout);
+			_exit(run_rank(r));
+		}
+		CU_ASSERT_FATAL(pids[r] > 0);
+	}
+	for (int r = 0; r < nranks; r++) {
+		if (waitpid(pids[r], &status, 0) != pids[r] || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "rank %d: exited with status 0x%x\n", r, status);
+			failed++;
+			for (int k = 0; k < nranks; k++)
+				kill(pids[k], SIGKILL);
+		}
+	}
+	CU_ASSERT_EQUAL(failed, 0);
+}
+
+/* A named device that does not exist is INVALID and named in the message. */
+static void test_bad_device(void)
+{
+	struct ibcomm comm;
+	ibc_tp_t *tp = NULL;
+
+	init_comm(&comm, 0, 1, "bad");
+	snprintf(comm.set.device, sizeof(comm.set.device), "nosuchdev9");
+	CU_ASSERT_EQUAL(ibc_rdma_ops.create(&comm, &tp), IBCOMM_ERR_INVALID);
+	CU_ASSERT_PTR_NOT_NULL(strstr(comm.err, "nosuchdev9"));
+	CU_ASSERT_PTR_NULL(tp);
+	fake_rdv_free(comm.rdv);
+}
+
+static void remove_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char path[600];
+
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		unlink(path);
+	}
+	if (d)
+		closedir(d);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	struct ibcomm comm;
+	ibc_tp_t *tp = NULL;
+	const char *n = getenv("RXE_TP_RANKS");
+	unsigned failures;
+	char tmpl[] = "/tmp/ibc-rdv-XXXXXX";
+
+	if (n)
+		nranks = atoi(n);
+	if (getenv("IBCOMM_DEBUG"))
+		ibc_log_level = strcasecmp(getenv("IBCOMM_DEBUG"), "TRACE") == 0 ? IBC_LOG_TRACE : IBC_LOG_INFO;
+	if (nranks < 2 || nranks > 64)
+		nranks = 3;
+	if (!mkdtemp(tmpl)) {
+		perror("mkdtemp");
+		return 99;
+	}
+	snprintf(rdv_dir, sizeof(rdv_dir), "%s", tmpl);
+
+	/* Skip without a usable device. */
+	init_comm(&comm, 0, 1, "probe");
+	if (ibc_rdma_ops.create(&comm, &tp)) {
+		printf("SKIP: %s\n", comm.err);
+		fake_rdv_free(comm.rdv);
+		remove_dir(rdv_dir);
+		return 77;
+	}
+	ibc_rdma_ops.destroy(tp);
+	fake_rdv_free(comm.rdv);
+
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 99;
+	CU_pSuite s = CU_add_suite("rdma_transport", NULL, NULL);
+	CU_add_test(s, "bad device name", test_bad_device);
+	CU_add_test(s, "ranks exchange chunks", test_exchange);
+	CU_add_test(s, "a dead peer is an error, not a hang", test_death);
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	failures = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
+	CU_cleanup_registry();
+	remove_dir(rdv_dir);
+	return failures ? 1 : 0;
+}
