@@ -139,8 +139,10 @@ ibcomm_status_t ibcomm_allreduce(ibcomm_t *comm, const void *sendbuf, void *recv
 	ibcomm_status_t st;
 
 	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
-	    (st = check_op(comm, fn, dtype, op, &kernel)) || (st = check_count(comm, fn, "count", count, esz, 1, &bytes)) ||
-	    (st = check_buf(comm, fn, "sendbuf", sendbuf, count)) || (st = check_buf(comm, fn, "recvbuf", recvbuf, count)))
+	    (st = check_op(comm, fn, dtype, op, &kernel)) ||
+	    (st = check_count(comm, fn, "count", count, esz, 1, &bytes)) ||
+	    (st = check_buf(comm, fn, "sendbuf", sendbuf, count)) ||
+	    (st = check_buf(comm, fn, "recvbuf", recvbuf, count)))
 		return st;
 	if (sendbuf != recvbuf && (st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, bytes)))
 		return st;
@@ -340,7 +342,8 @@ ibcomm_status_t ibcomm_alltoall(ibcomm_t *comm, const void *sendbuf, void *recvb
 
 	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
 	    (st = check_count(comm, fn, "count", count, esz, (size_t)comm->size, &bytes)) ||
-	    (st = check_buf(comm, fn, "sendbuf", sendbuf, count)) || (st = check_buf(comm, fn, "recvbuf", recvbuf, count)))
+	    (st = check_buf(comm, fn, "sendbuf", sendbuf, count)) ||
+	    (st = check_buf(comm, fn, "recvbuf", recvbuf, count)))
 		return st;
 	if (count && sendbuf == recvbuf)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: sendbuf == recvbuf, but alltoall is never in "

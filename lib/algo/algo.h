@@ -81,6 +81,10 @@ IBC_HIDDEN int ibc_plan_recv(struct ibc_plan *p, int peer, enum ibc_xmode mode, 
 			     size_t len, int dep, size_t dep_off);
 IBC_HIDDEN ibcomm_status_t ibc_plan_run(struct ibc_plan *p);
 IBC_HIDDEN void ibc_plan_free(struct ibc_plan *p);
+/* One pipelined message to (from) peer: a plan of a single transfer, run to completion. */
+IBC_HIDDEN ibcomm_status_t ibc_send_buf(struct ibc_coll_args *a, int peer, const void *src, size_t len, size_t cs);
+IBC_HIDDEN ibcomm_status_t ibc_recv_buf(struct ibc_coll_args *a, int peer, enum ibc_xmode mode, void *dst,
+					const void *local, size_t len, size_t cs);
 /* malloc that records IBCOMM_ERR_NOMEM on a's communicator (0 bytes gives a valid pointer). */
 IBC_HIDDEN void *ibc_scratch(struct ibc_coll_args *a, size_t bytes);
 

@@ -15,7 +15,7 @@ ibcomm_status_t ibc_barrier_dissem(struct ibc_coll_args *a)
 	ibc_plan_init(&p, a, 1);
 	for (int d = 1; d < n; d *= 2) {
 		ibc_plan_send(&p, (r + d) % n, NULL, 0, prev, IBC_DEP_ALL);
-		prev = ibc_plan_recv(&p, (r - d + n) % n, IBC_X_COPY, NULL, NULL, 0, -1, 0);
+		prev = ibc_plan_recv(&p, (r - d + n) % n, IBC_X_COPY, NULL, NULL, 0, prev, IBC_DEP_ALL);
 	}
 	st = ibc_plan_run(&p);
 	ibc_plan_free(&p);

@@ -10,20 +10,18 @@
 /* Root reduces its own data, then every other rank's, in rank order. */
 ibcomm_status_t ibc_reduce_linear(struct ibc_coll_args *a)
 {
-	size_t len = a->count * a->esz;
+	size_t len = a->count * a->esz, cs = ibc_chunk_size(a->tp, len, a->esz);
 	struct ibc_plan p;
 	ibcomm_status_t st;
 	int prev = -1;
 
-	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, len, a->esz));
-	if (a->rank != a->root) {
-		ibc_plan_send(&p, a->root, a->sendbuf, len, -1, 0);
-	} else {
-		for (int j = 0; j < a->size; j++)
-			if (j != a->root)
-				prev = ibc_plan_recv(&p, j, IBC_X_REDUCE, a->recvbuf, prev < 0 ? a->sendbuf : NULL,
-						     len, prev, 0);
-	}
+	if (a->rank != a->root)
+		return ibc_send_buf(a, a->root, a->sendbuf, len, cs);
+	ibc_plan_init(&p, a, cs);
+	for (int j = 0; j < a->size; j++)
+		if (j != a->root)
+			prev = ibc_plan_recv(&p, j, IBC_X_REDUCE, a->recvbuf, prev < 0 ? a->sendbuf : NULL, len, prev,
+					     0);
 	st = ibc_plan_run(&p);
 	ibc_plan_free(&p);
 	return st;
@@ -79,22 +77,20 @@ ibcomm_status_t ibc_reduce_scatter_linear(struct ibc_coll_args *a)
 /* The root receives every block directly. */
 ibcomm_status_t ibc_gather_linear(struct ibc_coll_args *a)
 {
-	size_t b = a->count * a->esz;
+	size_t b = a->count * a->esz, cs = ibc_chunk_size(a->tp, b, a->esz);
 	char *out = a->recvbuf;
 	struct ibc_plan p;
 	ibcomm_status_t st;
 
-	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, b, a->esz));
-	if (a->rank != a->root) {
-		ibc_plan_send(&p, a->root, a->sendbuf, b, -1, 0);
-	} else {
-		if (a->sendbuf != out + (size_t)a->root * b)
-			memcpy(out + (size_t)a->root * b, a->sendbuf, b);
-		for (int k = 1; k < a->size; k++) {
-			int j = (a->root + k) % a->size;
+	if (a->rank != a->root)
+		return ibc_send_buf(a, a->root, a->sendbuf, b, cs);
+	if (a->sendbuf != out + (size_t)a->root * b)
+		memcpy(out + (size_t)a->root * b, a->sendbuf, b);
+	ibc_plan_init(&p, a, cs);
+	for (int k = 1; k < a->size; k++) {
+		int j = (a->root + k) % a->size;
 
-			ibc_plan_recv(&p, j, IBC_X_COPY, out + (size_t)j * b, NULL, b, -1, 0);
-		}
+		ibc_plan_recv(&p, j, IBC_X_COPY, out + (size_t)j * b, NULL, b, -1, 0);
 	}
 	st = ibc_plan_run(&p);
 	ibc_plan_free(&p);
@@ -104,22 +100,20 @@ ibcomm_status_t ibc_gather_linear(struct ibc_coll_args *a)
 /* The root sends every block directly. */
 ibcomm_status_t ibc_scatter_linear(struct ibc_coll_args *a)
 {
-	size_t b = a->count * a->esz;
+	size_t b = a->count * a->esz, cs = ibc_chunk_size(a->tp, b, a->esz);
 	const char *in = a->sendbuf;
 	struct ibc_plan p;
 	ibcomm_status_t st;
 
-	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, b, a->esz));
-	if (a->rank != a->root) {
-		ibc_plan_recv(&p, a->root, IBC_X_COPY, a->recvbuf, NULL, b, -1, 0);
-	} else {
-		if (a->recvbuf != in + (size_t)a->root * b)
-			memcpy(a->recvbuf, in + (size_t)a->root * b, b);
-		for (int k = 1; k < a->size; k++) {
-			int j = (a->root + k) % a->size;
+	if (a->rank != a->root)
+		return ibc_recv_buf(a, a->root, IBC_X_COPY, a->recvbuf, NULL, b, cs);
+	if (a->recvbuf != in + (size_t)a->root * b)
+		memcpy(a->recvbuf, in + (size_t)a->root * b, b);
+	ibc_plan_init(&p, a, cs);
+	for (int k = 1; k < a->size; k++) {
+		int j = (a->root + k) % a->size;
 
-			ibc_plan_send(&p, j, in + (size_t)j * b, b, -1, 0);
-		}
+		ibc_plan_send(&p, j, in + (size_t)j * b, b, -1, 0);
 	}
 	st = ibc_plan_run(&p);
 	ibc_plan_free(&p);

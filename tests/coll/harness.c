@@ -19,6 +19,7 @@
 #include "harness.h"
 
 int hx_rank = -1, hx_size;
+const char *const hx_small_chunks_env[] = { "IBCOMM_TCP_CHUNK=1000", "IBCOMM_TCP_SLOTS=2", "HX_LARGE=1", NULL };
 char hx_root[64];
 volatile int *hx_scratch;
 
@@ -57,7 +58,9 @@ int hx_nmax(void)
 
 void hx_fail(const char *fmt, ...)
 {
+	char line[1024];
 	va_list ap;
+	int k;
 
 	nfails++;
 	if (shm && hx_rank >= 0)
@@ -65,14 +68,20 @@ void hx_fail(const char *fmt, ...)
 	if (nprinted >= HX_MAX_FAILS_PRINTED)
 		return;
 	nprinted++;
-	fprintf(stderr, "[rank %d] FAIL: ", hx_rank);
+	/* One write per line: the ranks print concurrently. */
+	k = snprintf(line, sizeof(line), "[rank %d] FAIL: ", hx_rank);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	k += vsnprintf(line + k, sizeof(line) - (size_t)k - 1, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	if (k > (int)sizeof(line) - 2)
+		k = (int)sizeof(line) - 2;
+	line[k++] = '\n';
 	if (nprinted == HX_MAX_FAILS_PRINTED)
-		fprintf(stderr, "[rank %d] (further failures not printed)\n", hx_rank);
+		k += snprintf(line + k, sizeof(line) - (size_t)k, "[rank %d] (further failures not printed)\n",
+			      hx_rank);
 	fflush(stderr);
+	if (write(STDERR_FILENO, line, (size_t)IBC_MIN(k, (int)sizeof(line) - 1)) < 0)
+		return;
 }
 
 void hx_case_done(void)
@@ -135,6 +144,16 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 	hx_scratch = shm->scratch;
 	nfails = 0;
 	nprinted = 0;
+	for (const char *const *e = job->env; e && *e; e++) {
+		char name[64];
+		const char *eq = strchr(*e, '=');
+
+		if (!eq || (size_t)(eq - *e) >= sizeof(name))
+			continue;
+		memcpy(name, *e, (size_t)(eq - *e));
+		name[eq - *e] = '\0';
+		setenv(name, eq + 1, 1);
+	}
 	if (!job->no_init) {
 		if (job->use_env) {
 			snprintf(buf, sizeof(buf), "%d", rank);
@@ -161,7 +180,8 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 		if (st != IBCOMM_OK) {
 			const char *msg = ibcomm_last_error(NULL);
 
-			if (st == IBCOMM_ERR_RENDEZVOUS && strstr(msg, "in use"))
+			if (st == IBCOMM_ERR_RENDEZVOUS &&
+			    (strstr(msg, "EADDRINUSE") || strstr(msg, "in use") || strstr(msg, strerror(EADDRINUSE))))
 				_exit(HX_EXIT_RETRY);
 			fprintf(stderr, "[rank %d] FAIL: ibcomm_init (n=%d, root %s) returned %d (%s): %s\n", rank,
 				job->n, hx_root, (int)st, ibcomm_strerror(st), msg);
@@ -322,7 +342,9 @@ bool hx_run_job(const struct hx_job *job)
 			return false;
 		}
 	}
-	for (int attempt = 0; attempt < 5 && bad < 0; attempt++)
+	int attempt;
+
+	for (attempt = 0; attempt < 5 && bad < 0; attempt++)
 		bad = run_once(job, timeout_s, why, sizeof(why));
 	if (bad < 0) {
 		bad = job->n;
@@ -330,8 +352,8 @@ bool hx_run_job(const struct hx_job *job)
 	}
 	for (int r = 0; r < job->n; r++)
 		cases = shm->cases[r] > cases ? shm->cases[r] : cases;
-	fprintf(stderr, "  [%s] n=%d: %d cases, %.1f s%s%s\n", job->name, job->n, cases, now_s() - t0,
-		bad ? ": FAILED:" : "", why);
+	fprintf(stderr, "  [%s] n=%d: %d cases, %.1f s%s%s%s\n", job->name, job->n, cases, now_s() - t0,
+		attempt > 1 ? " (rendezvous port was taken: retried)" : "", bad ? ": FAILED:" : "", why);
 	CU_ASSERT_EQUAL(bad, 0);
 	return bad == 0;
 }
@@ -827,6 +849,7 @@ void hx_run_plan(ibcomm_t *comm, const struct hx_plan *p, hx_case_fn run)
 	int nroots = p->rooted ? n : 1;
 	int ninp = p->has_inplace ? 2 : 1;
 	int dtmax = (int)hx_env_long("HX_DTYPES", IBCOMM_DTYPE_COUNT);
+	long nlarge = hx_env_long("HX_LARGE", 2);
 	struct hx_case c;
 
 	memset(&c, 0, sizeof(c));
@@ -848,10 +871,8 @@ void hx_run_plan(ibcomm_t *comm, const struct hx_plan *p, hx_case_fn run)
 							if (!one_case(comm, run, &c))
 								goto out;
 						}
-	if (hx_env_long("HX_NO_LARGE", 0))
-		goto out;
 	/* 65537 and >= 1 MiB of data: every dtype, SUM and one other op, every algorithm. */
-	for (int ci = 0; ci < 2; ci++)
+	for (int ci = 0; ci < nlarge && ci < 2; ci++)
 		for (int dt = 0; dt < dtmax; dt++) {
 			size_t esz = hx_esize((ibcomm_dtype_t)dt);
 			size_t big = p->per_rank ? (HX_MIB / esz + (size_t)n - 1) / (size_t)n + 3 : HX_MIB / esz + 3;

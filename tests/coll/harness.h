@@ -41,7 +41,11 @@ struct hx_job {
 	bool no_init;      /* fn gets comm == NULL (init error tests); hx_root holds the address */
 	bool no_final_barrier; /* the job leaves comm in a state where ranks may disagree */
 	int timeout_s;     /* 0: the default (120 s, or HX_JOB_TIMEOUT_S) */
+	const char *const *env; /* NULL-terminated "NAME=VALUE" list set in every rank before init */
 };
+
+/* Transport knobs that cut every message into many odd-sized chunks with few credits. */
+extern const char *const hx_small_chunks_env[];
 
 /* Runs job in job->n forked ranks and CU_ASSERTs that every rank passed. Returns true if so. */
 bool hx_run_job(const struct hx_job *job);
@@ -150,8 +154,9 @@ void hx_force_algo(ibcomm_t *comm, int coll, int algo);
 /*
  * A collective's cases: the full cross product (dtype x op x algorithm x root x in place) for
  * counts 0, 1, 7, 100, 1000; then 65537 and >= 1 MiB for every dtype with SUM and one other op,
- * every algorithm, one root, in place alternating. run() returns false to stop the job (the
- * library returned an error: the communicator may be unusable).
+ * every algorithm, one root, in place alternating (HX_LARGE=1: 65537 only; 0: neither). run()
+ * returns false to stop the job (the library returned an error: the communicator may be
+ * unusable).
  */
 struct hx_plan {
 	int coll;

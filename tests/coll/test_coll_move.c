@@ -249,6 +249,15 @@ static void run_all_n(const char *name, const struct plan_job *pj)
 	}
 }
 
+/* The same cases (up to 65537) on 5 ranks with 1000-byte chunks and 2 credits per peer. */
+static void run_small_chunks(const char *name, const struct plan_job *pj)
+{
+	struct hx_job job = { .name = name, .n = 5, .fn = plan_job_fn, .arg = (void *)pj, .env = hx_small_chunks_env };
+
+	if (hx_nmin() <= 5 && hx_nmax() >= 5)
+		hx_run_job(&job);
+}
+
 /* plan fields: coll, algos, nalgos, has_op, rooted, has_inplace, per_rank */
 static void test_broadcast(void)
 {
@@ -257,6 +266,7 @@ static void test_broadcast(void)
 		run_broadcast,
 	};
 	run_all_n("broadcast", &pj);
+	run_small_chunks("broadcast, 1000-byte chunks", &pj);
 }
 
 static void test_allgather(void)
@@ -266,6 +276,7 @@ static void test_allgather(void)
 		run_allgather,
 	};
 	run_all_n("allgather", &pj);
+	run_small_chunks("allgather, 1000-byte chunks", &pj);
 }
 
 static void test_gather(void)
@@ -275,6 +286,7 @@ static void test_gather(void)
 		run_gather,
 	};
 	run_all_n("gather", &pj);
+	run_small_chunks("gather, 1000-byte chunks", &pj);
 }
 
 static void test_scatter(void)
@@ -284,6 +296,7 @@ static void test_scatter(void)
 		run_scatter,
 	};
 	run_all_n("scatter", &pj);
+	run_small_chunks("scatter, 1000-byte chunks", &pj);
 }
 
 static void test_alltoall(void)
@@ -293,6 +306,7 @@ static void test_alltoall(void)
 		run_alltoall,
 	};
 	run_all_n("alltoall", &pj);
+	run_small_chunks("alltoall, 1000-byte chunks", &pj);
 }
 
 /*

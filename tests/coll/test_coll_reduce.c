@@ -170,6 +170,15 @@ static void run_all_n(const char *name, const struct plan_job *pj)
 	}
 }
 
+/* The same cases (up to 65537) on 5 ranks with 1000-byte chunks and 2 credits per peer. */
+static void run_small_chunks(const char *name, const struct plan_job *pj)
+{
+	struct hx_job job = { .name = name, .n = 5, .fn = plan_job_fn, .arg = (void *)pj, .env = hx_small_chunks_env };
+
+	if (hx_nmin() <= 5 && hx_nmax() >= 5)
+		hx_run_job(&job);
+}
+
 static void test_allreduce(void)
 {
 	static const struct plan_job pj = {
@@ -177,6 +186,7 @@ static void test_allreduce(void)
 		run_allreduce,
 	};
 	run_all_n("allreduce", &pj);
+	run_small_chunks("allreduce, 1000-byte chunks", &pj);
 }
 
 static void test_reduce(void)
@@ -186,6 +196,7 @@ static void test_reduce(void)
 		run_reduce,
 	};
 	run_all_n("reduce", &pj);
+	run_small_chunks("reduce, 1000-byte chunks", &pj);
 }
 
 static void test_reduce_scatter(void)
@@ -196,6 +207,7 @@ static void test_reduce_scatter(void)
 		run_reduce_scatter,
 	};
 	run_all_n("reduce_scatter", &pj);
+	run_small_chunks("reduce_scatter, 1000-byte chunks", &pj);
 }
 
 /* An 8 MiB ring allreduce keeps more than one chunk in flight to a peer. */
