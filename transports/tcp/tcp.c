@@ -29,6 +29,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/sockios.h>
 
@@ -100,6 +101,7 @@ struct tcp {
 	struct pollfd *pfd; /* poll set and the connection of each entry */
 	struct tcp_conn **pcon;
 	unsigned cappfd;
+	unsigned spin_us; /* how long progress() polls without sleeping before it blocks */
 };
 
 static const char *chan_name(int chan)
@@ -367,9 +369,14 @@ static int header_done(struct tcp *t, struct tcp_conn *c, unsigned *events)
 		(*events)++;
 		return IBCOMM_OK;
 	}
-	if (type != IBC_TCP_DATA || credits || len > t->tp.max_chunk)
-		return proto_err(t, c, "bad frame (type %u, length %u, %u credits; largest chunk %zu)", type, len,
-				 credits, t->tp.max_chunk);
+	/* A data frame may carry credits for our own data to this peer (piggybacked, see tcp_release). */
+	if (type != IBC_TCP_DATA || len > t->tp.max_chunk || credits > t->tp.nslots - p->credits[chan])
+		return proto_err(t, c, "bad frame (type %u, length %u, %u credits, %u held; largest chunk %zu)", type,
+				 len, credits, p->credits[chan], t->tp.max_chunk);
+	if (credits) {
+		p->credits[chan] += credits;
+		(*events)++;
+	}
 	r = &p->ring[chan];
 	if (r->nfill >= t->tp.nslots)
 		return proto_err(t, c, "data on channel %s without a credit (all %u slots full)", chan_name(chan),
@@ -585,6 +592,14 @@ err_nomem:
  * writable, and services what is ready. *events counts what happened (chunks, credits,
  * connections, closes, wakes).
  */
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeout, unsigned *events)
 {
 	unsigned n = 0;
@@ -594,6 +609,11 @@ static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeou
 	*events = 0;
 	if (aborted(t))
 		return abort_err(t, "wait");
+	/* Before blocking, return every credit held back for piggybacking (tcp_release). */
+	if (timeout != 0)
+		for (int i = 0; i < t->comm->size; i++)
+			if (t->peers[i].owed[IBC_CHAN_COLL] || t->peers[i].owed[IBC_CHAN_P2P])
+				credits_flush(t, &t->peers[i]);
 	st = pfd_reserve(t, 2 + t->nconns + t->npending);
 	if (st)
 		return st;
@@ -615,7 +635,17 @@ static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeou
 		t->pcon[n++] = t->pending[i];
 	}
 
-	rc = poll(t->pfd, n, timeout);
+	rc = 0;
+	if (timeout != 0 && t->spin_us) {
+		/* Spin briefly before sleeping: a reply often comes within microseconds. */
+		uint64_t end = now_us() + t->spin_us;
+
+		do
+			rc = poll(t->pfd, n, 0);
+		while (rc == 0 && now_us() < end);
+	}
+	if (rc == 0)
+		rc = poll(t->pfd, n, timeout);
 	if (rc < 0 && errno != EINTR)
 		return ibc_err(t->comm, IBCOMM_ERR_SYSTEM, "rank %d: poll in the TCP transport: %m", t->comm->rank);
 	if (aborted(t))
@@ -925,7 +955,9 @@ static int tcp_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *b
 	ibc_w_u8(&w, 0);
 	ibc_w_u32(&w, tag);
 	ibc_w_u32(&w, (uint32_t)len);
-	ibc_w_u32(&w, 0);
+	/* Taken before sending: send_frame() may flush credits while the socket is full. */
+	ibc_w_u32(&w, p->owed[chan]);
+	p->owed[chan] = 0;
 	st = send_frame(t, peer, chan, hdr, buf, len, dl, "put");
 	if (st)
 		return st;
@@ -1023,7 +1055,13 @@ static ibcomm_status_t tcp_release(ibc_tp_t *tp, ibc_chunk_t *c)
 	r->nfill--;
 	r->ngot--;
 	p->owed[c->chan]++;
-	credits_flush(t, p);
+	/*
+	 * When we also write to this peer, hold credits back (fewer than half the slots) so they
+	 * ride on our next data frame instead of costing a frame of their own; progress() sends
+	 * them before it blocks, so a writer waiting for them is never stuck.
+	 */
+	if (p->out.fd < 0 || p->owed[c->chan] >= IBC_MAX(1u, tp->nslots / 2))
+		credits_flush(t, p);
 	return IBCOMM_OK;
 }
 
@@ -1241,7 +1279,7 @@ static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;
-	unsigned long chunk, nslots;
+	unsigned long chunk, nslots, spin;
 	char key[128], err[256] = "";
 	ibcomm_status_t st;
 	struct tcp *t;
@@ -1254,6 +1292,9 @@ static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	st = env_uint(comm, "IBCOMM_TCP_SLOTS", IBC_TCP_DEFAULT_SLOTS, 1, IBC_TCP_MAX_SLOTS, &nslots);
 	if (st)
 		return st;
+	st = env_uint(comm, "IBCOMM_TCP_SPIN_US", IBC_TCP_DEFAULT_SPIN_US, 0, 1000000, &spin);
+	if (st)
+		return st;
 
 	t = calloc(1, sizeof(*t));
 	if (!t)
@@ -1262,6 +1303,7 @@ static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->tp.comm = comm;
 	t->tp.max_chunk = chunk;
 	t->tp.nslots = (unsigned)nslots;
+	t->spin_us = (unsigned)spin;
 	t->comm = comm;
 	t->peers = calloc((size_t)comm->size, sizeof(*t->peers));
 	if (!t->peers)

@@ -21,6 +21,7 @@ enum ibc_tcp_frame { IBC_TCP_HELLO = 1, IBC_TCP_DATA = 2, IBC_TCP_CREDIT = 3 };
 
 #define IBC_TCP_DEFAULT_CHUNK (512u * 1024u)
 #define IBC_TCP_DEFAULT_SLOTS 4u
+#define IBC_TCP_DEFAULT_SPIN_US 50u /* IBCOMM_TCP_SPIN_US */
 #define IBC_TCP_MAX_CHUNK (1u << 30)
 #define IBC_TCP_MAX_SLOTS 1024u
 
