@@ -2,6 +2,7 @@
  * The public collectives: argument checks, sequence numbers and tags, the size-1 and
  * count-0 cases, the choice of algorithm (algo/select.c) and the final step of AVG.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "ibc.h"
@@ -108,6 +109,56 @@ static void args_init(struct ibc_coll_args *a, struct ibcomm *comm, enum ibc_col
 	a->size = comm->size;
 }
 
+/*
+ * After a timeout, finds which ranks are not stuck in the same call: every rank that times
+ * out publishes "<id>/stuck/<seq>/<rank>" in the rendezvous and looks for the others' keys
+ * for a short grace period. A rank whose key does not come never entered the call (or is
+ * stuck elsewhere): the message names it, so the rank to look at is known from any rank's
+ * error, not only from its neighbours'.
+ */
+static void timeout_blame(struct ibc_coll_args *a)
+{
+	struct ibcomm *comm = a->comm;
+	char key[128], err[IBC_ERRLEN], msg[IBC_ERRLEN], list[128] = "";
+	static const char prefix[] = "IBCOMM_ERR_TIMEOUT: "; /* ibc_err() adds it again */
+	long grace = IBC_MIN(comm->set.timeout_ms / 4, 1000);
+	ibc_deadline_t dl;
+	int nabsent = 0;
+
+	if (!comm->rdv || a->size > 256 || grace <= 0)
+		return;
+	snprintf(msg, sizeof(msg), "%s",
+		 strncmp(comm->err, prefix, sizeof(prefix) - 1) ? comm->err : comm->err + sizeof(prefix) - 1);
+	snprintf(key, sizeof(key), "%s/stuck/%u/%d", comm->id, a->seq, a->rank);
+	if (ibc_rdv_put(comm->rdv, key, "1", 1, err, sizeof(err)))
+		return;
+	dl = ibc_deadline(grace);
+	for (int r = 0; r < a->size; r++) {
+		ibcomm_status_t st;
+		size_t len = strlen(list);
+
+		if (r == a->rank)
+			continue;
+		snprintf(key, sizeof(key), "%s/stuck/%u/%d", comm->id, a->seq, r);
+		st = ibc_rdv_get_cancel(comm->rdv, key, NULL, 0, NULL, dl, &comm->aborted, err, sizeof(err));
+		if (st == IBCOMM_OK)
+			continue;
+		if (st != IBCOMM_ERR_TIMEOUT)
+			return;
+		if (nabsent < 16)
+			snprintf(list + len, sizeof(list) - len, "%s%d", nabsent ? ", " : "", r);
+		else if (nabsent == 16)
+			snprintf(list + len, sizeof(list) - len, ", ...");
+		nabsent++;
+	}
+	if (nabsent)
+		ibc_err(comm, IBCOMM_ERR_TIMEOUT, "%s; not stuck in %s #%u like this rank (never entered it, or stuck "
+			"elsewhere): rank %s", msg, ibc_coll_name(a->coll), a->seq & 0xffffffu, list);
+	else
+		ibc_err(comm, IBCOMM_ERR_TIMEOUT, "%s; every rank is stuck in %s #%u", msg, ibc_coll_name(a->coll),
+			a->seq & 0xffffffu);
+}
+
 /* Runs the chosen algorithm; a peer or transport failure makes the communicator unusable. */
 static ibcomm_status_t run(struct ibc_coll_args *a, size_t bytes)
 {
@@ -115,11 +166,14 @@ static ibcomm_status_t run(struct ibc_coll_args *a, size_t bytes)
 	ibc_algo_fn fn = ibc_algo_impl(a->coll, algo);
 	ibcomm_status_t st;
 
+	a->algo = algo;
 	ibc_trace("rank %d: %s #%u, %zu bytes, algorithm %s", a->rank, ibc_coll_name(a->coll), a->seq, bytes,
 		  ibc_algo_name(algo));
 	st = fn(a);
 	if (st == IBCOMM_ERR_PEER || st == IBCOMM_ERR_TRANSPORT)
 		a->comm->failed = st;
+	if (st == IBCOMM_ERR_TIMEOUT)
+		timeout_blame(a);
 	return st;
 }
 

@@ -135,6 +135,8 @@ ibcomm_status_t ibcomm_abort(ibcomm_t *comm)
 	atomic_store(&comm->aborted, 1);
 	if (comm->tp && comm->tp->ops->interrupt)
 		comm->tp->ops->interrupt(comm->tp);
+	if (comm->rdv) /* a call blocked in the rendezvous (a lazy connect looking up an address) */
+		ibc_rdv_interrupt(comm->rdv);
 	return IBCOMM_OK;
 }
 
@@ -147,6 +149,7 @@ ibcomm_status_t ibcomm_destroy(ibcomm_t *comm)
 	ibc_p2p_cleanup(comm);
 	if (comm->rdv)
 		comm_release_rdv(comm);
+	free(comm->world);
 	free(comm);
 	return IBCOMM_OK;
 }
@@ -155,6 +158,7 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 {
 	int32_t mine[2] = { color < 0 ? -1 : color, key };
 	int32_t *all;
+	int *world;
 	struct ibcomm *c;
 	ibcomm_status_t st;
 	uint32_t idx;
@@ -187,11 +191,31 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 		if (kr < key || (kr == key && r < comm->rank))
 			newrank++;
 	}
+	/* the world rank of every member, in the child's order: failure notices name world ranks */
+	world = malloc((size_t)newsize * sizeof(*world));
+	if (!world) {
+		st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: ibcomm_split: out of memory", comm->rank);
+		goto err_free;
+	}
+	for (int r = 0; r < comm->size; r++) {
+		int32_t kr = all[2 * r + 1];
+		int nr = 0;
+
+		if (all[2 * r] != color)
+			continue;
+		for (int q = 0; q < comm->size; q++)
+			if (all[2 * q] == color && (all[2 * q + 1] < kr || (all[2 * q + 1] == kr && q < r)))
+				nr++;
+		world[nr] = ibc_world_rank(comm, r);
+	}
 	free(all);
 
 	c = calloc(1, sizeof(*c));
-	if (!c)
+	if (!c) {
+		free(world);
 		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: ibcomm_split: out of memory", comm->rank);
+	}
+	c->world = world;
 	atomic_init(&c->aborted, 0);
 	c->set = comm->set;
 	c->set.rank = c->rank = newrank;
@@ -219,6 +243,7 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 err_rdv:
 	ibc_rdv_unref(c->rdv);
 err_child:
+	free(c->world);
 	free(c);
 	return st;
 err_free:

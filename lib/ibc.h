@@ -98,8 +98,15 @@ struct ibcomm {
 	atomic_int aborted;
 	ibcomm_status_t failed;   /* sticky: once a peer failed, every call returns this */
 	struct ibc_p2p_msg *unexpected; /* p2p messages received before their recv */
+	int *world;               /* world rank of each rank (split communicators); NULL: identity */
 	char err[IBC_ERRLEN];
 };
+
+/* The world rank (the job's, as the rendezvous knows it) of comm's rank r. */
+static inline int ibc_world_rank(const struct ibcomm *comm, int r)
+{
+	return comm->world ? comm->world[r] : r;
+}
 
 /* Records an error on comm (and this thread's last error) and returns status. */
 IBC_HIDDEN ibcomm_status_t ibc_err(struct ibcomm *comm, ibcomm_status_t status, const char *fmt, ...)
@@ -126,6 +133,27 @@ IBC_HIDDEN ibcomm_status_t ibc_rdv_put(struct ibc_rdv *rdv, const char *key, con
 /* Waits until key exists; copies at most cap bytes into val, sets *len to its length. */
 IBC_HIDDEN ibcomm_status_t ibc_rdv_get(struct ibc_rdv *rdv, const char *key, void *val, size_t cap, size_t *len,
 				       ibc_deadline_t dl, char *err, size_t errlen);
+/*
+ * ibc_rdv_get() that also returns IBCOMM_ERR_ABORTED once *cancel is non-zero (woken by
+ * ibc_rdv_interrupt()) and IBCOMM_ERR_PEER when a rank dies while it waits.
+ */
+IBC_HIDDEN ibcomm_status_t ibc_rdv_get_cancel(struct ibc_rdv *rdv, const char *key, void *val, size_t cap,
+					      size_t *len, ibc_deadline_t dl, const atomic_int *cancel, char *err,
+					      size_t errlen);
+/* Wakes the threads blocked in the rendezvous (they check their cancel flags). Async-signal-safe. */
+IBC_HIDDEN void ibc_rdv_interrupt(struct ibc_rdv *rdv);
+/*
+ * Failure notices. The rendezvous server tells every rank when another rank's connection to
+ * it drops without a goodbye (the rank died); when rank 0 itself dies, the others lose the
+ * connection. Ranks are world ranks (the job's, as in ibc_settings_t).
+ * ibc_rdv_fd(): the connection to watch with poll() (POLLIN: a notice may be there), or -1.
+ * ibc_rdv_poll(): processes what arrived, never blocking (reads only when `readable`);
+ * returns a counter that grows whenever a rank is found dead (cheap: compare it).
+ * ibc_rdv_dead(): whether world rank `rank` is known dead; if so, why names it.
+ */
+IBC_HIDDEN int ibc_rdv_fd(struct ibc_rdv *rdv);
+IBC_HIDDEN unsigned ibc_rdv_poll(struct ibc_rdv *rdv, bool readable);
+IBC_HIDDEN bool ibc_rdv_dead(struct ibc_rdv *rdv, int rank, char *why, size_t whylen);
 
 /* ---- datatypes and reductions (reduce.c) ---- */
 /* dst[i] = dst[i] op src[i] for i < count (AVG behaves as SUM here; see ibc_reduce_finish). */

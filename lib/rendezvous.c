@@ -36,9 +36,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "ibc.h"
 #include "rendezvous.h"
 #include "wire.h"
+
+_Static_assert(IBC_RDV_NONCE_LEN == IBC_AUTH_NONCE_LEN && IBC_RDV_PROOF_LEN == IBC_AUTH_MAC_LEN,
+	       "rendezvous auth fields follow lib/auth.h");
 
 /* ======================================================================================= */
 /* Messages                                                                                */
@@ -71,7 +75,8 @@ int ibc_rdv_frame_len(const void *buf, size_t avail, size_t *frame_len, const ch
 		return set_why(why, "bad magic (not an ibcomm rendezvous message)");
 	if (version != IBC_RDV_VERSION)
 		return set_why(why, "unsupported rendezvous protocol version (mixed ibcomm versions?)");
-	if (type < IBC_RDV_JOIN || type > IBC_RDV_ERROR)
+	if ((type < IBC_RDV_JOIN || type > IBC_RDV_ERROR) && (type < IBC_RDV_LEAVE || type > IBC_RDV_BYE) &&
+	    (type < IBC_RDV_AUTH_HELLO || type > IBC_RDV_AUTH_FAILED))
 		return set_why(why, "unknown message type");
 	if (flags)
 		return set_why(why, "unknown flags");
@@ -180,7 +185,22 @@ ibcomm_status_t ibc_rdv_decode(const void *buf, size_t len, struct ibc_rdv_msg *
 		if (!read_val(&r, &t, why))
 			return IBCOMM_ERR_INVALID;
 		break;
-	case IBC_RDV_ERROR: {
+	case IBC_RDV_AUTH_HELLO:
+		t.rank = ibc_r_u32(&r);
+		t.size = ibc_r_u32(&r);
+		t.nonce = ibc_r_bytes(&r, IBC_RDV_NONCE_LEN);
+		if (r.ok && (t.size == 0 || t.size > INT32_MAX || t.rank >= t.size))
+			return set_why(why, "AUTH_HELLO with a rank or size out of range");
+		break;
+	case IBC_RDV_AUTH_CHALLENGE:
+		t.nonce = ibc_r_bytes(&r, IBC_RDV_NONCE_LEN);
+		t.proof = ibc_r_bytes(&r, IBC_RDV_PROOF_LEN);
+		break;
+	case IBC_RDV_AUTH_PROOF:
+		t.proof = ibc_r_bytes(&r, IBC_RDV_PROOF_LEN);
+		break;
+	case IBC_RDV_ERROR:
+	case IBC_RDV_AUTH_FAILED: {
 		uint16_t n = ibc_r_u16(&r);
 		const uint8_t *p;
 
@@ -193,7 +213,15 @@ ibcomm_status_t ibc_rdv_decode(const void *buf, size_t len, struct ibc_rdv_msg *
 		t.textlen = n;
 		break;
 	}
+	case IBC_RDV_DEAD:
+		t.rank = ibc_r_u32(&r);
+		if (r.ok && t.rank > INT32_MAX)
+			return set_why(why, "DEAD with a rank out of range");
+		break;
 	case IBC_RDV_PUT_OK:
+	case IBC_RDV_LEAVE:
+	case IBC_RDV_BYE:
+	case IBC_RDV_AUTH_OK:
 		break;
 	}
 	if (!r.ok)
@@ -258,13 +286,40 @@ size_t ibc_rdv_encode(const struct ibc_rdv_msg *m, void *buf, size_t cap)
 		if (!write_val(&w, m))
 			return 0;
 		break;
+	case IBC_RDV_AUTH_HELLO:
+		if (m->size == 0 || m->size > INT32_MAX || m->rank >= m->size || !m->nonce)
+			return 0;
+		ibc_w_u32(&w, m->rank);
+		ibc_w_u32(&w, m->size);
+		ibc_w_bytes(&w, m->nonce, IBC_RDV_NONCE_LEN);
+		break;
+	case IBC_RDV_AUTH_CHALLENGE:
+		if (!m->nonce || !m->proof)
+			return 0;
+		ibc_w_bytes(&w, m->nonce, IBC_RDV_NONCE_LEN);
+		ibc_w_bytes(&w, m->proof, IBC_RDV_PROOF_LEN);
+		break;
+	case IBC_RDV_AUTH_PROOF:
+		if (!m->proof)
+			return 0;
+		ibc_w_bytes(&w, m->proof, IBC_RDV_PROOF_LEN);
+		break;
 	case IBC_RDV_ERROR:
+	case IBC_RDV_AUTH_FAILED:
 		if (m->textlen > IBC_RDV_MAX_TEXT || (m->textlen && !m->text))
 			return 0;
 		ibc_w_u16(&w, (uint16_t)m->textlen);
 		ibc_w_bytes(&w, m->text, m->textlen);
 		break;
+	case IBC_RDV_DEAD:
+		if (m->rank > INT32_MAX)
+			return 0;
+		ibc_w_u32(&w, m->rank);
+		break;
 	case IBC_RDV_PUT_OK:
+	case IBC_RDV_LEAVE:
+	case IBC_RDV_BYE:
+	case IBC_RDV_AUTH_OK:
 		break;
 	default:
 		return 0;
@@ -297,7 +352,16 @@ struct srv_client {
 	int refs;               /* 1 while in srv->clients, +1 per parked GET */
 	bool dead;              /* drop at the end of this loop iteration */
 	bool close_after_flush; /* rejected: close once the ERROR is sent */
+	bool left;              /* said LEAVE: its connection dropping is not a death */
+	/* job-key handshake (srv->key set): AUTH_HELLO, AUTH_PROOF, then JOIN */
+	uint8_t auth;           /* SRV_AUTH_* */
+	uint32_t auth_rank, auth_size; /* as claimed in AUTH_HELLO */
+	uint8_t nonce_c[IBC_AUTH_NONCE_LEN], nonce_s[IBC_AUTH_NONCE_LEN];
+	uint64_t hs_deadline;   /* not joined by then: dropped; 0 once joined (or gone) */
+	struct srv_client *hs_prev, *hs_next; /* srv->hs_head list, in deadline order */
 };
+
+enum { SRV_AUTH_NONE, SRV_AUTH_CHALLENGED, SRV_AUTH_OK };
 
 struct srv_waiter {
 	struct srv_client *c;
@@ -338,6 +402,10 @@ struct rdv_server {
 	struct srv_entry **buckets;
 	size_t nbuckets, nentries;
 	uint8_t *scratch;        /* one encoded frame */
+	bool closing;            /* stopping: connections dropping are not deaths */
+	char key[sizeof(((ibc_settings_t *)0)->job_key)]; /* job key; "": no authentication */
+	struct srv_client *hs_head, *hs_tail; /* connections that have not joined yet */
+	char auth_note[320];     /* the last rank refused for its key (under lock), for timeouts */
 };
 
 #define PFD_CLIENT0(srv) (1 + (srv)->nlisten)
@@ -476,29 +544,191 @@ static void srv_send(struct rdv_server *srv, struct srv_client *c, const struct 
 	client_flush(srv, c);
 }
 
-static void srv_send_error(struct rdv_server *srv, struct srv_client *c, uint32_t req, const char *text)
+/* Answers with an ERROR or AUTH_FAILED text and closes the connection once it is sent. */
+static void srv_refuse(struct rdv_server *srv, struct srv_client *c, uint8_t type, uint32_t req, const char *text)
 {
-	struct ibc_rdv_msg m = { .type = IBC_RDV_ERROR, .req = req, .text = text, .textlen = strlen(text) };
+	struct ibc_rdv_msg m = { .type = type, .req = req, .text = text, .textlen = strlen(text) };
 
 	if (m.textlen > IBC_RDV_MAX_TEXT)
 		m.textlen = IBC_RDV_MAX_TEXT;
-	ibc_info("rendezvous server: refusing %s: %s", c->addr, text);
+	if (type == IBC_RDV_AUTH_FAILED)
+		ibc_warn("rendezvous server: refusing %s: %s", c->addr, text);
+	else
+		ibc_info("rendezvous server: refusing %s: %s", c->addr, text);
 	srv_send(srv, c, &m);
 	c->close_after_flush = true;
 	if (!c->out_len)
 		c->dead = true;
 }
 
+static void srv_send_error(struct rdv_server *srv, struct srv_client *c, uint32_t req, const char *text)
+{
+	srv_refuse(srv, c, IBC_RDV_ERROR, req, text);
+}
+
+/* ---- job-key authentication (lib/auth.h) ---- */
+
+/* What the proofs of a rendezvous connection are bound to (client and server alike). */
+static size_t rdv_auth_ctx(uint32_t rank, uint32_t size, uint8_t ctx[16])
+{
+	ibc_wbuf_t w = ibc_wbuf(ctx, 16);
+
+	ibc_w_bytes(&w, "rdv", 3);
+	ibc_w_u32(&w, rank);
+	ibc_w_u32(&w, size);
+	return w.len;
+}
+
+/* Connections that have not joined yet, oldest (earliest deadline) first. */
+static void hs_add(struct rdv_server *srv, struct srv_client *c)
+{
+	c->hs_deadline = ibc_now_ms() + IBC_AUTH_HANDSHAKE_MS;
+	c->hs_prev = srv->hs_tail;
+	c->hs_next = NULL;
+	if (srv->hs_tail)
+		srv->hs_tail->hs_next = c;
+	else
+		srv->hs_head = c;
+	srv->hs_tail = c;
+}
+
+static void hs_del(struct rdv_server *srv, struct srv_client *c)
+{
+	if (!c->hs_deadline)
+		return;
+	if (c->hs_prev)
+		c->hs_prev->hs_next = c->hs_next;
+	else
+		srv->hs_head = c->hs_next;
+	if (c->hs_next)
+		c->hs_next->hs_prev = c->hs_prev;
+	else
+		srv->hs_tail = c->hs_prev;
+	c->hs_prev = c->hs_next = NULL;
+	c->hs_deadline = 0;
+}
+
+/* Drops the connections that have neither joined nor been refused within the handshake time. */
+static void hs_expire(struct rdv_server *srv)
+{
+	uint64_t now = ibc_now_ms();
+	struct srv_client *c;
+
+	while ((c = srv->hs_head) && c->hs_deadline <= now) {
+		hs_del(srv, c);
+		if (!c->dead)
+			client_drop(c, c->close_after_flush ? "it did not read its refusal within the handshake time" :
+				       c->auth == SRV_AUTH_NONE ? "it sent no JOIN within the handshake time" :
+								  "it did not finish authenticating within the handshake time");
+	}
+}
+
+/* Milliseconds until the next handshake deadline, -1 for none. */
+static int hs_timeout(struct rdv_server *srv)
+{
+	uint64_t now = ibc_now_ms();
+
+	if (!srv->hs_head)
+		return -1;
+	return srv->hs_head->hs_deadline <= now ? 0 : (int)(srv->hs_head->hs_deadline - now);
+}
+
+/* Refuses a rank whose key does not match: it is told, rank 0's log and timeout say so. */
+static void srv_auth_fail(struct rdv_server *srv, struct srv_client *c, uint32_t req, uint32_t rank, const char *text)
+{
+	pthread_mutex_lock(&srv->lock);
+	snprintf(srv->auth_note, sizeof(srv->auth_note), "rank %u (from %s) was refused: %s", rank, c->addr, text);
+	pthread_mutex_unlock(&srv->lock);
+	srv_refuse(srv, c, IBC_RDV_AUTH_FAILED, req, text);
+}
+
+/* AUTH_HELLO: answer with our nonce and our proof of the key. */
+static void srv_auth_hello(struct rdv_server *srv, struct srv_client *c, const struct ibc_rdv_msg *m)
+{
+	struct ibc_rdv_msg reply = { .type = IBC_RDV_AUTH_CHALLENGE, .req = m->req };
+	uint8_t ctx[16], proof[IBC_AUTH_MAC_LEN];
+	size_t ctxlen = rdv_auth_ctx(m->rank, m->size, ctx);
+
+	if (!srv->key[0]) {
+		srv_auth_fail(srv, c, m->req, m->rank,
+			      "the job key does not match: this rank has a job key (IBCOMM_JOB_KEY) but rank 0 has none");
+		return;
+	}
+	if (c->auth != SRV_AUTH_NONE || c->rank >= 0) {
+		client_drop(c, "AUTH_HELLO sent twice");
+		return;
+	}
+	memcpy(c->nonce_c, m->nonce, IBC_AUTH_NONCE_LEN);
+	c->auth_rank = m->rank;
+	c->auth_size = m->size;
+	if (ibc_auth_nonce(c->nonce_s) ||
+	    ibc_auth_proof(srv->key, IBC_AUTH_ACCEPTOR, c->nonce_c, c->nonce_s, ctx, ctxlen, proof)) {
+		srv_send_error(srv, c, m->req, "rank 0 cannot compute an authentication challenge (no random bytes?)");
+		return;
+	}
+	reply.nonce = c->nonce_s;
+	reply.proof = proof;
+	c->auth = SRV_AUTH_CHALLENGED;
+	srv_send(srv, c, &reply);
+}
+
+/* AUTH_PROOF: the client's proof, over the same nonces. */
+static void srv_auth_proof(struct rdv_server *srv, struct srv_client *c, const struct ibc_rdv_msg *m)
+{
+	struct ibc_rdv_msg reply = { .type = IBC_RDV_AUTH_OK, .req = m->req };
+	uint8_t ctx[16];
+	size_t ctxlen = rdv_auth_ctx(c->auth_rank, c->auth_size, ctx);
+	char text[160];
+
+	if (c->auth != SRV_AUTH_CHALLENGED) {
+		client_drop(c, "AUTH_PROOF without a challenge");
+		return;
+	}
+	if (!ibc_auth_check(srv->key, IBC_AUTH_CONNECTOR, c->nonce_c, c->nonce_s, ctx, ctxlen, m->proof)) {
+		snprintf(text, sizeof(text), "the job key (IBCOMM_JOB_KEY) of rank %u does not match rank 0's",
+			 c->auth_rank);
+		srv_auth_fail(srv, c, m->req, c->auth_rank, text);
+		return;
+	}
+	c->auth = SRV_AUTH_OK;
+	ibc_trace("rendezvous server: %s authenticated as rank %u", c->addr, c->auth_rank);
+	srv_send(srv, c, &reply);
+}
+
+/* AUTH_FAILED from a client: our proof did not match its key; it goes away. */
+static void srv_auth_rejected(struct rdv_server *srv, struct srv_client *c)
+{
+	char text[64];
+
+	if (c->auth != SRV_AUTH_CHALLENGED) {
+		client_drop(c, "AUTH_FAILED without a challenge");
+		return;
+	}
+	snprintf(text, sizeof(text), "the job key of rank %u does not match rank 0's", c->auth_rank);
+	pthread_mutex_lock(&srv->lock);
+	snprintf(srv->auth_note, sizeof(srv->auth_note), "rank %u (from %s) was refused: %s", c->auth_rank,
+		 c->addr, text);
+	pthread_mutex_unlock(&srv->lock);
+	client_drop(c, text);
+}
+
 /*
- * Job-key authentication (a later issue) goes here: the JOIN will carry a proof of the key
- * (e.g. an HMAC of a server nonce), checked before the rank is admitted. Until then every
- * JOIN is admitted.
+ * With a job key, a JOIN is admitted only on a connection that proved the key, for the rank
+ * and size it authenticated as; it is refused otherwise (the reply is sent here).
  */
 static bool srv_authenticate(struct rdv_server *srv, struct srv_client *c, const struct ibc_rdv_msg *m)
 {
-	(void)srv;
-	(void)c;
-	(void)m;
+	if (!srv->key[0])
+		return true;
+	if (c->auth != SRV_AUTH_OK) {
+		srv_auth_fail(srv, c, m->req, m->rank,
+			      "the job key does not match: rank 0 requires a job key (IBCOMM_JOB_KEY) and this rank did not authenticate");
+		return false;
+	}
+	if (m->rank != c->auth_rank || m->size != c->auth_size) {
+		client_drop(c, "JOIN as another rank than it authenticated as");
+		return false;
+	}
 	return true;
 }
 
@@ -511,10 +741,8 @@ static void srv_join(struct rdv_server *srv, struct srv_client *c, const struct 
 		client_drop(c, "JOIN sent twice");
 		return;
 	}
-	if (!srv_authenticate(srv, c, m)) {
-		srv_send_error(srv, c, m->req, "authentication failed");
+	if (!srv_authenticate(srv, c, m))
 		return;
-	}
 	if ((int)m->size != srv->size) {
 		snprintf(text, sizeof(text),
 			 "rank %u says the job has %u ranks but rank 0 serves %d at %s: IBCOMM_SIZE (or the launcher's size) differs between ranks",
@@ -535,6 +763,7 @@ static void srv_join(struct rdv_server *srv, struct srv_client *c, const struct 
 	srv->njoined++;
 	c->rank = (int)m->rank;
 	c->join_req = m->req;
+	hs_del(srv, c);
 	ibc_trace("rendezvous server: rank %u joined from %s (%d of %d)", m->rank, c->addr, srv->njoined, srv->size);
 	if (srv->all_joined) { /* a rank coming back after everybody had joined */
 		pthread_mutex_unlock(&srv->lock);
@@ -631,6 +860,19 @@ static void srv_handle(struct rdv_server *srv, struct srv_client *c, const struc
 			srv_put(srv, c, m);
 		else
 			srv_get(srv, c, m);
+		break;
+	case IBC_RDV_LEAVE:
+		c->left = true;
+		ibc_trace("rendezvous server: %s (rank %d) leaves", c->addr, c->rank);
+		break;
+	case IBC_RDV_AUTH_HELLO:
+		srv_auth_hello(srv, c, m);
+		break;
+	case IBC_RDV_AUTH_PROOF:
+		srv_auth_proof(srv, c, m);
+		break;
+	case IBC_RDV_AUTH_FAILED:
+		srv_auth_rejected(srv, c);
 		break;
 	default:
 		client_drop(c, "sent a message only the server sends");
@@ -747,6 +989,7 @@ static void srv_add_client(struct rdv_server *srv, int fd, const struct sockaddr
 	c->idx = srv->nclients++;
 	srv->clients[c->idx] = c;
 	srv->pfds[PFD_CLIENT0(srv) + c->idx] = (struct pollfd){ .fd = fd, .events = POLLIN };
+	hs_add(srv, c);
 	ibc_trace("rendezvous server: connection from %s", c->addr);
 	return;
 
@@ -755,19 +998,44 @@ err_close:
 	close(fd);
 }
 
+/*
+ * A joined rank's connection dropped without LEAVE (killed, crashed, or exited without
+ * destroying its communicator): tells every other rank, so that ranks with no connection of
+ * their own to it stop waiting for it.
+ */
+static void srv_announce_death(struct rdv_server *srv, struct srv_client *dead)
+{
+	struct ibc_rdv_msg m = { .type = IBC_RDV_DEAD, .rank = (uint32_t)dead->rank };
+
+	ibc_warn("rendezvous server: rank %d (%s) dropped its connection without leaving: it died; telling the other ranks",
+		 dead->rank, dead->addr);
+	for (int i = 0; i < srv->nclients; i++) {
+		struct srv_client *c = srv->clients[i];
+
+		if (c != dead && c->rank >= 0 && !c->left)
+			srv_send(srv, c, &m);
+	}
+}
+
 static void srv_remove_client(struct rdv_server *srv, struct srv_client *c)
 {
 	int last = srv->nclients - 1;
 
 	if (c->rank >= 0) {
+		bool died = false;
+
 		pthread_mutex_lock(&srv->lock);
 		if (srv->joined[c->rank] == c) {
 			srv->joined[c->rank] = NULL;
 			srv->njoined--;
+			died = srv->all_joined && !c->left && !srv->closing;
 		}
 		pthread_mutex_unlock(&srv->lock);
 		ibc_trace("rendezvous server: rank %d (%s) closed its connection", c->rank, c->addr);
+		if (died)
+			srv_announce_death(srv, c);
 	}
+	hs_del(srv, c);
 	close(c->fd);
 	c->fd = -1;
 	if (c->idx != last) {
@@ -825,9 +1093,15 @@ static void srv_missing(struct rdv_server *srv, char *buf, size_t len)
 			shown++;
 		}
 	}
+	if (missing > shown && off < len) {
+		int n = snprintf(buf + off, len - off, " and %d more", missing - shown);
+
+		if (n > 0)
+			off += (size_t)n;
+	}
+	if (srv->auth_note[0] && off < len)
+		snprintf(buf + off, len - off, " (%s)", srv->auth_note);
 	pthread_mutex_unlock(&srv->lock);
-	if (missing > shown && off < len)
-		snprintf(buf + off, len - off, " and %d more", missing - shown);
 }
 
 static void *srv_main(void *arg)
@@ -863,6 +1137,11 @@ static void *srv_main(void *arg)
 			if (linger)
 				timeout = IBC_MIN(timeout, ibc_deadline_left(linger));
 		}
+		if (srv->hs_head) { /* wake up for the next handshake deadline */
+			int hs = hs_timeout(srv);
+
+			timeout = timeout < 0 ? hs : IBC_MIN(timeout, hs);
+		}
 		n = poll(srv->pfds, (nfds_t)(PFD_CLIENT0(srv) + srv->nclients), timeout);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -897,9 +1176,18 @@ static void *srv_main(void *arg)
 			if (re & (POLLIN | POLLHUP | POLLERR))
 				client_read(srv, c);
 		}
+		hs_expire(srv);
 		for (int i = srv->nclients - 1; i >= 0; i--)
 			if (srv->clients[i]->dead)
 				srv_remove_client(srv, srv->clients[i]);
+	}
+	/* the ranks still connected learn that the server leaves on purpose (not a death of rank 0) */
+	srv->closing = true;
+	for (int i = 0; i < srv->nclients; i++) {
+		struct ibc_rdv_msg bye = { .type = IBC_RDV_BYE };
+
+		if (srv->clients[i]->rank >= 0 && !srv->clients[i]->left)
+			srv_send(srv, srv->clients[i], &bye);
 	}
 	return NULL;
 }
@@ -1012,6 +1300,7 @@ static ibcomm_status_t srv_start(const ibc_settings_t *s, const char *host, cons
 	srv->size = s->nranks;
 	srv->linger_ms = s->timeout_ms;
 	snprintf(srv->root, sizeof(srv->root), "%s", s->root);
+	snprintf(srv->key, sizeof(srv->key), "%s", s->job_key);
 	pthread_mutex_init(&srv->lock, NULL);
 	srv->nbuckets = 64;
 	while (srv->nbuckets < (size_t)s->nranks * 2 && srv->nbuckets < ((size_t)1 << 24))
@@ -1100,7 +1389,40 @@ struct ibc_rdv {
 	long timeout_ms;
 	char root[256];
 	struct rdv_server *srv;   /* rank 0 */
+	int wake[2];              /* ibc_rdv_interrupt() wakes the reader */
+	bool bye;                 /* the server said it stops on purpose */
+	uint8_t *dead;            /* per rank: 0 alive, RDV_DIED (DEAD notice), RDV_SERVER_DIED (rank 0) */
+	atomic_uint gen;          /* grows with every rank found dead */
 };
+
+#define RDV_DIED 1
+#define RDV_SERVER_DIED 2
+
+/* Records that rank died (first reason wins). Called with the lock held. */
+static void rdv_mark_dead(struct ibc_rdv *rdv, uint32_t rank, uint8_t kind)
+{
+	if (rank >= (uint32_t)rdv->size || rdv->dead[rank])
+		return;
+	rdv->dead[rank] = kind;
+	atomic_fetch_add(&rdv->gen, 1);
+	ibc_info("rank %d: the rendezvous reports rank %u dead%s", rdv->rank, rank,
+		 kind == RDV_SERVER_DIED ? " (its connection to the rendezvous server, rank 0, dropped)" : "");
+}
+
+/* The rendezvous connection is gone. Called with the lock held. */
+static void rdv_lost(struct ibc_rdv *rdv, const char *why)
+{
+	rdv->broken = true;
+	if (rdv->bye) {
+		snprintf(rdv->broken_why, sizeof(rdv->broken_why),
+			 "the rendezvous server at %s (rank 0) has stopped (rank 0 destroyed its communicator)", rdv->root);
+		return;
+	}
+	snprintf(rdv->broken_why, sizeof(rdv->broken_why), "%s", why);
+	/* rank 0's own client: its server is in this process and alive */
+	if (!rdv->srv)
+		rdv_mark_dead(rdv, 0, RDV_SERVER_DIED);
+}
 
 static void cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *lock, ibc_deadline_t dl)
 {
@@ -1144,6 +1466,14 @@ static void rdv_dispatch(struct ibc_rdv *rdv)
 			return;
 		}
 		off += flen;
+		if (m.type == IBC_RDV_DEAD) {
+			rdv_mark_dead(rdv, m.rank, RDV_DIED);
+			continue;
+		}
+		if (m.type == IBC_RDV_BYE) {
+			rdv->bye = true;
+			continue;
+		}
 		for (p = rdv->pending; p && p->req != m.req; p = p->next)
 			;
 		if (!p) {
@@ -1151,17 +1481,24 @@ static void rdv_dispatch(struct ibc_rdv *rdv)
 			continue;
 		}
 		p->done = true;
-		if (m.type == IBC_RDV_ERROR) {
-			p->st = IBCOMM_ERR_RENDEZVOUS;
+		if (m.type == IBC_RDV_ERROR || m.type == IBC_RDV_AUTH_FAILED) {
+			p->st = m.type == IBC_RDV_ERROR ? IBCOMM_ERR_RENDEZVOUS : IBCOMM_ERR_AUTH;
 			snprintf(p->text, sizeof(p->text), "%.*s", (int)m.textlen, m.text);
 		} else if ((p->type == IBC_RDV_JOIN && m.type == IBC_RDV_JOINED) ||
 			   (p->type == IBC_RDV_PUT && m.type == IBC_RDV_PUT_OK) ||
-			   (p->type == IBC_RDV_GET && m.type == IBC_RDV_VALUE)) {
+			   (p->type == IBC_RDV_GET && m.type == IBC_RDV_VALUE) ||
+			   (p->type == IBC_RDV_AUTH_HELLO && m.type == IBC_RDV_AUTH_CHALLENGE) ||
+			   (p->type == IBC_RDV_AUTH_PROOF && m.type == IBC_RDV_AUTH_OK)) {
 			p->st = IBCOMM_OK;
 			if (m.type == IBC_RDV_VALUE) {
 				p->len = m.vallen;
 				if (p->cap && m.vallen)
 					memcpy(p->val, m.val, IBC_MIN(p->cap, m.vallen));
+			} else if (m.type == IBC_RDV_AUTH_CHALLENGE && p->cap >= IBC_RDV_NONCE_LEN + IBC_RDV_PROOF_LEN) {
+				/* the server's nonce, then its proof */
+				memcpy(p->val, m.nonce, IBC_RDV_NONCE_LEN);
+				memcpy((uint8_t *)p->val + IBC_RDV_NONCE_LEN, m.proof, IBC_RDV_PROOF_LEN);
+				p->len = IBC_RDV_NONCE_LEN + IBC_RDV_PROOF_LEN;
 			}
 		} else {
 			p->st = IBCOMM_ERR_RENDEZVOUS;
@@ -1178,11 +1515,11 @@ static void rdv_dispatch(struct ibc_rdv *rdv)
 /* Reads what the socket has (waiting until dl). Called without the lock, as the reader. */
 static int rdv_read(struct ibc_rdv *rdv, ibc_deadline_t dl, char *why, size_t whylen)
 {
-	struct pollfd pfd = { .fd = rdv->fd, .events = POLLIN };
+	struct pollfd pfd[2] = { { .fd = rdv->fd, .events = POLLIN }, { .fd = rdv->wake[0], .events = POLLIN } };
 	ssize_t n;
 	int rc;
 
-	rc = poll(&pfd, 1, ibc_deadline_left(dl));
+	rc = poll(pfd, 2, ibc_deadline_left(dl));
 	if (rc < 0) {
 		if (errno == EINTR)
 			return IBCOMM_OK;
@@ -1191,6 +1528,14 @@ static int rdv_read(struct ibc_rdv *rdv, ibc_deadline_t dl, char *why, size_t wh
 	}
 	if (rc == 0)
 		return IBCOMM_ERR_TIMEOUT;
+	if (pfd[1].revents) { /* ibc_rdv_interrupt(): the callers look at their cancel flags */
+		char buf[64];
+
+		while (read(rdv->wake[0], buf, sizeof(buf)) > 0)
+			;
+		if (!pfd[0].revents)
+			return IBCOMM_OK;
+	}
 	n = recv(rdv->fd, rdv->in + rdv->in_len, IBC_RDV_MAX_FRAME - rdv->in_len, 0);
 	if (n < 0) {
 		if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
@@ -1232,16 +1577,27 @@ static int send_all(int fd, const uint8_t *p, size_t len, ibc_deadline_t dl)
 	return 0;
 }
 
+/* The first rank found dead, or -1. Called with the lock held. */
+static int rdv_first_dead(const struct ibc_rdv *rdv)
+{
+	for (int r = 0; r < rdv->size; r++)
+		if (rdv->dead[r])
+			return r;
+	return -1;
+}
+
 /*
  * Sends m and waits until dl for its reply, which p receives. Returns IBCOMM_OK (p->st
- * tells the server's answer), IBCOMM_ERR_TIMEOUT or IBCOMM_ERR_RENDEZVOUS (connection lost:
- * why in err).
+ * tells the server's answer), IBCOMM_ERR_TIMEOUT, IBCOMM_ERR_RENDEZVOUS (connection lost:
+ * why in err), IBCOMM_ERR_ABORTED (*cancel became non-zero) or, for a GET, IBCOMM_ERR_PEER
+ * (a rank died meanwhile: the key may never come).
  */
 static ibcomm_status_t rdv_call(struct ibc_rdv *rdv, struct ibc_rdv_msg *m, struct rdv_pending *p,
-				ibc_deadline_t dl, char *err, size_t errlen)
+				ibc_deadline_t dl, const atomic_int *cancel, char *err, size_t errlen)
 {
 	ibcomm_status_t st = IBCOMM_OK;
 	struct rdv_pending **pp;
+	unsigned gen0 = atomic_load(&rdv->gen);
 	size_t n;
 
 	pthread_mutex_lock(&rdv->lock);
@@ -1279,6 +1635,21 @@ static ibcomm_status_t rdv_call(struct ibc_rdv *rdv, struct ibc_rdv_msg *m, stru
 	rdv->pending = p;
 
 	while (!p->done && !rdv->broken) {
+		if (cancel && atomic_load(cancel)) {
+			st = IBCOMM_ERR_ABORTED;
+			snprintf(err, errlen, "rank %d: a rendezvous request was aborted", rdv->rank);
+			break;
+		}
+		/*
+		 * Another rank's death does not stop the lookup (the key may belong to a live rank of
+		 * a split communicator); the server's does: the key can never come.
+		 */
+		if (m->type == IBC_RDV_GET && atomic_load(&rdv->gen) != gen0 && rdv->dead[0] == RDV_SERVER_DIED) {
+			st = IBCOMM_ERR_PEER;
+			snprintf(err, errlen, "rank %d: rank 0 (the rendezvous server) died while this rank waited for the rendezvous",
+				 rdv->rank);
+			break;
+		}
 		if (!rdv->reading) {
 			char why[IBC_ERRLEN];
 			int rc;
@@ -1289,8 +1660,7 @@ static ibcomm_status_t rdv_call(struct ibc_rdv *rdv, struct ibc_rdv_msg *m, stru
 			pthread_mutex_lock(&rdv->lock);
 			rdv->reading = false;
 			if (rc < 0 && rc != IBCOMM_ERR_TIMEOUT) {
-				rdv->broken = true;
-				snprintf(rdv->broken_why, sizeof(rdv->broken_why), "%s", why);
+				rdv_lost(rdv, why);
 			} else if (rc == IBCOMM_OK) {
 				rdv_dispatch(rdv);
 			}
@@ -1313,7 +1683,11 @@ static ibcomm_status_t rdv_call(struct ibc_rdv *rdv, struct ibc_rdv_msg *m, stru
 			break;
 		}
 	}
-	if (!p->done && st == IBCOMM_OK) {
+	if (!p->done && st == IBCOMM_OK && m->type == IBC_RDV_GET && rdv_first_dead(rdv) == 0) {
+		st = IBCOMM_ERR_PEER; /* the server went with rank 0 */
+		snprintf(err, errlen, "rank %d: rank 0 (the rendezvous server) died while this rank waited for it",
+			 rdv->rank);
+	} else if (!p->done && st == IBCOMM_OK) {
 		st = IBCOMM_ERR_RENDEZVOUS;
 		snprintf(err, errlen, "rank %d: %s", rdv->rank, rdv->broken_why);
 	}
@@ -1395,20 +1769,109 @@ static ibcomm_status_t rdv_connect(struct ibc_rdv *rdv, const char *host, const 
 
 static void rdv_free(struct ibc_rdv *rdv, bool linger)
 {
-	if (rdv->fd >= 0)
+	if (rdv->fd >= 0) {
+		/* a goodbye, so that the server does not report this rank dead */
+		struct ibc_rdv_msg leave = { .type = IBC_RDV_LEAVE };
+		size_t n = ibc_rdv_encode(&leave, rdv->scratch, IBC_RDV_MAX_FRAME);
+
+		if (!rdv->broken && n)
+			send_all(rdv->fd, rdv->scratch, n, ibc_deadline(1000));
 		close(rdv->fd);
+	}
 	if (rdv->srv)
 		srv_stop(rdv->srv, linger);
+	if (rdv->wake[0] >= 0) {
+		close(rdv->wake[0]);
+		close(rdv->wake[1]);
+	}
 	pthread_cond_destroy(&rdv->cond);
 	pthread_mutex_destroy(&rdv->lock);
+	free(rdv->dead);
 	free(rdv->in);
 	free(rdv->scratch);
 	free(rdv);
 }
 
+/* The answer to one authentication request, as an error message (0 when it succeeded). */
+static ibcomm_status_t rdv_auth_reply(struct ibc_rdv *rdv, ibcomm_status_t st, const struct rdv_pending *p,
+				      const char *what, char *err, size_t errlen)
+{
+	if (st == IBCOMM_ERR_TIMEOUT) {
+		snprintf(err, errlen, "rank %d: the rendezvous server at %s did not answer its %s within %ld ms",
+			 rdv->rank, rdv->root, what, rdv->timeout_ms);
+		return st;
+	}
+	if (st)
+		return st;
+	if (p->st) {
+		snprintf(err, errlen, "rank %d: the rendezvous at %s refused to admit it: %s", rdv->rank, rdv->root,
+			 p->text);
+		return p->st;
+	}
+	return IBCOMM_OK;
+}
+
+/*
+ * Proves the job key to the server and checks the server's proof (AUTH_* in rendezvous.h):
+ * a rank with another key learns it here, before it could take a rank's place.
+ */
+static ibcomm_status_t rdv_authenticate(struct ibc_rdv *rdv, const ibc_settings_t *s, ibc_deadline_t dl, char *err,
+					size_t errlen)
+{
+	uint8_t nc[IBC_AUTH_NONCE_LEN], got[IBC_AUTH_NONCE_LEN + IBC_AUTH_MAC_LEN], proof[IBC_AUTH_MAC_LEN], ctx[16];
+	struct ibc_rdv_msg m = { .type = IBC_RDV_AUTH_HELLO, .rank = (uint32_t)s->rank, .size = (uint32_t)s->nranks,
+				 .nonce = nc };
+	struct rdv_pending p = { .val = got, .cap = sizeof(got) };
+	size_t ctxlen = rdv_auth_ctx((uint32_t)s->rank, (uint32_t)s->nranks, ctx);
+	ibcomm_status_t st;
+
+	if (ibc_auth_nonce(nc)) {
+		snprintf(err, errlen, "rank %d: no random bytes for the job-key authentication: %s", s->rank,
+			 strerror(errno));
+		return IBCOMM_ERR_SYSTEM;
+	}
+	st = rdv_call(rdv, &m, &p, dl, NULL, err, errlen);
+	st = rdv_auth_reply(rdv, st, &p, "authentication hello", err, errlen);
+	if (st)
+		return st;
+	if (p.len != sizeof(got) ||
+	    !ibc_auth_check(s->job_key, IBC_AUTH_ACCEPTOR, nc, got, ctx, ctxlen, got + IBC_AUTH_NONCE_LEN)) {
+		static const char text[] = "the job key does not match (rank 0's proof failed this rank's check)";
+		struct ibc_rdv_msg f = { .type = IBC_RDV_AUTH_FAILED, .text = text, .textlen = sizeof(text) - 1 };
+		size_t n;
+
+		/* tell the server why this rank goes away (best effort), so rank 0 can say so */
+		pthread_mutex_lock(&rdv->lock);
+		n = ibc_rdv_encode(&f, rdv->scratch, IBC_RDV_MAX_FRAME);
+		if (n)
+			send_all(rdv->fd, rdv->scratch, n, ibc_deadline(1000));
+		rdv->broken = true; /* no LEAVE: it never joined */
+		snprintf(rdv->broken_why, sizeof(rdv->broken_why), "job key mismatch");
+		pthread_mutex_unlock(&rdv->lock);
+		snprintf(err, errlen,
+			 "rank %d: the job key (IBCOMM_JOB_KEY) does not match rank 0's: the rendezvous server at %s proved a different key; every rank of a job needs the same key",
+			 s->rank, s->root);
+		return IBCOMM_ERR_AUTH;
+	}
+	if (ibc_auth_proof(s->job_key, IBC_AUTH_CONNECTOR, nc, got, ctx, ctxlen, proof)) {
+		snprintf(err, errlen, "rank %d: cannot compute the job-key proof (OpenSSL HMAC failed)", s->rank);
+		return IBCOMM_ERR_SYSTEM;
+	}
+	m = (struct ibc_rdv_msg){ .type = IBC_RDV_AUTH_PROOF, .proof = proof };
+	p = (struct rdv_pending){ 0 };
+	st = rdv_call(rdv, &m, &p, dl, NULL, err, errlen);
+	st = rdv_auth_reply(rdv, st, &p, "authentication proof", err, errlen);
+	if (st)
+		return st;
+	ibc_trace("rank %d: authenticated to the rendezvous at %s with the job key", s->rank, s->root);
+	return IBCOMM_OK;
+}
+
 ibcomm_status_t ibc_rdv_open(const ibc_settings_t *s, ibc_deadline_t dl, struct ibc_rdv **out, char *err,
 			     size_t errlen)
 {
+	static atomic_flag noted_no_key = ATOMIC_FLAG_INIT;
+
 	struct ibc_rdv_msg m = { .type = IBC_RDV_JOIN };
 	struct rdv_pending p = { 0 };
 	pthread_condattr_t ca;
@@ -1430,14 +1893,26 @@ ibcomm_status_t ibc_rdv_open(const ibc_settings_t *s, ibc_deadline_t dl, struct 
 		goto err_nomem;
 	rdv->in = malloc(IBC_RDV_MAX_FRAME);
 	rdv->scratch = malloc(IBC_RDV_MAX_FRAME);
-	if (!rdv->in || !rdv->scratch) {
+	rdv->dead = calloc((size_t)s->nranks, 1);
+	if (!rdv->in || !rdv->scratch || !rdv->dead) {
 		free(rdv->in);
 		free(rdv->scratch);
+		free(rdv->dead);
 		free(rdv);
 		goto err_nomem;
 	}
 	atomic_init(&rdv->refs, 1);
+	atomic_init(&rdv->gen, 0);
 	rdv->fd = -1;
+	if (pipe2(rdv->wake, O_NONBLOCK | O_CLOEXEC)) {
+		snprintf(err, errlen, "rank %d: cannot create the rendezvous client's wake pipe: %s", s->rank,
+			 strerror(errno));
+		free(rdv->in);
+		free(rdv->scratch);
+		free(rdv->dead);
+		free(rdv);
+		return IBCOMM_ERR_SYSTEM;
+	}
 	rdv->rank = s->rank;
 	rdv->size = s->nranks;
 	rdv->timeout_ms = s->timeout_ms;
@@ -1457,13 +1932,20 @@ ibcomm_status_t ibc_rdv_open(const ibc_settings_t *s, ibc_deadline_t dl, struct 
 	if (st)
 		goto err_free;
 
-	/* job-key authentication (a later issue): the client's proof goes into the JOIN here */
+	if (s->job_key[0]) {
+		st = rdv_authenticate(rdv, s, dl, err, errlen);
+		if (st)
+			goto err_free;
+	} else if (!atomic_flag_test_and_set(&noted_no_key)) {
+		ibc_info("rank %d: IBCOMM_JOB_KEY is not set: no authentication; any process that can reach %s or this rank's ports can join the job or send it data",
+			 s->rank, s->root);
+	}
 	m.rank = (uint32_t)s->rank;
 	m.size = (uint32_t)s->nranks;
-	st = rdv_call(rdv, &m, &p, dl, err, errlen);
+	st = rdv_call(rdv, &m, &p, dl, NULL, err, errlen);
 	if (st == IBCOMM_ERR_TIMEOUT) {
 		if (rdv->srv) {
-			char missing[128];
+			char missing[384];
 
 			srv_missing(rdv->srv, missing, sizeof(missing));
 			snprintf(err, errlen,
@@ -1540,7 +2022,7 @@ ibcomm_status_t ibc_rdv_put(struct ibc_rdv *rdv, const char *key, const void *va
 	}
 	m.key = key;
 	m.keylen = strlen(key);
-	st = rdv_call(rdv, &m, &p, ibc_deadline(rdv->timeout_ms), err, errlen);
+	st = rdv_call(rdv, &m, &p, ibc_deadline(rdv->timeout_ms), NULL, err, errlen);
 	if (st == IBCOMM_ERR_TIMEOUT) {
 		snprintf(err, errlen, "rank %d: rendezvous PUT '%s' got no answer from %s within %ld ms", rdv->rank, key,
 			 rdv->root, rdv->timeout_ms);
@@ -1558,6 +2040,12 @@ ibcomm_status_t ibc_rdv_put(struct ibc_rdv *rdv, const char *key, const void *va
 ibcomm_status_t ibc_rdv_get(struct ibc_rdv *rdv, const char *key, void *val, size_t cap, size_t *len,
 			    ibc_deadline_t dl, char *err, size_t errlen)
 {
+	return ibc_rdv_get_cancel(rdv, key, val, cap, len, dl, NULL, err, errlen);
+}
+
+ibcomm_status_t ibc_rdv_get_cancel(struct ibc_rdv *rdv, const char *key, void *val, size_t cap, size_t *len,
+				   ibc_deadline_t dl, const atomic_int *cancel, char *err, size_t errlen)
+{
 	struct ibc_rdv_msg m = { .type = IBC_RDV_GET };
 	struct rdv_pending p = { .val = val, .cap = val ? cap : 0 };
 	ibcomm_status_t st;
@@ -1566,7 +2054,7 @@ ibcomm_status_t ibc_rdv_get(struct ibc_rdv *rdv, const char *key, void *val, siz
 		return IBCOMM_ERR_INVALID;
 	m.key = key;
 	m.keylen = strlen(key);
-	st = rdv_call(rdv, &m, &p, dl, err, errlen);
+	st = rdv_call(rdv, &m, &p, dl, cancel, err, errlen);
 	if (st == IBCOMM_ERR_TIMEOUT) {
 		snprintf(err, errlen,
 			 "rank %d: rendezvous GET '%s' timed out: no rank published it at %s before the deadline", rdv->rank,
@@ -1582,4 +2070,71 @@ ibcomm_status_t ibc_rdv_get(struct ibc_rdv *rdv, const char *key, void *val, siz
 	if (len)
 		*len = p.len;
 	return IBCOMM_OK;
+}
+
+/* ---- failure notices (see ibc.h) ---- */
+
+int ibc_rdv_fd(struct ibc_rdv *rdv)
+{
+	int fd;
+
+	pthread_mutex_lock(&rdv->lock);
+	fd = rdv->broken ? -1 : rdv->fd;
+	pthread_mutex_unlock(&rdv->lock);
+	return fd;
+}
+
+unsigned ibc_rdv_poll(struct ibc_rdv *rdv, bool readable)
+{
+	if (readable) {
+		pthread_mutex_lock(&rdv->lock);
+		/* a thread inside rdv_call() reads the socket itself and dispatches the notices */
+		if (!rdv->reading && !rdv->broken && rdv->in_len < IBC_RDV_MAX_FRAME) {
+			ssize_t n = recv(rdv->fd, rdv->in + rdv->in_len, IBC_RDV_MAX_FRAME - rdv->in_len, MSG_DONTWAIT);
+			char why[IBC_ERRLEN];
+
+			if (n > 0) {
+				rdv->in_len += (size_t)n;
+				rdv_dispatch(rdv);
+			} else if (n == 0) {
+				snprintf(why, sizeof(why), "the rendezvous server at %s (rank 0) closed the connection",
+					 rdv->root);
+				rdv_lost(rdv, why);
+			} else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+				snprintf(why, sizeof(why), "the connection to the rendezvous server at %s failed: %s",
+					 rdv->root, strerror(errno));
+				rdv_lost(rdv, why);
+			}
+			pthread_cond_broadcast(&rdv->cond);
+		}
+		pthread_mutex_unlock(&rdv->lock);
+	}
+	return atomic_load(&rdv->gen);
+}
+
+bool ibc_rdv_dead(struct ibc_rdv *rdv, int rank, char *why, size_t whylen)
+{
+	uint8_t kind = 0;
+
+	if (rank < 0 || rank >= rdv->size)
+		return false;
+	pthread_mutex_lock(&rdv->lock);
+	kind = rdv->dead[rank];
+	pthread_mutex_unlock(&rdv->lock);
+	if (kind == RDV_SERVER_DIED)
+		snprintf(why, whylen, "rank 0 (the rendezvous server) died: the connection to it dropped");
+	else if (kind)
+		snprintf(why, whylen,
+			 "rank %d died: the rendezvous server saw its connection drop without a goodbye (killed or crashed)",
+			 rank);
+	return kind != 0;
+}
+
+void ibc_rdv_interrupt(struct ibc_rdv *rdv)
+{
+	int saved = errno;
+	ssize_t n = write(rdv->wake[1], "x", 1);
+
+	(void)n;
+	errno = saved;
 }

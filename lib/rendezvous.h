@@ -17,8 +17,25 @@
  *	GET     client -> server   key                 (the server parks it until the key exists)
  *	VALUE   server -> client   value
  *	ERROR   server -> client   text                (duplicate rank, size mismatch, ...)
+ *	LEAVE   client -> server   (empty)             (a clean goodbye: no reply)
+ *	DEAD    server -> client   u32 rank            (notice: that rank's connection dropped
+ *	                                                without a LEAVE: it died)
+ *	BYE     server -> client   (empty)             (notice: the server stops on purpose)
  *
- * A reply carries the request id of its request.
+ * With a job key (IBCOMM_JOB_KEY), a client authenticates before its JOIN (lib/auth.h):
+ *
+ *	AUTH_HELLO     client -> server   u32 rank, u32 size, nonce[32]
+ *	AUTH_CHALLENGE server -> client   nonce[32], proof[32]   (the server's proof)
+ *	AUTH_PROOF     client -> server   proof[32]              (the client's, once it checked the server's)
+ *	AUTH_OK        server -> client   (empty)
+ *	AUTH_FAILED    either way         text                   (the key does not match; then the
+ *	                                                          connection closes)
+ *
+ * The proofs cover both nonces and "rdv" | u32 rank | u32 size. Without a key there is no
+ * AUTH_* message; a server with a key answers a JOIN that did not authenticate with
+ * AUTH_FAILED, and so does a server without a key to an AUTH_HELLO.
+ *
+ * A reply carries the request id of its request; notices (DEAD, BYE) carry request id 0.
  */
 #ifndef IBC_RENDEZVOUS_H
 #define IBC_RENDEZVOUS_H
@@ -46,19 +63,34 @@ enum ibc_rdv_type {
 	IBC_RDV_GET = 5,
 	IBC_RDV_VALUE = 6,
 	IBC_RDV_ERROR = 7,
+	/* failure notification (numbered apart from the request/reply types) */
+	IBC_RDV_LEAVE = 16,
+	IBC_RDV_DEAD = 17,
+	IBC_RDV_BYE = 18,
+	/* job-key authentication (numbered apart too) */
+	IBC_RDV_AUTH_HELLO = 32,
+	IBC_RDV_AUTH_CHALLENGE = 33,
+	IBC_RDV_AUTH_PROOF = 34,
+	IBC_RDV_AUTH_OK = 35,
+	IBC_RDV_AUTH_FAILED = 36,
 };
+
+#define IBC_RDV_NONCE_LEN 32u /* = IBC_AUTH_NONCE_LEN */
+#define IBC_RDV_PROOF_LEN 32u /* = IBC_AUTH_MAC_LEN */
 
 /* A decoded message. Pointers point into the decoded buffer (not NUL-terminated). */
 struct ibc_rdv_msg {
 	uint8_t type;       /* enum ibc_rdv_type */
 	uint32_t req;       /* request id */
-	uint32_t rank;      /* JOIN */
-	uint32_t size;      /* JOIN, JOINED */
+	uint32_t rank;      /* JOIN, DEAD, AUTH_HELLO */
+	uint32_t size;      /* JOIN, JOINED, AUTH_HELLO */
+	const uint8_t *nonce; /* AUTH_HELLO, AUTH_CHALLENGE: IBC_RDV_NONCE_LEN bytes */
+	const uint8_t *proof; /* AUTH_CHALLENGE, AUTH_PROOF: IBC_RDV_PROOF_LEN bytes */
 	const char *key;    /* PUT, GET */
 	size_t keylen;
 	const void *val;    /* PUT, VALUE */
 	size_t vallen;
-	const char *text;   /* ERROR */
+	const char *text;   /* ERROR, AUTH_FAILED */
 	size_t textlen;
 };
 

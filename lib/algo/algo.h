@@ -21,6 +21,7 @@ struct ibc_coll_args {
 	struct ibcomm *comm;
 	ibc_tp_t *tp;
 	enum ibc_coll coll;
+	enum ibc_algo algo;    /* the algorithm running (for error messages) */
 	uint32_t seq;          /* sequence number of this call */
 	uint32_t tag;          /* IBC_COLL_TAG(seq, coll): carried by every chunk */
 	ibc_deadline_t dl;

@@ -2,6 +2,7 @@
  * The transfer engine every algorithm runs on (see algo.h): a plan of messages, each cut in
  * chunks, driven concurrently with non-blocking put()/get() and ibc_wait() when stuck.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -229,30 +230,62 @@ static int progress_recv(struct ibc_plan *p, struct ibc_xop *op)
 	return moved;
 }
 
-/* Names the transfer a stuck plan waits for, so a timeout blames somebody. */
+/* Appends ", r" (or "r" first) to list, up to a dozen ranks then "...". */
+static void list_rank(char *list, size_t cap, int *count, int r)
+{
+	size_t len = strlen(list);
+
+	if (*count < 12)
+		snprintf(list + len, cap - len, "%s%d", *count ? ", " : "", r);
+	else if (*count == 12)
+		snprintf(list + len, cap - len, ", ...");
+	(*count)++;
+}
+
+/*
+ * A stuck plan timed out: names the operation (collective, sequence number, algorithm), the
+ * first message it waits for and every peer it still waits for (data to arrive, or credits to
+ * send), so a timeout blames somebody.
+ */
 static ibcomm_status_t plan_timeout(struct ibc_plan *p)
 {
 	struct ibc_coll_args *a = p->a;
 	const struct ibc_xop *stuck = NULL;
+	char from[128] = "", to[128] = "", algo[48];
+	int nfrom = 0, nto = 0, stuck_i = -1;
 
+	snprintf(algo, sizeof(algo), "algorithm %s, %d ranks", ibc_algo_name(a->algo), a->size);
+	memset(p->blocked, 0, (size_t)a->size);
 	for (int i = p->first; i < p->nops; i++) {
 		const struct ibc_xop *op = &p->ops[i];
+		uint8_t bit = op->mode == IBC_X_SEND ? 1 : 2;
 
-		if (op->done < op->nchunks && chunk_ready(p, op, op->done)) {
+		if (op->done == op->nchunks || !chunk_ready(p, op, op->done))
+			continue;
+		if (!stuck || (stuck->mode == IBC_X_SEND && op->mode != IBC_X_SEND)) {
 			stuck = op;
-			if (op->mode != IBC_X_SEND)
-				break;
+			stuck_i = i;
 		}
+		if (p->blocked[op->peer] & bit)
+			continue;
+		p->blocked[op->peer] |= bit;
+		if (op->mode == IBC_X_SEND)
+			list_rank(to, sizeof(to), &nto, op->peer);
+		else
+			list_rank(from, sizeof(from), &nfrom, op->peer);
 	}
 	if (!stuck)
-		return ibc_err(a->comm, IBCOMM_ERR_TIMEOUT, "rank %d: %s #%u timed out after %ld ms", a->rank,
-			       ibc_coll_name(a->coll), a->seq & 0xffffffu, a->comm->set.timeout_ms);
+		return ibc_err(a->comm, IBCOMM_ERR_TIMEOUT, "rank %d: %s #%u (%s) timed out after %ld ms",
+			       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, algo, a->comm->set.timeout_ms);
 	return ibc_err(a->comm, IBCOMM_ERR_TIMEOUT,
-		       "rank %d: %s #%u timed out after %ld ms %s rank %d (chunk %u of %u, %zu bytes in all); "
-		       "is that rank alive and in the same collective?",
-		       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, a->comm->set.timeout_ms,
-		       stuck->mode == IBC_X_SEND ? "waiting for credit to send to" : "waiting for data from",
-		       stuck->peer, stuck->done + 1, stuck->nchunks, stuck->len);
+		       "rank %d: %s #%u (%s) timed out after %ld ms at step %d of %d (%s rank %d, chunk %u of %u, "
+		       "%zu bytes)%s%s%s%s%s%s; is that rank alive and in the same collective?",
+		       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, algo, a->comm->set.timeout_ms,
+		       stuck_i + 1, p->nops, stuck->mode == IBC_X_SEND ? "sending to" : "receiving from", stuck->peer,
+		       stuck->done + 1, stuck->nchunks, stuck->len,
+		       nfrom ? "; waiting for data from rank " : "", from,
+		       nto ? "; waiting for credits to send to rank " : "", to,
+		       nfrom + nto > 1 ? " (all still missing)" : "", "");
 }
 
 ibcomm_status_t ibc_plan_run(struct ibc_plan *p)

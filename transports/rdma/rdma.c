@@ -48,6 +48,7 @@
 #define RDMA_RETRY_CNT 6
 #define RDMA_RNR_RETRY 7               /* 7 = retry forever */
 #define RDMA_MIN_RNR_TIMER 12
+#define RDMA_DRAIN_MS 10000            /* destroy waits this long for writes in flight */
 
 #define WRID_RECV (1ull << 47)
 #define WRID_SEQ_MASK (WRID_RECV - 1)
@@ -213,7 +214,7 @@ static bool sq_room(const struct rdma_tp *t, const struct rdma_peer *p)
 
 /* Posts one WRITE WITH IMM on p's QP; signals every sig_every WRs. Caller checked sq_room. */
 static int post_write(struct rdma_tp *t, struct rdma_peer *p, struct ibv_sge *sge, int nsge, bool inl,
-		      uint64_t raddr, uint32_t rkey, uint32_t imm, uint64_t *seq_out)
+		      uint64_t raddr, uint32_t rkey, uint32_t imm, bool signal, uint64_t *seq_out)
 {
 	uint64_t seq = p->sq_posted + 1;
 	struct ibv_send_wr wr, *bad;
@@ -229,7 +230,7 @@ static int post_write(struct rdma_tp *t, struct rdma_peer *p, struct ibv_sge *sg
 	wr.wr.rdma.rkey = rkey;
 	if (inl)
 		wr.send_flags |= IBV_SEND_INLINE;
-	if (seq - p->sq_last_sig >= t->sig_every) {
+	if (signal || seq - p->sq_last_sig >= t->sig_every) {
 		wr.send_flags |= IBV_SEND_SIGNALED;
 		p->sq_last_sig = seq;
 	}
@@ -245,21 +246,24 @@ static int post_write(struct rdma_tp *t, struct rdma_peer *p, struct ibv_sge *sg
 	return 0;
 }
 
-/* Sends the released count of p's channel chan back to the writer, if there is room. */
-static int flush_credit(struct rdma_tp *t, struct rdma_peer *p, int chan)
+/*
+ * Sends the released count of p's channel chan back to the writer, if there is room. With
+ * `force` it is sent even when unchanged, signaled (see drain()).
+ */
+static int send_credit(struct rdma_tp *t, struct rdma_peer *p, int chan, bool force)
 {
 	uint8_t *src;
 	struct ibv_sge sge;
 	ibc_wbuf_t w;
 
-	if (p->credit_sent[chan] == p->released[chan] || !sq_room(t, p))
+	if ((!force && p->credit_sent[chan] == p->released[chan]) || !sq_room(t, p))
 		return 0;
 	src = cred_out(t, p->rank) + chan * 8;
 	w = ibc_wbuf(src, 8);
 	ibc_w_u64(&w, p->released[chan]);
 	sge = (struct ibv_sge){ .addr = (uintptr_t)src, .length = 8, .lkey = t->mr->lkey };
 	if (post_write(t, p, &sge, 1, t->max_inline >= 8, p->remote.credit_addr + (uint64_t)chan * 8,
-		       p->remote.credit_rkey, ibc_rdma_imm_credit(chan, p->released[chan]), NULL))
+		       p->remote.credit_rkey, ibc_rdma_imm_credit(chan, p->released[chan]), force, NULL))
 		return t->failed;
 	p->credit_sent[chan] = p->released[chan];
 	return 0;
@@ -351,7 +355,7 @@ static int progress(struct rdma_tp *t)
 			if (p->rq_posted < t->rq_depth / 2 && post_recvs(t, p))
 				return t->failed;
 			for (int c = 0; c < IBC_NCHAN; c++)
-				if (flush_credit(t, p, c))
+				if (send_credit(t, p, c, false))
 					return t->failed;
 		}
 	}
@@ -523,7 +527,7 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 		nsge = 1;
 	}
 	rc = post_write(t, p, sge, nsge, inl, p->remote.ring_addr + ((uint64_t)chan * p->remote.nslots + slot) * p->remote.stride,
-			p->remote.ring_rkey, ibc_rdma_imm_data(chan, slot), &seq);
+			p->remote.ring_rkey, ibc_rdma_imm_data(chan, slot), false, &seq);
 	if (rc)
 		return rc;
 	if (!inl)
@@ -603,7 +607,7 @@ static ibcomm_status_t rdma_release(ibc_tp_t *tp, ibc_chunk_t *c)
 			       "rank %d: release of slot %u from peer %d on the %s channel out of order (next is %" PRIu64 ")",
 			       comm->rank, c->slot, c->peer, chan_name(c->chan), p->released[c->chan] % tp->nslots);
 	p->released[c->chan]++;
-	if (flush_credit(t, p, c->chan))
+	if (send_credit(t, p, c->chan, false))
 		return t->failed;
 	/* With a full send queue the credit goes out from a later progress(). */
 	return IBCOMM_OK;
@@ -961,12 +965,50 @@ static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_
 	return IBCOMM_OK;
 }
 
+/*
+ * Before the QPs go: lets the writes already posted reach their peers (a put returns before
+ * its write executed, and a destroyed QP drops what it still holds; a TCP close would
+ * deliver). The trailing unsignaled writes of a QP get a signaled successor (a credit write
+ * the peer ignores); then waits for every completion, at most RDMA_DRAIN_MS or the
+ * communicator's timeout. Not when the transport failed or the communicator was aborted.
+ */
+static void drain(struct rdma_tp *t)
+{
+	struct ibcomm *comm = t->base.comm;
+	long ms = comm->set.timeout_ms > 0 && comm->set.timeout_ms < RDMA_DRAIN_MS ? comm->set.timeout_ms : RDMA_DRAIN_MS;
+	ibc_deadline_t dl = ibc_deadline(ms);
+	char saved[IBC_ERRLEN];
+	bool pending = true;
+
+	if (t->failed || !t->peers || atomic_load(&comm->aborted))
+		return;
+	memcpy(saved, comm->err, sizeof(saved)); /* what happens here is no news to the caller */
+	while (pending && !t->failed) {
+		pending = false;
+		for (int r = 0; r < comm->size; r++) {
+			struct rdma_peer *p = &t->peers[r];
+
+			if (!p->connected || p->sq_done >= p->sq_posted)
+				continue;
+			pending = true;
+			if (p->sq_last_sig < p->sq_posted && send_credit(t, p, 0, true))
+				break;
+		}
+		if (pending && block(t, dl) < 0)
+			break;
+	}
+	if (pending)
+		ibc_info("rank %d: RDMA writes still in flight at destroy", comm->rank);
+	memcpy(comm->err, saved, sizeof(saved));
+}
+
 static void rdma_destroy(ibc_tp_t *tp)
 {
 	struct rdma_tp *t = to_rdma(tp);
 
 	if (!t)
 		return;
+	drain(t);
 	if (t->peers) {
 		for (int r = 0; r < tp->comm->size; r++) {
 			if (t->peers[r].qp)

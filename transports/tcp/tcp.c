@@ -33,9 +33,13 @@
 #include <unistd.h>
 #include <linux/sockios.h>
 
+#include "auth.h"
 #include "ibc.h"
 #include "wire.h"
 #include "tcp.h"
+
+_Static_assert(IBC_TCP_NONCE_LEN == IBC_AUTH_NONCE_LEN && IBC_TCP_PROOF_LEN == IBC_AUTH_MAC_LEN,
+	       "TCP auth fields follow lib/auth.h");
 
 /* Internal answer of the connection helpers: the connection is gone (closed or promoted). */
 #define TCP_GONE 2
@@ -70,10 +74,23 @@ struct tcp_conn {
 	uint8_t obuf[IBC_NCHAN * IBC_TCP_HDR_LEN];
 	unsigned olen, ooff;
 	bool wbroken; /* the peer no longer reads: stop sending credits */
+	/* job-key handshake (lib/auth.h; tcp.h), pending and out-connections */
+	uint8_t auth;                      /* TCP_AUTH_* */
+	uint8_t hs_type;                   /* type of the handshake frame being received */
+	uint8_t nonce[IBC_AUTH_NONCE_LEN];  /* ours */
+	uint8_t pnonce[IBC_AUTH_NONCE_LEN]; /* the other end's */
 	/* pending connections only */
 	char from[INET6_ADDRSTRLEN + 16];
-	uint8_t hello[IBC_TCP_HELLO_MAX];
+	uint8_t hello[IBC_TCP_HELLO_MAX];  /* also the payload of the other handshake frames */
+	uint64_t hs_deadline;              /* not through the handshake by then: dropped */
 };
+
+/*
+ * Handshake states. Pending (accepted) connection: NONE until the HELLO, then WAIT_PROOF
+ * when the job has a key. Out-connection: WAIT_CHALLENGE after the HELLO, SEND_PROOF once
+ * the acceptor's proof checked out, NONE when done.
+ */
+enum { TCP_AUTH_NONE, TCP_AUTH_WAIT_CHALLENGE, TCP_AUTH_SEND_PROOF, TCP_AUTH_WAIT_PROOF };
 
 struct tcp_peer {
 	struct tcp_conn out; /* data to the peer, credits from it */
@@ -102,6 +119,9 @@ struct tcp {
 	struct tcp_conn **pcon;
 	unsigned cappfd;
 	unsigned spin_us; /* how long progress() polls without sleeping before it blocks */
+	unsigned dead_gen; /* ibc_rdv_poll() counter last looked at */
+	int dead_peer;     /* first member the rendezvous reported dead, or -1 */
+	char dead_why[320];
 };
 
 static const char *chan_name(int chan)
@@ -195,12 +215,56 @@ static void peer_mark_dead(struct tcp_peer *p, ibcomm_status_t st, const char *f
 	va_end(ap);
 }
 
+static ibcomm_status_t notices_check(struct tcp *t, bool readable);
+
 static ibcomm_status_t dead_err(struct tcp *t, int peer, const char *op, int chan)
 {
 	struct tcp_peer *p = &t->peers[peer];
 
+	/* a notice of the rendezvous may already say more (killed; rank 0, the server): prefer it */
+	if (p->dead_st == IBCOMM_ERR_PEER && notices_check(t, true) == IBCOMM_ERR_PEER)
+		return IBCOMM_ERR_PEER;
 	return ibc_err(t->comm, p->dead_st, "rank %d: peer rank %d %s during %s on channel %s", t->comm->rank, peer,
 		       p->why, op, chan_name(chan));
+}
+
+/*
+ * Failure notices of the rendezvous (ibc.h): once a member of this communicator is reported
+ * dead, every call fails naming it, also on ranks that never talked to it. `readable`: the
+ * rendezvous connection polled readable.
+ */
+static ibcomm_status_t notices_check(struct tcp *t, bool readable)
+{
+	struct ibcomm *comm = t->comm;
+	unsigned gen;
+
+	if (t->dead_peer < 0) {
+		if (!comm->rdv)
+			return IBCOMM_OK;
+		gen = ibc_rdv_poll(comm->rdv, readable);
+		if (gen == t->dead_gen)
+			return IBCOMM_OK;
+		t->dead_gen = gen;
+		for (int r = 0; r < comm->size; r++) {
+			char why[160];
+			int w = ibc_world_rank(comm, r);
+
+			if (r == comm->rank || !ibc_rdv_dead(comm->rdv, w, why, sizeof(why)))
+				continue;
+			peer_mark_dead(&t->peers[r], IBCOMM_ERR_PEER, "died (the rendezvous server reported it)");
+			if (t->dead_peer >= 0)
+				continue;
+			t->dead_peer = r;
+			if (w != r)
+				snprintf(t->dead_why, sizeof(t->dead_why), "rank %d of communicator %s is world rank %d: %s",
+					 r, comm->id, w, why);
+			else
+				snprintf(t->dead_why, sizeof(t->dead_why), "%s", why);
+		}
+		if (t->dead_peer < 0)
+			return IBCOMM_OK;
+	}
+	return ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: %s", comm->rank, t->dead_why);
 }
 
 /* A protocol violation: the peer's connections are closed and the peer is unusable. */
@@ -259,7 +323,11 @@ static int conn_lost(struct tcp *t, struct tcp_conn *c, int err, unsigned *event
 	struct tcp_peer *p;
 
 	if (c->kind == CONN_PENDING) {
-		ibc_info("rank %d: TCP connection from %s closed before its hello", t->comm->rank, c->from);
+		if (c->auth == TCP_AUTH_WAIT_PROOF)
+			ibc_warn("rank %d: TCP transport: the connection from %s (claiming to be rank %d) closed during the job-key authentication: its job key does not match?",
+				 t->comm->rank, c->from, c->peer);
+		else
+			ibc_info("rank %d: TCP connection from %s closed before its hello", t->comm->rank, c->from);
 		pending_free(t, c);
 		return TCP_GONE;
 	}
@@ -274,48 +342,161 @@ static int conn_lost(struct tcp *t, struct tcp_conn *c, int err, unsigned *event
 	return TCP_GONE;
 }
 
-static int hello_done(struct tcp *t, struct tcp_conn *c, unsigned *events)
+/* ---- job-key authentication of data connections (lib/auth.h, tcp.h) ---- */
+
+/* What the proofs of a connection from `connector` to `acceptor` are bound to. */
+static size_t auth_ctx(const struct tcp *t, int connector, int acceptor, uint8_t ctx[IBC_AUTH_CTX_MAX])
 {
-	ibc_rbuf_t r = ibc_rbuf(c->hello, c->len);
+	ibc_wbuf_t w = ibc_wbuf(ctx, IBC_AUTH_CTX_MAX);
+	size_t idlen = strlen(t->comm->id);
+
+	ibc_w_bytes(&w, "tcp", 3);
+	ibc_w_u8(&w, (uint8_t)idlen);
+	ibc_w_bytes(&w, t->comm->id, idlen);
+	ibc_w_u32(&w, (uint32_t)connector);
+	ibc_w_u32(&w, (uint32_t)acceptor);
+	ibc_w_u32(&w, (uint32_t)t->comm->size);
+	return w.ok ? w.len : 0;
+}
+
+/* Refuses a pending connection for its key: tells it (best effort), then drops it (logged). */
+static int auth_refuse(struct tcp *t, struct tcp_conn *c, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int auth_refuse(struct tcp *t, struct tcp_conn *c, const char *fmt, ...)
+{
+	uint8_t frame[IBC_TCP_HDR_LEN + IBC_TCP_TEXT_MAX];
+	char text[IBC_TCP_TEXT_MAX + 1];
+	struct ibc_tcp_auth a = { .text = text };
+	va_list ap;
+	size_t n;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	a.textlen = strlen(text);
+	n = ibc_tcp_auth_encode(IBC_TCP_AUTH_FAILED, &a, frame, sizeof(frame));
+	if (n && send(c->fd, frame, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		ibc_trace("rank %d: could not tell %s why it is refused: %m", t->comm->rank, c->from);
+	return pending_drop(t, c, "%s", text);
+}
+
+/* The acceptor's half after a HELLO with a nonce: send our nonce and our proof. */
+static int auth_challenge(struct tcp *t, struct tcp_conn *c, const struct ibc_tcp_hello *h)
+{
 	struct ibcomm *comm = t->comm;
-	uint32_t magic, rank, size, chunk, nslots;
-	const uint8_t *id;
-	struct tcp_peer *p;
-	uint8_t idlen;
+	uint8_t ctx[IBC_AUTH_CTX_MAX], proof[IBC_AUTH_MAC_LEN], frame[IBC_TCP_HDR_LEN + 2 * IBC_AUTH_MAC_LEN];
+	struct ibc_tcp_auth a = { .nonce = c->nonce, .proof = proof };
+	size_t ctxlen, n;
 
-	magic = ibc_r_u32(&r);
-	rank = ibc_r_u32(&r);
-	size = ibc_r_u32(&r);
-	chunk = ibc_r_u32(&r);
-	nslots = ibc_r_u32(&r);
-	idlen = ibc_r_u8(&r);
-	id = ibc_r_bytes(&r, idlen);
-	if (!ibc_r_done(&r) || magic != IBC_TCP_MAGIC)
-		return pending_drop(t, c, "malformed hello");
-	if (idlen != strlen(comm->id) || memcmp(id, comm->id, idlen))
-		return pending_drop(t, c, "hello for communicator \"%.*s\", this is \"%s\"", (int)idlen,
-				    (const char *)id, comm->id);
-	if (size != (uint32_t)comm->size || rank >= size)
-		return pending_drop(t, c, "hello from rank %u of %u, this communicator has %d ranks", rank, size,
-				    comm->size);
-	if (chunk != t->tp.max_chunk || nslots != t->tp.nslots)
-		return pending_drop(t, c, "peer rank %u uses %u slots of %u bytes, this rank %u of %zu (IBCOMM_TCP_*)",
-				    rank, nslots, chunk, t->tp.nslots, t->tp.max_chunk);
-	p = &t->peers[rank];
+	if (!comm->set.job_key[0])
+		return auth_refuse(t, c, "the job key does not match: rank %u has a job key (IBCOMM_JOB_KEY), rank %d has none",
+				   h->rank, comm->rank);
+	if (!h->nonce)
+		return auth_refuse(t, c, "the job key does not match: rank %d requires the job key (IBCOMM_JOB_KEY), rank %u has none",
+				   comm->rank, h->rank);
+	memcpy(c->pnonce, h->nonce, IBC_AUTH_NONCE_LEN);
+	c->peer = (int)h->rank; /* claimed, not yet proven */
+	ctxlen = auth_ctx(t, c->peer, comm->rank, ctx);
+	if (!ctxlen || ibc_auth_nonce(c->nonce) ||
+	    ibc_auth_proof(comm->set.job_key, IBC_AUTH_ACCEPTOR, c->pnonce, c->nonce, ctx, ctxlen, proof))
+		return pending_drop(t, c, "cannot compute an authentication challenge");
+	n = ibc_tcp_auth_encode(IBC_TCP_CHALLENGE, &a, frame, sizeof(frame));
+	/* a fresh socket has room for these few bytes; a client that does not read is dropped */
+	if (!n || send(c->fd, frame, n, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)n)
+		return pending_drop(t, c, "cannot send the authentication challenge");
+	c->auth = TCP_AUTH_WAIT_PROOF;
+	return IBCOMM_OK;
+}
+
+/* Promote: the pending connection becomes the in-connection of rank. */
+static int pending_promote(struct tcp *t, struct tcp_conn *c, int rank, unsigned *events)
+{
+	struct tcp_peer *p = &t->peers[rank];
+
 	if (p->had_in)
-		return pending_drop(t, c, "rank %u is already connected", rank);
-
-	/* Promote: the connection becomes the peer's in-connection. */
+		return pending_drop(t, c, "rank %d is already connected", rank);
 	p->in.fd = c->fd;
 	p->in.kind = CONN_IN;
-	p->in.peer = (int)rank;
+	p->in.peer = rank;
 	p->had_in = true;
 	conn_list(t, &p->in);
 	c->fd = -1;
-	ibc_info("rank %d: TCP connection from peer rank %u (%s)", comm->rank, rank, c->from);
+	ibc_info("rank %d: TCP connection from peer rank %d (%s)%s", t->comm->rank, rank, c->from,
+		 c->auth == TCP_AUTH_WAIT_PROOF ? ", authenticated" : "");
 	pending_free(t, c);
 	(*events)++;
 	return TCP_GONE;
+}
+
+/* The acceptor's check of the connector's PROOF. */
+static int auth_proof_done(struct tcp *t, struct tcp_conn *c, unsigned *events)
+{
+	uint8_t ctx[IBC_AUTH_CTX_MAX];
+	struct ibc_tcp_auth a;
+	const char *why;
+	size_t ctxlen;
+
+	if (ibc_tcp_auth_decode(IBC_TCP_PROOF, c->hello, c->len, &a, &why))
+		return pending_drop(t, c, "%s", why);
+	ctxlen = auth_ctx(t, c->peer, t->comm->rank, ctx);
+	if (!ibc_auth_check(t->comm->set.job_key, IBC_AUTH_CONNECTOR, c->pnonce, c->nonce, ctx, ctxlen, a.proof))
+		return auth_refuse(t, c, "the job key (IBCOMM_JOB_KEY) of the connection claiming to be rank %d does not match",
+				   c->peer);
+	return pending_promote(t, c, c->peer, events);
+}
+
+/* The connector's check of the acceptor's CHALLENGE (or its refusal). */
+static int auth_challenge_done(struct tcp *t, struct tcp_conn *c, unsigned *events)
+{
+	struct tcp_peer *p = &t->peers[c->peer];
+	uint8_t ctx[IBC_AUTH_CTX_MAX];
+	struct ibc_tcp_auth a;
+	const char *why;
+	size_t ctxlen;
+
+	(*events)++;
+	if (ibc_tcp_auth_decode(c->hs_type, c->hello, c->len, &a, &why))
+		return proto_err(t, c, "%s", why);
+	if (c->hs_type == IBC_TCP_AUTH_FAILED) {
+		peer_mark_dead(p, IBCOMM_ERR_AUTH, "refused this rank's TCP connection (%.*s)", (int)a.textlen, a.text);
+		conn_close(t, c);
+		return TCP_GONE;
+	}
+	ctxlen = auth_ctx(t, t->comm->rank, c->peer, ctx);
+	if (!ibc_auth_check(t->comm->set.job_key, IBC_AUTH_ACCEPTOR, c->nonce, a.nonce, ctx, ctxlen, a.proof)) {
+		peer_mark_dead(p, IBCOMM_ERR_AUTH,
+			       "did not prove the job key at its TCP address (the job key does not match, or another process listens there)");
+		conn_close(t, c);
+		return TCP_GONE;
+	}
+	memcpy(c->pnonce, a.nonce, IBC_AUTH_NONCE_LEN);
+	c->auth = TCP_AUTH_SEND_PROOF;
+	return IBCOMM_OK;
+}
+
+static int hello_done(struct tcp *t, struct tcp_conn *c, unsigned *events)
+{
+	struct ibcomm *comm = t->comm;
+	struct ibc_tcp_hello h;
+	const char *why;
+
+	if (c->auth == TCP_AUTH_WAIT_PROOF)
+		return auth_proof_done(t, c, events);
+	if (ibc_tcp_hello_decode(c->hello, c->len, &h, &why))
+		return pending_drop(t, c, "%s", why);
+	if (h.idlen != strlen(comm->id) || memcmp(h.id, comm->id, h.idlen))
+		return pending_drop(t, c, "hello for communicator \"%.*s\", this is \"%s\"", (int)h.idlen, h.id,
+				    comm->id);
+	if (h.size != (uint32_t)comm->size)
+		return pending_drop(t, c, "hello from rank %u of %u, this communicator has %d ranks", h.rank, h.size,
+				    comm->size);
+	if (h.max_chunk != t->tp.max_chunk || h.nslots != t->tp.nslots)
+		return pending_drop(t, c, "peer rank %u uses %u slots of %u bytes, this rank %u of %zu (IBCOMM_TCP_*)",
+				    h.rank, h.nslots, h.max_chunk, t->tp.nslots, t->tp.max_chunk);
+	if (t->peers[h.rank].had_in)
+		return pending_drop(t, c, "rank %u is already connected", h.rank);
+	if (comm->set.job_key[0] || h.nonce)
+		return auth_challenge(t, c, &h);
+	return pending_promote(t, c, (int)h.rank, events);
 }
 
 /* A whole frame has arrived. */
@@ -325,6 +506,8 @@ static int frame_done(struct tcp *t, struct tcp_conn *c, unsigned *events)
 
 	if (c->kind == CONN_PENDING)
 		return hello_done(t, c, events);
+	if (c->kind == CONN_OUT) /* the only frames with a payload there */
+		return auth_challenge_done(t, c, events);
 	r = &t->peers[c->peer].ring[c->chan];
 	r->len[c->slot] = c->len;
 	r->tag[c->slot] = c->tag;
@@ -336,25 +519,42 @@ static int frame_done(struct tcp *t, struct tcp_conn *c, unsigned *events)
 /* A whole header has arrived: check every field and set up the payload. */
 static int header_done(struct tcp *t, struct tcp_conn *c, unsigned *events)
 {
-	ibc_rbuf_t rb = ibc_rbuf(c->hdr, IBC_TCP_HDR_LEN);
-	uint8_t version = ibc_r_u8(&rb), type = ibc_r_u8(&rb), chan = ibc_r_u8(&rb), flags = ibc_r_u8(&rb);
-	uint32_t tag = ibc_r_u32(&rb), len = ibc_r_u32(&rb), credits = ibc_r_u32(&rb);
+	struct ibc_tcp_hdr h;
+	uint8_t version, type, chan, flags;
+	uint32_t tag, len, credits;
 	struct tcp_peer *p;
 	struct tcp_ring *r;
 	ibcomm_status_t st;
 
-	if (c->kind == CONN_PENDING) {
-		if (version != IBC_TCP_VERSION)
-			return pending_drop(t, c, "not an ibcomm TCP hello (wire version %u, expected %u)", version,
-					    IBC_TCP_VERSION);
-		if (type != IBC_TCP_HELLO || chan || flags || tag || credits || len < IBC_TCP_HELLO_MIN ||
-		    len > IBC_TCP_HELLO_MAX)
-			return pending_drop(t, c, "not an ibcomm TCP hello (type %u, length %u)", type, len);
-		c->len = len;
+	ibc_tcp_hdr_decode(c->hdr, &h);
+	if (c->kind == CONN_PENDING || c->auth) {
+		/* a handshake frame: HELLO or PROOF from a connector, CHALLENGE or refusal from an acceptor */
+		uint8_t want = c->kind == CONN_OUT ? (c->auth == TCP_AUTH_WAIT_CHALLENGE ? IBC_TCP_CHALLENGE : 0) :
+			       c->auth == TCP_AUTH_WAIT_PROOF ? IBC_TCP_PROOF : IBC_TCP_HELLO;
+		const char *why;
+
+		if (ibc_tcp_hs_check(&h, want, &why)) {
+			if (c->kind == CONN_PENDING)
+				return pending_drop(t, c, "%s (wire version %u, type %u, length %u)", why, h.version,
+						    h.type, h.len);
+			return proto_err(t, c, "%s (type %u, length %u) during the job-key authentication", why, h.type,
+					 h.len);
+		}
+		c->hs_type = h.type;
+		c->len = h.len;
 		c->dst = c->hello;
-		c->want = len;
+		c->want = h.len;
+		if (!h.len)
+			return frame_done(t, c, events);
 		return IBCOMM_OK;
 	}
+	version = h.version;
+	type = h.type;
+	chan = h.chan;
+	flags = h.flags;
+	tag = h.tag;
+	len = h.len;
+	credits = h.credits;
 	p = &t->peers[c->peer];
 	if (version != IBC_TCP_VERSION)
 		return proto_err(t, c, "wire version %u, expected %u", version, IBC_TCP_VERSION);
@@ -414,7 +614,7 @@ static ibcomm_status_t conn_read(struct tcp *t, struct tcp_conn *c, unsigned *ev
 		if (c->want) {
 			/* The payload, and the next header with it when there is one. */
 			struct iovec iov[2] = { { c->dst, c->want }, { c->hdr, IBC_TCP_HDR_LEN } };
-			int niov = c->kind == CONN_PENDING ? 1 : 2;
+			int niov = c->kind == CONN_PENDING || c->auth ? 1 : 2;
 
 			asked = c->want + (niov == 2 ? IBC_TCP_HDR_LEN : 0);
 			n = readv(c->fd, iov, niov);
@@ -509,6 +709,7 @@ static void accept_all(struct tcp *t)
 		}
 		conn_reset(c, CONN_PENDING, -1);
 		c->fd = fd;
+		c->hs_deadline = ibc_now_ms() + IBC_AUTH_HANDSHAKE_MS;
 		snprintf(c->from, sizeof(c->from), "%s:%d", host, port);
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		t->pending[t->npending++] = c;
@@ -600,11 +801,41 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* timeout (ms, -1: none) shortened to the earliest handshake deadline of a pending connection. */
+static int pending_timeout(const struct tcp *t, int timeout)
+{
+	uint64_t now = ibc_now_ms();
+
+	for (unsigned i = 0; i < t->npending && timeout != 0; i++) {
+		uint64_t dl = t->pending[i]->hs_deadline;
+		int left = dl <= now ? 0 : (int)IBC_MIN(dl - now, (uint64_t)INT32_MAX);
+
+		if (timeout < 0 || left < timeout)
+			timeout = left;
+	}
+	return timeout;
+}
+
+/* Drops the pending connections that are idle or slow past their handshake deadline. */
+static void pending_expire(struct tcp *t)
+{
+	uint64_t now = ibc_now_ms();
+
+	for (unsigned i = t->npending; i-- > 0;) {
+		struct tcp_conn *c = t->pending[i];
+
+		if (c->hs_deadline <= now)
+			pending_drop(t, c, "no %s within %d ms", c->auth == TCP_AUTH_WAIT_PROOF ? "job-key proof" : "hello",
+				     IBC_AUTH_HANDSHAKE_MS);
+	}
+}
+
 static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeout, unsigned *events)
 {
-	unsigned n = 0;
+	unsigned n = 0, rdv_idx;
+	bool rdv_ready = false;
 	ibcomm_status_t st;
-	int rc;
+	int rc, rdv_fd;
 
 	*events = 0;
 	if (aborted(t))
@@ -614,7 +845,10 @@ static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeou
 		for (int i = 0; i < t->comm->size; i++)
 			if (t->peers[i].owed[IBC_CHAN_COLL] || t->peers[i].owed[IBC_CHAN_P2P])
 				credits_flush(t, &t->peers[i]);
-	st = pfd_reserve(t, 2 + t->nconns + t->npending);
+	st = notices_check(t, false);
+	if (st)
+		return st;
+	st = pfd_reserve(t, 3 + t->nconns + t->npending);
 	if (st)
 		return st;
 	t->pfd[n] = (struct pollfd){ .fd = t->pipe[0], .events = POLLIN };
@@ -634,7 +868,16 @@ static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeou
 		t->pfd[n] = (struct pollfd){ .fd = t->pending[i]->fd, .events = POLLIN };
 		t->pcon[n++] = t->pending[i];
 	}
+	/* the rendezvous connection, last: failure notices about ranks this one never talks to */
+	rdv_idx = n;
+	if (t->comm->rdv && (rdv_fd = ibc_rdv_fd(t->comm->rdv)) >= 0) {
+		t->pfd[n] = (struct pollfd){ .fd = rdv_fd, .events = POLLIN };
+		t->pcon[n++] = NULL;
+	}
 
+	/* idle or slow connections in their handshake never hold a rank: they expire */
+	if (t->npending)
+		timeout = pending_timeout(t, timeout);
 	rc = 0;
 	if (timeout != 0 && t->spin_us) {
 		/* Spin briefly before sleeping: a reply often comes within microseconds. */
@@ -650,8 +893,11 @@ static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeou
 		return ibc_err(t->comm, IBCOMM_ERR_SYSTEM, "rank %d: poll in the TCP transport: %m", t->comm->rank);
 	if (aborted(t))
 		return abort_err(t, "wait");
-	if (rc <= 0)
+	if (rc <= 0) {
+		if (t->npending)
+			pending_expire(t);
 		return IBCOMM_OK;
+	}
 
 	for (unsigned i = 0; i < n; i++) {
 		struct pollfd *pf = &t->pfd[i];
@@ -671,6 +917,10 @@ static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeou
 			accept_all(t);
 			continue;
 		}
+		if (i == rdv_idx) {
+			rdv_ready = true;
+			continue;
+		}
 		/* Closed or replaced earlier in this pass (pending ones are only freed by themselves). */
 		if (c->fd != pf->fd)
 			continue;
@@ -684,6 +934,10 @@ static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeou
 				return st;
 		}
 	}
+	if (t->npending)
+		pending_expire(t);
+	if (rdv_ready)
+		return notices_check(t, true);
 	return IBCOMM_OK;
 }
 
@@ -705,7 +959,15 @@ static ibcomm_status_t send_frame(struct tcp *t, int peer, int chan, const uint8
 	unsigned events;
 
 	for (;;) {
-		ssize_t n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+		ssize_t n;
+
+		/* Progress (here or before the call) may have learnt that the peer died. */
+		if (p->dead)
+			return dead_err(t, peer, op, chan);
+		if (c->fd < 0)
+			return ibc_err(t->comm, IBCOMM_ERR_PEER, "rank %d: the connection to peer rank %d is closed (%s on channel %s)",
+				       t->comm->rank, peer, op, chan_name(chan));
+		n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
 
 		if (n > 0) {
 			size_t done = (size_t)n;
@@ -814,7 +1076,57 @@ static int connect_wait(struct tcp *t, int fd, ibc_deadline_t dl)
 	}
 }
 
-/* Opens the data connection to peer and sends HELLO. */
+/*
+ * The connector's half of the job-key handshake, after its HELLO: waits (serving every other
+ * socket, so that two ranks connecting to each other both progress) for the acceptor's
+ * proof, checks it, sends ours. On failure the connection is closed and the peer unusable.
+ */
+static ibcomm_status_t connect_auth(struct tcp *t, int peer, int chan, ibc_deadline_t dl)
+{
+	struct tcp_peer *p = &t->peers[peer];
+	struct tcp_conn *c = &p->out;
+	uint8_t ctx[IBC_AUTH_CTX_MAX], proof[IBC_AUTH_MAC_LEN], frame[IBC_TCP_HDR_LEN + IBC_AUTH_MAC_LEN];
+	struct ibc_tcp_auth a = { .proof = proof };
+	ibcomm_status_t st = IBCOMM_OK;
+	unsigned events;
+	size_t ctxlen, n;
+
+	c->auth = TCP_AUTH_WAIT_CHALLENGE;
+	while (c->fd >= 0 && c->auth == TCP_AUTH_WAIT_CHALLENGE) {
+		st = progress(t, NULL, ibc_deadline_left(dl), &events);
+		if (st)
+			goto err_close;
+		if (c->fd >= 0 && c->auth == TCP_AUTH_WAIT_CHALLENGE && !events && ibc_deadline_left(dl) == 0) {
+			st = ibc_err(t->comm, IBCOMM_ERR_TIMEOUT,
+				     "rank %d: timed out waiting for peer rank %d to answer the job-key authentication of its TCP connection",
+				     t->comm->rank, peer);
+			goto err_close;
+		}
+	}
+	if (c->fd < 0) /* refused, a wrong proof, or closed: p->why says which */
+		return dead_err(t, peer, "connect", chan);
+	ctxlen = auth_ctx(t, t->comm->rank, peer, ctx);
+	if (ibc_auth_proof(t->comm->set.job_key, IBC_AUTH_CONNECTOR, c->nonce, c->pnonce, ctx, ctxlen, proof)) {
+		st = ibc_err(t->comm, IBCOMM_ERR_SYSTEM, "rank %d: cannot compute the job-key proof (OpenSSL HMAC failed)",
+			     t->comm->rank);
+		goto err_close;
+	}
+	n = ibc_tcp_auth_encode(IBC_TCP_PROOF, &a, frame, sizeof(frame));
+	c->auth = TCP_AUTH_NONE;
+	st = send_frame(t, peer, chan, frame, frame + IBC_TCP_HDR_LEN, n - IBC_TCP_HDR_LEN, dl, "connect");
+	if (st)
+		goto err_close;
+	return IBCOMM_OK;
+
+err_close:
+	if (c->fd >= 0) {
+		peer_mark_dead(p, st, "could not be authenticated to (%s)", ibcomm_strerror(st));
+		conn_close(t, c);
+	}
+	return st;
+}
+
+/* Opens the data connection to peer and sends HELLO (and, with a job key, authenticates). */
 static ibcomm_status_t tcp_connect(struct tcp *t, int peer, int chan, ibc_deadline_t dl)
 {
 	struct ibcomm *comm = t->comm;
@@ -823,14 +1135,30 @@ static ibcomm_status_t tcp_connect(struct tcp *t, int peer, int chan, ibc_deadli
 	uint8_t frame[IBC_TCP_HDR_LEN + IBC_TCP_HELLO_MAX];
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
 	struct addrinfo *ai;
-	size_t alen = 0, idlen = strlen(comm->id);
-	ibc_wbuf_t w;
+	size_t alen = 0, idlen = strlen(comm->id), n;
+	struct ibc_tcp_hello hello = { .rank = (uint32_t)comm->rank, .size = (uint32_t)comm->size,
+				       .max_chunk = (uint32_t)t->tp.max_chunk, .nslots = t->tp.nslots,
+				       .id = comm->id, .idlen = (uint8_t)idlen };
 	ibcomm_status_t st;
 	int fd, rc, one = 1;
 
+	if (idlen > UINT8_MAX)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: communicator id \"%s\" too long for the TCP hello",
+			       comm->rank, comm->id);
+	if (comm->set.job_key[0]) {
+		if (ibc_auth_nonce(p->out.nonce))
+			return ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: no random bytes for the job-key authentication: %m",
+				       comm->rank);
+		hello.nonce = p->out.nonce;
+	}
+	n = ibc_tcp_hello_encode(&hello, frame, sizeof(frame));
+	if (!n)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: communicator id \"%s\" too long for the TCP hello",
+			       comm->rank, comm->id);
+
 	snprintf(key, sizeof(key), "%s/tcp/%d", comm->id, peer);
 	err[0] = '\0';
-	st = ibc_rdv_get(comm->rdv, key, addr, sizeof(addr) - 1, &alen, dl, err, sizeof(err));
+	st = ibc_rdv_get_cancel(comm->rdv, key, addr, sizeof(addr) - 1, &alen, dl, &comm->aborted, err, sizeof(err));
 	if (st)
 		return ibc_err(comm, st, "rank %d: looking up the TCP address of peer rank %d (key %s): %s", comm->rank,
 			       peer, key, err);
@@ -874,25 +1202,10 @@ static ibcomm_status_t tcp_connect(struct tcp *t, int peer, int chan, ibc_deadli
 	t->tp.cnt.connects++;
 	ibc_info("rank %d: TCP connected to peer rank %d at %s", comm->rank, peer, addr);
 
-	w = ibc_wbuf(frame, sizeof(frame));
-	ibc_w_u8(&w, IBC_TCP_VERSION);
-	ibc_w_u8(&w, IBC_TCP_HELLO);
-	ibc_w_u8(&w, 0);
-	ibc_w_u8(&w, 0);
-	ibc_w_u32(&w, 0);
-	ibc_w_u32(&w, (uint32_t)(IBC_TCP_HELLO_MIN + idlen));
-	ibc_w_u32(&w, 0);
-	ibc_w_u32(&w, IBC_TCP_MAGIC);
-	ibc_w_u32(&w, (uint32_t)comm->rank);
-	ibc_w_u32(&w, (uint32_t)comm->size);
-	ibc_w_u32(&w, (uint32_t)t->tp.max_chunk);
-	ibc_w_u32(&w, t->tp.nslots);
-	ibc_w_u8(&w, (uint8_t)idlen);
-	ibc_w_bytes(&w, comm->id, idlen);
-	if (!w.ok)
-		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: communicator id \"%s\" too long for the TCP hello",
-			       comm->rank, comm->id);
-	return send_frame(t, peer, chan, frame, frame + IBC_TCP_HDR_LEN, w.len - IBC_TCP_HDR_LEN, dl, "connect");
+	st = send_frame(t, peer, chan, frame, frame + IBC_TCP_HDR_LEN, n - IBC_TCP_HDR_LEN, dl, "connect");
+	if (st || !hello.nonce)
+		return st;
+	return connect_auth(t, peer, chan, dl);
 
 err_close:
 	close(fd);
@@ -920,6 +1233,9 @@ static int tcp_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *b
 			       peer, chan, len, tp->max_chunk);
 	if (aborted(t))
 		return abort_err(t, "put");
+	st = notices_check(t, false);
+	if (st)
+		return st;
 	p = &t->peers[peer];
 	if (p->dead)
 		return dead_err(t, peer, "put", chan);
@@ -982,6 +1298,9 @@ static int tcp_get(ibc_tp_t *tp, int peer, int chan, ibc_chunk_t *chunk, bool wa
 	if (peer < 0 || peer >= t->comm->size || chan < 0 || chan >= IBC_NCHAN || !chunk)
 		return ibc_err(t->comm, IBCOMM_ERR_INVALID, "rank %d: bad TCP get (peer %d, channel %d)",
 			       t->comm->rank, peer, chan);
+	st = notices_check(t, false);
+	if (st)
+		return st;
 	p = &t->peers[peer];
 	r = &p->ring[chan];
 	for (;;) {
@@ -1304,6 +1623,7 @@ static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->tp.max_chunk = chunk;
 	t->tp.nslots = (unsigned)nslots;
 	t->spin_us = (unsigned)spin;
+	t->dead_peer = -1;
 	t->comm = comm;
 	t->peers = calloc((size_t)comm->size, sizeof(*t->peers));
 	if (!t->peers)

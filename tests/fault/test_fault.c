@@ -1,0 +1,507 @@
+/*
+ * Never hang: faults over TCP on loopback, each in real forked ranks (tests/coll/harness.c).
+ *
+ * - kill -9 of rank 2 of 4, and of rank 0 (the rendezvous server), in the middle of a loop of
+ *   large allreduces: every survivor returns IBCOMM_ERR_PEER naming the dead rank within 2 s
+ *   of the kill (the time is printed per rank), also ranks with no connection to it, and
+ *   every later call fails the same way;
+ * - a rank that never calls the collective (IBCOMM_TIMEOUT_MS=1000): the others return
+ *   IBCOMM_ERR_TIMEOUT within 1..3 s, naming the operation, its sequence number and the rank;
+ * - ibcomm_abort() from another thread unblocks a barrier with IBCOMM_ERR_ABORTED;
+ * - 1000 init/allreduce/destroy cycles keep file descriptors and memory flat;
+ * - ranks waiting 3 s in a barrier use under 10% of a core.
+ *
+ * The killed rank runs in a grandchild of the harness (jobs use no_init) so that the harness,
+ * which stops a job when one of its ranks dies, sees only clean exits.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define KILL_COUNT (1u << 20) /* floats per allreduce: 4 MiB */
+#define KILL_BOUND_MS 2000
+
+/* Shared by the ranks of a job (and the killed rank's grandchild); zeroed before each job. */
+struct fault_shm {
+	volatile int64_t kill_ms;          /* when the victim was killed (CLOCK_MONOTONIC) */
+	volatile int iters[HX_MAX_RANKS];  /* allreduces completed */
+	volatile int64_t lat_ms[HX_MAX_RANKS];
+	volatile int reported;             /* survivors done with their checks */
+	volatile int cycle;                /* resources: cycles rank 0 has finished */
+	volatile int go;                   /* a rank may proceed */
+};
+static struct fault_shm *fs;
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void shm_reset(void)
+{
+	memset((void *)fs, 0, sizeof(*fs));
+}
+
+/* Waits (bounded) until *v >= want; false on timeout. */
+static bool wait_for(volatile int *v, int want, int limit_ms)
+{
+	int64_t end = now_ms() + limit_ms;
+
+	while (__atomic_load_n(v, __ATOMIC_ACQUIRE) < want) {
+		if (now_ms() > end)
+			return false;
+		usleep(1000);
+	}
+	return true;
+}
+
+static void bump(volatile int *v)
+{
+	__atomic_add_fetch(v, 1, __ATOMIC_RELEASE);
+}
+
+/* ibcomm_init of rank hx_rank in an hx_size-rank job over TCP at hx_root. */
+static ibcomm_t *fault_init(long timeout_ms)
+{
+	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
+	ibcomm_t *comm = NULL;
+	ibcomm_status_t st;
+
+	cfg.rank = hx_rank;
+	cfg.nranks = hx_size;
+	cfg.root = hx_root;
+	cfg.transport = "tcp";
+	cfg.timeout_ms = timeout_ms;
+	st = ibcomm_init(&cfg, &comm);
+	if (st) {
+		hx_fail("ibcomm_init returned %d (%s): %s", (int)st, ibcomm_strerror(st), ibcomm_last_error(NULL));
+		return NULL;
+	}
+	return comm;
+}
+
+/* ---- kill -9 in the middle of an allreduce loop ---- */
+
+static int victim;
+
+/* Allreduces until one fails; returns that status (or OK after far too many). */
+static ibcomm_status_t allreduce_loop(ibcomm_t *comm, float *buf)
+{
+	for (int i = 0; i < 100000; i++) {
+		ibcomm_status_t st = ibcomm_allreduce(comm, buf, buf, KILL_COUNT, IBCOMM_FLOAT32, IBCOMM_MAX);
+
+		if (st)
+			return st;
+		fs->iters[hx_rank] = i + 1;
+	}
+	return IBCOMM_OK;
+}
+
+static bool names_rank(const char *msg, int r)
+{
+	char want[32];
+	const char *p = msg;
+
+	snprintf(want, sizeof(want), "rank %d", r);
+	while ((p = strstr(p, want))) {
+		char next = p[strlen(want)];
+
+		if (next < '0' || next > '9')
+			return true;
+		p++;
+	}
+	return false;
+}
+
+static void kill_fn(ibcomm_t *unused, void *arg)
+{
+	float *buf = calloc(KILL_COUNT, sizeof(float));
+	ibcomm_t *comm, *sub = NULL;
+	ibcomm_status_t st;
+	const char *msg;
+	int64_t lat;
+
+	(void)unused;
+	(void)arg;
+	if (!buf) {
+		hx_fail("out of memory");
+		return;
+	}
+	if (hx_rank == victim) {
+		pid_t pid = fork();
+
+		if (pid == 0) { /* the victim: runs until killed */
+			comm = fault_init(20000);
+			if (comm && victim == 2 && !ibcomm_split(comm, hx_rank % 2, hx_rank, &sub))
+				allreduce_loop(comm, buf);
+			else if (comm && victim != 2)
+				allreduce_loop(comm, buf);
+			_exit(3);
+		}
+		if (pid < 0) {
+			hx_fail("fork: %m");
+			free(buf);
+			return;
+		}
+		if (!wait_for(&fs->iters[victim], 3, 20000))
+			hx_fail("rank %d never completed 3 allreduces", victim);
+		fs->kill_ms = now_ms();
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		free(buf);
+		return;
+	}
+	comm = fault_init(20000);
+	if (!comm) {
+		free(buf);
+		return;
+	}
+	/* with rank 2 killed: communicators of the even and the odd ranks (notices name world ranks) */
+	if (victim == 2 && !hx_ok(comm, ibcomm_split(comm, hx_rank % 2, hx_rank, &sub), "split")) {
+		ibcomm_destroy(comm);
+		free(buf);
+		return;
+	}
+	st = allreduce_loop(comm, buf);
+	lat = now_ms() - fs->kill_ms;
+	msg = ibcomm_last_error(comm);
+	fs->lat_ms[hx_rank] = lat;
+	fprintf(stderr, "    rank %d: %s %lld ms after the kill of rank %d (after %d allreduces): %s\n", hx_rank,
+		ibcomm_strerror(st), (long long)lat, victim, fs->iters[hx_rank], msg);
+	if (st != IBCOMM_ERR_PEER)
+		hx_fail("the allreduce loop returned %d (%s), expected IBCOMM_ERR_PEER: %s", (int)st,
+			ibcomm_strerror(st), msg);
+	if (!fs->kill_ms || lat > KILL_BOUND_MS)
+		hx_fail("the error came %lld ms after the kill (bound %d ms)", (long long)lat, KILL_BOUND_MS);
+	if (!names_rank(msg, victim))
+		hx_fail("the error does not name rank %d: %s", victim, msg);
+	/* the communicator stays failed, at once */
+	{
+		int64_t t0 = now_ms();
+		ibcomm_status_t st2 = ibcomm_allreduce(comm, buf, buf, 16, IBCOMM_FLOAT32, IBCOMM_SUM);
+		ibcomm_status_t st3 = ibcomm_barrier(comm);
+		ibcomm_status_t st4 = ibcomm_send(comm, buf, 1, IBCOMM_FLOAT32, (hx_rank + 1) % hx_size, 7);
+
+		if (st2 != IBCOMM_ERR_PEER || st3 != IBCOMM_ERR_PEER || st4 != IBCOMM_ERR_PEER)
+			hx_fail("calls after the failure returned %d, %d, %d, expected IBCOMM_ERR_PEER", (int)st2, (int)st3,
+				(int)st4);
+		if (now_ms() - t0 > 100)
+			hx_fail("calls after the failure took %lld ms", (long long)(now_ms() - t0));
+		if (!names_rank(ibcomm_last_error(comm), victim))
+			hx_fail("after the failure, the error does not name rank %d: %s", victim,
+				ibcomm_last_error(comm));
+	}
+	if (sub) {
+		int64_t v = 1;
+
+		st = ibcomm_allreduce(sub, &v, &v, 1, IBCOMM_INT64, IBCOMM_SUM);
+		msg = ibcomm_last_error(sub);
+		if (hx_rank % 2 == 0) { /* {0, 2}: its rank 1 is world rank 2 */
+			fprintf(stderr, "    rank %d: in the communicator of the even ranks: %s\n", hx_rank, msg);
+			if (st != IBCOMM_ERR_PEER || !strstr(msg, "is world rank 2"))
+				hx_fail("allreduce on the split {0, 2} returned %d, expected IBCOMM_ERR_PEER naming world rank "
+					"2: %s", (int)st, msg);
+		} else if (!hx_ok(sub, st, "allreduce on the split {1, 3} (alive)") || v != 2) {
+			hx_fail("allreduce on the split {1, 3} gave %lld", (long long)v);
+		}
+	}
+	/* every survivor reports before anybody destroys (a destroy closes connections) */
+	bump(&fs->reported);
+	if (!wait_for(&fs->reported, hx_size - 1, 10000))
+		hx_fail("the other survivors did not report");
+	ibcomm_destroy(sub);
+	ibcomm_destroy(comm);
+	free(buf);
+}
+
+static void kill_test(int v)
+{
+	struct hx_job job = { .name = "kill -9", .n = 4, .fn = kill_fn, .no_init = true, .timeout_s = 60 };
+
+	victim = v;
+	shm_reset();
+	hx_run_job(&job);
+}
+
+static void test_kill_rank2(void)
+{
+	kill_test(2);
+}
+
+static void test_kill_rank0(void)
+{
+	kill_test(0);
+}
+
+/* ---- timeout: a rank never calls the collective ---- */
+
+static void timeout_fn(ibcomm_t *unused, void *arg)
+{
+	int32_t v[4] = { 1, 2, 3, 4 };
+	ibcomm_t *comm = fault_init(1000);
+	ibcomm_status_t st;
+	const char *msg;
+	int64_t t0, dt;
+
+	(void)unused;
+	(void)arg;
+	if (!comm)
+		return;
+	for (int i = 0; i < 2; i++) /* #0 and #1 succeed */
+		hx_ok(comm, ibcomm_allreduce(comm, v, v, 4, IBCOMM_INT32, IBCOMM_SUM), "allreduce");
+	if (hx_rank == 2) { /* skips allreduce #2 */
+		wait_for(&fs->reported, 2, 10000);
+		ibcomm_destroy(comm);
+		return;
+	}
+	t0 = now_ms();
+	st = ibcomm_allreduce(comm, v, v, 4, IBCOMM_INT32, IBCOMM_SUM);
+	dt = now_ms() - t0;
+	msg = ibcomm_last_error(comm);
+	fprintf(stderr, "    rank %d: %s after %lld ms: %s\n", hx_rank, ibcomm_strerror(st), (long long)dt, msg);
+	if (st != IBCOMM_ERR_TIMEOUT)
+		hx_fail("allreduce #2 returned %d (%s), expected IBCOMM_ERR_TIMEOUT", (int)st, ibcomm_strerror(st));
+	if (dt < 900 || dt > 3000)
+		hx_fail("the timeout came after %lld ms (IBCOMM_TIMEOUT_MS=1000)", (long long)dt);
+	if (!strstr(msg, "allreduce #2"))
+		hx_fail("the error does not name allreduce #2: %s", msg);
+	if (!strstr(msg, "ring") && !strstr(msg, "rd") && !strstr(msg, "tree"))
+		hx_fail("the error does not name the algorithm: %s", msg);
+	if (!strstr(msg, "like this rank (never entered it, or stuck elsewhere): rank 2"))
+		hx_fail("the error does not name rank 2 as the one missing: %s", msg);
+	bump(&fs->reported);
+	wait_for(&fs->reported, 2, 10000);
+	ibcomm_destroy(comm);
+}
+
+static void test_timeout(void)
+{
+	struct hx_job job = { .name = "timeout", .n = 3, .fn = timeout_fn, .no_init = true, .timeout_s = 60 };
+
+	shm_reset();
+	hx_run_job(&job);
+}
+
+/* ---- abort from another thread ---- */
+
+static int64_t abort_ms;
+
+static void *aborter(void *arg)
+{
+	usleep(300 * 1000);
+	abort_ms = now_ms();
+	ibcomm_abort(arg);
+	return NULL;
+}
+
+static void abort_fn(ibcomm_t *unused, void *arg)
+{
+	ibcomm_t *comm = fault_init(20000);
+	pthread_t th;
+	ibcomm_status_t st;
+	int64_t lat;
+
+	(void)unused;
+	(void)arg;
+	if (!comm)
+		return;
+	if (hx_rank == 1) { /* never enters the barrier */
+		wait_for(&fs->reported, 1, 10000);
+		ibcomm_destroy(comm);
+		return;
+	}
+	if (pthread_create(&th, NULL, aborter, comm)) {
+		hx_fail("pthread_create");
+		ibcomm_destroy(comm);
+		return;
+	}
+	st = ibcomm_barrier(comm);
+	lat = now_ms() - abort_ms;
+	pthread_join(th, NULL);
+	fprintf(stderr, "    rank 0: barrier returned %s %lld ms after ibcomm_abort: %s\n", ibcomm_strerror(st),
+		(long long)lat, ibcomm_last_error(comm));
+	if (st != IBCOMM_ERR_ABORTED)
+		hx_fail("the barrier returned %d (%s), expected IBCOMM_ERR_ABORTED", (int)st, ibcomm_strerror(st));
+	if (lat > 200)
+		hx_fail("the barrier returned %lld ms after the abort", (long long)lat);
+	st = ibcomm_allreduce(comm, &lat, &lat, 1, IBCOMM_INT64, IBCOMM_SUM);
+	if (st != IBCOMM_ERR_ABORTED)
+		hx_fail("a call after the abort returned %d, expected IBCOMM_ERR_ABORTED", (int)st);
+	bump(&fs->reported);
+	ibcomm_destroy(comm);
+}
+
+static void test_abort(void)
+{
+	struct hx_job job = { .name = "abort", .n = 2, .fn = abort_fn, .no_init = true, .timeout_s = 60 };
+
+	shm_reset();
+	hx_run_job(&job);
+}
+
+/* ---- resources ---- */
+
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the directory's own */
+}
+
+static long rss_kib(void)
+{
+	long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+		rss = -1;
+	fclose(f);
+	return rss < 0 ? -1 : rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void cycles_fn(ibcomm_t *unused, void *arg)
+{
+	int cycles = (int)hx_env_long("FAULT_CYCLES", 1000), warm = cycles / 20;
+	int fds0 = 0;
+	size_t heap0 = 0;
+	long rss0 = 0;
+	int64_t t0 = now_ms();
+
+	(void)unused;
+	(void)arg;
+	for (int k = 0; k < cycles; k++) {
+		ibcomm_t *comm;
+		int64_t v = hx_rank + 1;
+
+		/* rank 1 starts a cycle once rank 0's server of the previous one is gone */
+		if (hx_rank == 1 && !wait_for(&fs->cycle, k, 10000)) {
+			hx_fail("cycle %d: rank 0 did not finish the previous cycle", k);
+			return;
+		}
+		if (k == warm) {
+			fds0 = count_fds();
+			heap0 = mallinfo2().uordblks;
+			rss0 = rss_kib();
+		}
+		comm = fault_init(20000);
+		if (!comm) {
+			hx_fail("cycle %d: init failed", k);
+			return;
+		}
+		if (!hx_ok(comm, ibcomm_allreduce(comm, &v, &v, 1, IBCOMM_INT64, IBCOMM_SUM), "allreduce") || v != 3)
+			hx_fail("cycle %d: allreduce gave %lld", k, (long long)v);
+		hx_ok(comm, ibcomm_destroy(comm), "destroy");
+		if (hx_rank == 0)
+			bump(&fs->cycle);
+		if (hx_failures())
+			return;
+	}
+	{
+		int fds = count_fds();
+		size_t heap = mallinfo2().uordblks;
+		long rss = rss_kib();
+
+		fprintf(stderr,
+			"    rank %d: %d cycles in %lld ms; after %d warm-up cycles: fds %d -> %d, heap %zu -> %zu bytes, RSS %ld -> %ld KiB\n",
+			hx_rank, cycles, (long long)(now_ms() - t0), warm, fds0, fds, heap0, heap, rss0, rss);
+		if (fds != fds0)
+			hx_fail("open file descriptors went from %d to %d over %d cycles", fds0, fds, cycles - warm);
+		if (heap > heap0 + 64 * 1024)
+			hx_fail("the heap grew from %zu to %zu bytes over %d cycles", heap0, heap, cycles - warm);
+		if (rss > rss0 + 4096)
+			hx_fail("RSS grew from %ld to %ld KiB over %d cycles", rss0, rss, cycles - warm);
+	}
+}
+
+static void test_cycles(void)
+{
+	struct hx_job job = { .name = "init/destroy cycles", .n = 2, .fn = cycles_fn, .no_init = true,
+			      .timeout_s = 120 };
+
+	shm_reset();
+	hx_run_job(&job);
+}
+
+/* ---- CPU while waiting ---- */
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+	       ru.ru_stime.tv_usec / 1e6;
+}
+
+static void idle_fn(ibcomm_t *comm, void *arg)
+{
+	double c0, c1;
+	int64_t t0, dt;
+
+	(void)arg;
+	hx_ok(comm, ibcomm_barrier(comm), "first barrier");
+	if (hx_rank == hx_size - 1)
+		sleep(3);
+	c0 = cpu_s();
+	t0 = now_ms();
+	hx_ok(comm, ibcomm_barrier(comm), "long barrier");
+	dt = now_ms() - t0;
+	c1 = cpu_s();
+	if (hx_rank == hx_size - 1)
+		return;
+	fprintf(stderr, "    rank %d: waited %lld ms in the barrier using %.1f ms of CPU (%.2f%% of a core)\n", hx_rank,
+		(long long)dt, (c1 - c0) * 1e3, dt ? 100.0 * (c1 - c0) * 1e3 / (double)dt : 0.0);
+	if (dt < 2500)
+		hx_fail("the barrier returned after %lld ms, before the late rank entered", (long long)dt);
+	else if ((c1 - c0) * 1e3 > 0.10 * (double)dt)
+		hx_fail("waiting %lld ms used %.1f ms of CPU (over 10%% of a core)", (long long)dt, (c1 - c0) * 1e3);
+}
+
+static void test_idle_cpu(void)
+{
+	struct hx_job job = { .name = "idle barrier", .n = 3, .fn = idle_fn, .timeout_s = 60 };
+
+	hx_run_job(&job);
+}
+
+int main(void)
+{
+	static const struct hx_test tests[] = {
+		{ "kill -9 rank 2 of 4 during allreduce", test_kill_rank2 },
+		{ "kill -9 rank 0 (rendezvous server) during allreduce", test_kill_rank0 },
+		{ "timeout names the op, seq and missing rank", test_timeout },
+		{ "abort from another thread unblocks a barrier", test_abort },
+		{ "1000 init/destroy cycles: fds and memory flat", test_cycles },
+		{ "waiting in a barrier uses little CPU", test_idle_cpu },
+	};
+
+	fs = mmap(NULL, sizeof(*fs), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (fs == MAP_FAILED)
+		return 99;
+	return hx_main("fault", tests, IBC_ARRAY_SIZE(tests));
+}
