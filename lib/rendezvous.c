@@ -363,6 +363,9 @@ struct srv_client {
 
 enum { SRV_AUTH_NONE, SRV_AUTH_CHALLENGED, SRV_AUTH_OK };
 
+/* How a rank that had joined went away while the job was still assembling. */
+enum { SRV_GONE_NO, SRV_GONE_LEFT, SRV_GONE_DROPPED };
+
 struct srv_waiter {
 	struct srv_client *c;
 	uint32_t req;
@@ -394,10 +397,11 @@ struct rdv_server {
 	int nclients, cap;
 	bool accept_paused;      /* out of file descriptors */
 
-	pthread_mutex_t lock;    /* guards joined/njoined against srv_missing() */
+	pthread_mutex_t lock;    /* guards joined/njoined/gone against srv_missing() */
 	struct srv_client **joined; /* by rank */
 	int njoined;
 	bool all_joined;
+	uint8_t *gone;           /* by rank: joined, then went away before all had (SRV_GONE_*) */
 
 	struct srv_entry **buckets;
 	size_t nbuckets, nentries;
@@ -761,6 +765,7 @@ static void srv_join(struct rdv_server *srv, struct srv_client *c, const struct 
 	}
 	srv->joined[m->rank] = c;
 	srv->njoined++;
+	srv->gone[m->rank] = SRV_GONE_NO;
 	c->rank = (int)m->rank;
 	c->join_req = m->req;
 	hs_del(srv, c);
@@ -1029,6 +1034,9 @@ static void srv_remove_client(struct rdv_server *srv, struct srv_client *c)
 			srv->joined[c->rank] = NULL;
 			srv->njoined--;
 			died = srv->all_joined && !c->left && !srv->closing;
+			/* gave up waiting (its own deadline) or died: not a rank that never came */
+			if (!srv->all_joined)
+				srv->gone[c->rank] = c->left ? SRV_GONE_LEFT : SRV_GONE_DROPPED;
 		}
 		pthread_mutex_unlock(&srv->lock);
 		ibc_trace("rendezvous server: rank %d (%s) closed its connection", c->rank, c->addr);
@@ -1074,33 +1082,71 @@ static void srv_accept(struct rdv_server *srv, int lfd)
 	}
 }
 
-/* Lists up to 8 ranks that have not joined (for rank 0's timeout message). */
+/* Appends to buf[*off..len) like snprintf, never past the end. */
+static void buf_add(char *buf, size_t len, size_t *off, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void buf_add(char *buf, size_t len, size_t *off, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (*off >= len)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *off, len - *off, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*off = IBC_MIN(*off + (size_t)n, len);
+}
+
+/* Lists up to 8 ranks of one kind (never joined, or joined and gone) for srv_missing(). */
+static void srv_list_ranks(struct rdv_server *srv, bool gone, char *buf, size_t len, size_t *off)
+{
+	int shown = 0, count = 0;
+
+	for (int r = 0; r < srv->size; r++) {
+		if (srv->joined[r] || (srv->gone[r] != SRV_GONE_NO) != gone)
+			continue;
+		if (count++ >= 8)
+			continue;
+		buf_add(buf, len, off, "%s%d", shown ? ", " : "", r);
+		if (gone)
+			buf_add(buf, len, off, srv->gone[r] == SRV_GONE_LEFT ? " (left: it gave up waiting)" :
+									    " (its connection dropped: killed or crashed)");
+		shown++;
+	}
+	if (count > shown)
+		buf_add(buf, len, off, " and %d more", count - shown);
+}
+
+/*
+ * For rank 0's timeout message: the ranks that never joined (up to 8), then those that had
+ * joined but went away before the others came. A rank whose own deadline passed a moment
+ * before rank 0's has left by the time rank 0 gives up: it is named apart, not as missing.
+ */
 static void srv_missing(struct rdv_server *srv, char *buf, size_t len)
 {
 	size_t off = 0;
-	int shown = 0, missing = 0;
+	int never = 0, gone = 0;
 
 	buf[0] = '\0';
 	pthread_mutex_lock(&srv->lock);
 	for (int r = 0; r < srv->size; r++) {
-		if (srv->joined[r])
-			continue;
-		missing++;
-		if (shown < 8 && off < len) {
-			int n = snprintf(buf + off, len - off, "%s%d", shown ? ", " : "", r);
-			if (n > 0)
-				off += (size_t)n;
-			shown++;
-		}
+		if (!srv->joined[r] && srv->gone[r] == SRV_GONE_NO)
+			never++;
+		else if (!srv->joined[r])
+			gone++;
 	}
-	if (missing > shown && off < len) {
-		int n = snprintf(buf + off, len - off, " and %d more", missing - shown);
-
-		if (n > 0)
-			off += (size_t)n;
+	if (never) {
+		srv_list_ranks(srv, false, buf, len, &off);
+		if (srv->auth_note[0])
+			buf_add(buf, len, &off, " (%s)", srv->auth_note);
+		if (gone)
+			buf_add(buf, len, &off, "; joined, then went away before the others came: ");
 	}
-	if (srv->auth_note[0] && off < len)
-		snprintf(buf + off, len - off, " (%s)", srv->auth_note);
+	if (gone)
+		srv_list_ranks(srv, true, buf, len, &off);
+	if (!never && srv->auth_note[0])
+		buf_add(buf, len, &off, " (%s)", srv->auth_note);
 	pthread_mutex_unlock(&srv->lock);
 }
 
@@ -1222,6 +1268,7 @@ static void srv_free(struct rdv_server *srv)
 	pthread_mutex_destroy(&srv->lock);
 	free(srv->buckets);
 	free(srv->joined);
+	free(srv->gone);
 	free(srv->clients);
 	free(srv->pfds);
 	free(srv->scratch);
@@ -1307,9 +1354,10 @@ static ibcomm_status_t srv_start(const ibc_settings_t *s, const char *host, cons
 		srv->nbuckets *= 2;
 	srv->buckets = calloc(srv->nbuckets, sizeof(*srv->buckets));
 	srv->joined = calloc((size_t)s->nranks, sizeof(*srv->joined));
+	srv->gone = calloc((size_t)s->nranks, sizeof(*srv->gone));
 	srv->scratch = malloc(IBC_RDV_MAX_FRAME);
 	srv->pfds = calloc(1 + SRV_MAX_LISTEN, sizeof(*srv->pfds));
-	if (!srv->buckets || !srv->joined || !srv->scratch || !srv->pfds) {
+	if (!srv->buckets || !srv->joined || !srv->gone || !srv->scratch || !srv->pfds) {
 		snprintf(err, errlen, "rank 0: out of memory starting the rendezvous server for %d ranks", s->nranks);
 		goto err_free;
 	}
