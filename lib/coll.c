@@ -7,6 +7,7 @@
 
 #include "ibc.h"
 #include "algo/algo.h"
+#include "wire.h"
 
 /* Checks shared by every call. */
 static ibcomm_status_t check_comm(struct ibcomm *comm, const char *fn)
@@ -107,6 +108,7 @@ static void args_init(struct ibc_coll_args *a, struct ibcomm *comm, enum ibc_col
 	a->esz = esz;
 	a->rank = comm->rank;
 	a->size = comm->size;
+	a->sig_peer = -1;
 }
 
 /*
@@ -159,22 +161,294 @@ static void timeout_blame(struct ibc_coll_args *a)
 			a->seq & 0xffffffu);
 }
 
-/* Runs the chosen algorithm; a peer or transport failure makes the communicator unusable. */
-static ibcomm_status_t run(struct ibc_coll_args *a, size_t bytes)
+/* A peer or transport failure makes the communicator unusable; a timeout blames somebody. */
+static ibcomm_status_t settle(struct ibc_coll_args *a, ibcomm_status_t st)
 {
-	enum ibc_algo algo = ibc_algo_select(a->comm, a->coll, bytes);
-	ibc_algo_fn fn = ibc_algo_impl(a->coll, algo);
-	ibcomm_status_t st;
-
-	a->algo = algo;
-	ibc_trace("rank %d: %s #%u, %zu bytes, algorithm %s", a->rank, ibc_coll_name(a->coll), a->seq, bytes,
-		  ibc_algo_name(algo));
-	st = fn(a);
 	if (st == IBCOMM_ERR_PEER || st == IBCOMM_ERR_TRANSPORT)
 		a->comm->failed = st;
 	if (st == IBCOMM_ERR_TIMEOUT)
 		timeout_blame(a);
 	return st;
+}
+
+/*
+ * Mismatch detection. Before any data moves, the ranks agree on the call's signature
+ * (sequence number, collective, datatype, op, root, count) with a dissemination exchange on
+ * the collective channel: in round k (ceil(log2 n) rounds) rank r sends to r + 2^k and
+ * receives from r - 2^k one fixed-size message. A rank that is not yet aware of a mismatch
+ * sends its own signature; once it has seen a signature different from its own (or a peer's
+ * report of one) it forwards that pair instead. An unflagged message means "every signature
+ * that reached me equals this one", and every rank is reached by every other through the
+ * rounds, so any difference anywhere reaches every rank within the same call. Every rank
+ * runs all rounds with the same message sizes whatever it learns, so the channel stays in
+ * step and the communicator remains usable after IBCOMM_ERR_MISMATCH (unless the sequence
+ * numbers themselves differ: then every later call reports it too).
+ */
+#define SIG_TAG IBC_COLL_TAG(0, 0xfeu) /* never a data tag: those carry a collective < IBC_COLL_COUNT */
+#define SIG_NONE 0xffu                 /* op of a collective that does not reduce */
+#define SIG_ENTRY_LEN 24
+#define SIG_MSG_LEN (2 + 2 * SIG_ENTRY_LEN)
+
+struct sig {
+	uint32_t rank, seq;
+	uint8_t coll, dtype, op;
+	int32_t root; /* -1 when not rooted */
+	uint64_t count;
+};
+
+static void sig_of(const struct ibc_coll_args *a, struct sig *s)
+{
+	bool reduces = a->coll == IBC_COLL_ALLREDUCE || a->coll == IBC_COLL_REDUCE ||
+		       a->coll == IBC_COLL_REDUCE_SCATTER;
+	bool rooted = a->coll == IBC_COLL_BROADCAST || a->coll == IBC_COLL_REDUCE || a->coll == IBC_COLL_GATHER ||
+		      a->coll == IBC_COLL_SCATTER;
+
+	s->rank = (uint32_t)a->rank;
+	s->seq = a->seq;
+	s->coll = (uint8_t)a->coll;
+	s->dtype = a->coll == IBC_COLL_BARRIER ? SIG_NONE : (uint8_t)a->dtype;
+	s->op = reduces ? (uint8_t)a->op : SIG_NONE;
+	s->root = rooted ? a->root : -1;
+	s->count = a->coll == IBC_COLL_BARRIER ? 0 : a->count;
+}
+
+/* Same call (the ranks may differ). */
+static bool sig_equal(const struct sig *x, const struct sig *y)
+{
+	return x->seq == y->seq && x->coll == y->coll && x->dtype == y->dtype && x->op == y->op &&
+	       x->root == y->root && x->count == y->count;
+}
+
+static void sig_put(ibc_wbuf_t *w, const struct sig *s)
+{
+	ibc_w_u32(w, s->rank);
+	ibc_w_u32(w, s->seq);
+	ibc_w_u8(w, s->coll);
+	ibc_w_u8(w, s->dtype);
+	ibc_w_u8(w, s->op);
+	ibc_w_u8(w, 0);
+	ibc_w_u32(w, (uint32_t)s->root);
+	ibc_w_u64(w, s->count);
+}
+
+static void sig_get(ibc_rbuf_t *r, struct sig *s)
+{
+	s->rank = ibc_r_u32(r);
+	s->seq = ibc_r_u32(r);
+	s->coll = ibc_r_u8(r);
+	s->dtype = ibc_r_u8(r);
+	s->op = ibc_r_u8(r);
+	(void)ibc_r_u8(r);
+	s->root = (int32_t)ibc_r_u32(r);
+	s->count = ibc_r_u64(r);
+}
+
+/* "rank 1's allreduce #5 (float32, sum, count 100)" */
+static void sig_str(const struct sig *s, char *buf, size_t len)
+{
+	char root[32] = "", op[24] = "";
+
+	if (s->coll >= IBC_COLL_COUNT) {
+		snprintf(buf, len, "rank %u's unknown collective %u #%u", s->rank, s->coll, s->seq & 0xffffffu);
+		return;
+	}
+	if (s->coll == IBC_COLL_BARRIER) {
+		snprintf(buf, len, "rank %u's barrier #%u", s->rank, s->seq & 0xffffffu);
+		return;
+	}
+	if (s->op != SIG_NONE)
+		snprintf(op, sizeof(op), "%s, ", ibc_op_name((ibcomm_op_t)s->op));
+	if (s->root >= 0)
+		snprintf(root, sizeof(root), "root %d, ", (int)s->root);
+	snprintf(buf, len, "rank %u's %s #%u (%s, %s%scount %llu)", s->rank, ibc_coll_name((enum ibc_coll)s->coll),
+		 s->seq & 0xffffffu, ibc_dtype_name((ibcomm_dtype_t)s->dtype), op, root,
+		 (unsigned long long)s->count);
+}
+
+static ibcomm_status_t sig_mismatch(struct ibc_coll_args *a, const struct sig *x, const struct sig *y)
+{
+	char sx[160], sy[160];
+
+	sig_str(x, sx, sizeof(sx));
+	sig_str(y, sy, sizeof(sy));
+	return ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s does not match %s: the ranks called different "
+		       "collectives, counts, datatypes, ops or roots (no data was moved)", a->rank, sx, sy);
+}
+
+/* Says that a timeout came while the ranks compared signatures, before any data moved. */
+static ibcomm_status_t sig_timeout(struct ibc_coll_args *a)
+{
+	static const char prefix[] = "IBCOMM_ERR_TIMEOUT: "; /* ibc_err() adds it again */
+	struct ibcomm *comm = a->comm;
+	char msg[IBC_ERRLEN];
+
+	snprintf(msg, sizeof(msg), "%s",
+		 strncmp(comm->err, prefix, sizeof(prefix) - 1) ? comm->err : comm->err + sizeof(prefix) - 1);
+	return ibc_err(comm, IBCOMM_ERR_TIMEOUT, "%s (while the ranks compared call signatures, before any data "
+		       "moved)", msg);
+}
+
+static void sig_msg(ibc_wbuf_t *w, bool flag, const struct sig *x, const struct sig *y)
+{
+	ibc_w_u8(w, IBC_WIRE_VERSION);
+	ibc_w_u8(w, flag);
+	sig_put(w, x);
+	sig_put(w, y);
+}
+
+static ibcomm_status_t sig_parse(struct ibc_coll_args *a, int from, const void *buf, size_t len, uint8_t *flag,
+				 struct sig got[2])
+{
+	ibc_rbuf_t r = ibc_rbuf(buf, len);
+
+	if (ibc_r_u8(&r) != IBC_WIRE_VERSION)
+		return ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s #%u: rank %d sent a call signature of "
+			       "another wire version", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, from);
+	*flag = ibc_r_u8(&r);
+	sig_get(&r, &got[0]);
+	sig_get(&r, &got[1]);
+	if (!ibc_r_done(&r) || *flag > 1)
+		return ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s #%u: malformed call signature from rank %d",
+			       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, from);
+	return IBCOMM_OK;
+}
+
+/*
+ * Two ranks: checks the peer's signature, the first chunk of its call. On a mismatch the
+ * peer's data may already be on its way, so the communicator is unusable from then on.
+ */
+static ibcomm_status_t sig_check_pair(struct ibc_coll_args *a, const ibc_chunk_t *ch)
+{
+	struct sig mine, got[2];
+	ibcomm_status_t st;
+	uint8_t flag;
+
+	if (ch->tag != SIG_TAG)
+		st = ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s #%u: rank %d sent %s #%u data where its call "
+			     "signature was expected", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, ch->peer,
+			     ibc_coll_name((enum ibc_coll)IBC_MIN(ch->tag & 0xffu, (uint32_t)IBC_COLL_COUNT - 1)),
+			     ch->tag >> 8);
+	else
+		st = sig_parse(a, ch->peer, ch->data, ch->len, &flag, got);
+	sig_of(a, &mine);
+	if (!st && !sig_equal(&mine, &got[0]))
+		st = sig_mismatch(a, &mine, &got[0]);
+	if (st)
+		a->comm->failed = st;
+	return st;
+}
+
+/* Two ranks: waits for the peer's signature when the call itself took nothing from the peer. */
+static ibcomm_status_t sig_take(struct ibc_coll_args *a)
+{
+	ibcomm_status_t st;
+	ibc_chunk_t ch;
+	int rc;
+
+	if (a->sig_peer < 0)
+		return IBCOMM_OK;
+	rc = ibc_get(a->tp, a->sig_peer, IBC_CHAN_COLL, &ch, true, a->dl);
+	if (rc)
+		return rc == IBCOMM_ERR_TIMEOUT ? sig_timeout(a) : rc;
+	a->sig_peer = -1;
+	st = sig_check_pair(a, &ch);
+	rc = ibc_release(a->tp, &ch);
+	return st ? st : rc;
+}
+
+static ibcomm_status_t agree(struct ibc_coll_args *a)
+{
+	struct ibc_coll_args s = *a;
+	struct sig mine, pair[2];
+	uint8_t out[SIG_MSG_LEN], in[SIG_MSG_LEN];
+	bool seen = false; /* pair holds two differing signatures */
+	size_t cs;
+
+	s.tag = SIG_TAG;
+	s.esz = 1;
+	s.reduce = NULL;
+	sig_of(a, &mine);
+	if (a->size == 2) {
+		/*
+		 * Two ranks: no round trip before the data. The signature goes just ahead of this
+		 * rank's data and the peer's is checked before any of its data is used.
+		 */
+		ibc_wbuf_t w = ibc_wbuf(out, sizeof(out));
+		int rc;
+
+		sig_msg(&w, false, &mine, &mine);
+		rc = ibc_put(a->tp, 1 - a->rank, IBC_CHAN_COLL, SIG_TAG, out, sizeof(out), true, a->dl);
+		if (rc)
+			return rc == IBCOMM_ERR_TIMEOUT ? sig_timeout(a) : rc;
+		a->sig_peer = 1 - a->rank;
+		a->sig_check = sig_check_pair;
+		return IBCOMM_OK;
+	}
+	cs = ibc_chunk_size(a->tp, SIG_MSG_LEN, 1);
+	for (int k = 1; k < a->size; k <<= 1) {
+		int to = (a->rank + k) % a->size, from = (a->rank - k % a->size + a->size) % a->size;
+		ibc_wbuf_t w = ibc_wbuf(out, sizeof(out));
+		struct ibc_plan p;
+		struct sig got[2];
+		ibcomm_status_t st;
+		uint8_t flag;
+
+		sig_msg(&w, seen, seen ? &pair[0] : &mine, seen ? &pair[1] : &mine);
+		ibc_plan_init(&p, &s, cs);
+		ibc_plan_send(&p, to, out, sizeof(out), -1, 0);
+		ibc_plan_recv(&p, from, IBC_X_COPY, in, NULL, sizeof(in), -1, 0);
+		st = ibc_plan_run(&p);
+		ibc_plan_free(&p);
+		if (st == IBCOMM_ERR_TIMEOUT)
+			return sig_timeout(a);
+		if (st)
+			return st;
+		if ((st = sig_parse(a, from, in, sizeof(in), &flag, got)))
+			return st;
+		if (seen)
+			continue;
+		if (flag) {
+			pair[0] = got[0];
+			pair[1] = got[1];
+			seen = true;
+		} else if (!sig_equal(&mine, &got[0])) {
+			pair[0] = mine;
+			pair[1] = got[0];
+			seen = true;
+		}
+	}
+	return seen ? sig_mismatch(a, &pair[0], &pair[1]) : IBCOMM_OK;
+}
+
+/* Before anything moves: every rank of a multi-rank communicator checks the call's signature. */
+static ibcomm_status_t check_call(struct ibc_coll_args *a, size_t bytes)
+{
+	if (a->size == 1)
+		return IBCOMM_OK;
+	ibcomm_status_t st;
+
+	a->algo = ibc_algo_select(a->comm, a->coll, bytes); /* named by timeouts */
+	st = agree(a);
+	if (!st && !bytes) /* the call moves nothing: take the peer's signature now */
+		st = sig_take(a);
+	return settle(a, st);
+}
+
+/* Runs the chosen algorithm. */
+static ibcomm_status_t run(struct ibc_coll_args *a, size_t bytes)
+{
+	enum ibc_algo algo = ibc_algo_select(a->comm, a->coll, bytes);
+	ibc_algo_fn fn = ibc_algo_impl(a->coll, algo);
+
+	a->algo = algo;
+	ibcomm_status_t st;
+
+	ibc_trace("rank %d: %s #%u, %zu bytes, algorithm %s", a->rank, ibc_coll_name(a->coll), a->seq, bytes,
+		  ibc_algo_name(algo));
+	st = fn(a);
+	if (!st)
+		st = sig_take(a);
+	return settle(a, st);
 }
 
 static void local_copy(void *dst, const void *src, size_t bytes)
@@ -203,6 +477,8 @@ ibcomm_status_t ibcomm_allreduce(ibcomm_t *comm, const void *sendbuf, void *recv
 	args_init(&a, comm, IBC_COLL_ALLREDUCE, sendbuf, recvbuf, count, dtype, esz);
 	a.op = op;
 	a.reduce = kernel;
+	if ((st = check_call(&a, bytes)))
+		return st;
 	if (!count)
 		return IBCOMM_OK;
 	if (comm->size == 1)
@@ -226,6 +502,8 @@ ibcomm_status_t ibcomm_broadcast(ibcomm_t *comm, void *buf, size_t count, ibcomm
 		return st;
 	args_init(&a, comm, IBC_COLL_BROADCAST, buf, buf, count, dtype, esz);
 	a.root = root;
+	if ((st = check_call(&a, bytes)))
+		return st;
 	if (!count || comm->size == 1)
 		return IBCOMM_OK;
 	return run(&a, bytes);
@@ -254,6 +532,8 @@ ibcomm_status_t ibcomm_reduce(ibcomm_t *comm, const void *sendbuf, void *recvbuf
 	a.op = op;
 	a.reduce = kernel;
 	a.root = root;
+	if ((st = check_call(&a, bytes)))
+		return st;
 	if (!count)
 		return IBCOMM_OK;
 	if (comm->size == 1)
@@ -283,6 +563,8 @@ ibcomm_status_t ibcomm_allgather(ibcomm_t *comm, const void *sendbuf, void *recv
 	    (st = check_overlap(comm, fn, sendbuf, b, recvbuf, bytes)))
 		return st;
 	args_init(&a, comm, IBC_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, dtype, esz);
+	if ((st = check_call(&a, bytes)))
+		return st;
 	if (!sendcount)
 		return IBCOMM_OK;
 	if (comm->size == 1) {
@@ -314,6 +596,8 @@ ibcomm_status_t ibcomm_reduce_scatter(ibcomm_t *comm, const void *sendbuf, void 
 	args_init(&a, comm, IBC_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, dtype, esz);
 	a.op = op;
 	a.reduce = kernel;
+	if ((st = check_call(&a, bytes)))
+		return st;
 	if (!recvcount)
 		return IBCOMM_OK;
 	if (comm->size == 1)
@@ -346,6 +630,8 @@ ibcomm_status_t ibcomm_gather(ibcomm_t *comm, const void *sendbuf, void *recvbuf
 		return st;
 	args_init(&a, comm, IBC_COLL_GATHER, sendbuf, at_root ? recvbuf : NULL, sendcount, dtype, esz);
 	a.root = root;
+	if ((st = check_call(&a, bytes)))
+		return st;
 	if (!sendcount)
 		return IBCOMM_OK;
 	if (comm->size == 1) {
@@ -377,6 +663,8 @@ ibcomm_status_t ibcomm_scatter(ibcomm_t *comm, const void *sendbuf, void *recvbu
 		return st;
 	args_init(&a, comm, IBC_COLL_SCATTER, at_root ? sendbuf : NULL, recvbuf, recvcount, dtype, esz);
 	a.root = root;
+	if ((st = check_call(&a, bytes)))
+		return st;
 	if (!recvcount)
 		return IBCOMM_OK;
 	if (comm->size == 1) {
@@ -405,6 +693,8 @@ ibcomm_status_t ibcomm_alltoall(ibcomm_t *comm, const void *sendbuf, void *recvb
 	if ((st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, bytes)))
 		return st;
 	args_init(&a, comm, IBC_COLL_ALLTOALL, sendbuf, recvbuf, count, dtype, esz);
+	if ((st = check_call(&a, count * esz)))
+		return st;
 	if (!count)
 		return IBCOMM_OK;
 	if (comm->size == 1) {
@@ -422,6 +712,8 @@ ibcomm_status_t ibcomm_barrier(ibcomm_t *comm)
 	if ((st = check_comm(comm, "ibcomm_barrier")))
 		return st;
 	args_init(&a, comm, IBC_COLL_BARRIER, NULL, NULL, 0, IBCOMM_UINT8, 1);
+	if ((st = check_call(&a, 0)))
+		return st;
 	if (comm->size == 1)
 		return IBCOMM_OK;
 	return run(&a, 0);

@@ -35,6 +35,13 @@ struct ibc_coll_args {
 	ibc_reduce_fn reduce;  /* NULL for collectives that do not reduce */
 	int root;
 	int rank, size;
+	/*
+	 * Two ranks: the peer's call signature travels just ahead of its data (coll.c); the
+	 * engine hands the first chunk from sig_peer to sig_check before any data of that peer
+	 * is used, then sets sig_peer to -1.
+	 */
+	int sig_peer;
+	ibcomm_status_t (*sig_check)(struct ibc_coll_args *a, const ibc_chunk_t *ch);
 };
 
 #define IBC_COLL_TAG(seq, coll) ((((uint32_t)(seq) & 0xffffffu) << 8) | ((uint32_t)(coll) & 0xffu))

@@ -36,17 +36,18 @@ ibcomm_status_t ibc_allgather_linear(struct ibc_coll_args *a)
 	struct ibc_plan p;
 	ibcomm_status_t st;
 
-	if (a->sendbuf != own)
-		memcpy(own, a->sendbuf, b);
 	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, b, a->esz));
 	for (int k = 1; k < n; k++) {
 		int from = (r - k + n) % n;
 
-		ibc_plan_send(&p, (r + k) % n, own, b, -1, 0);
+		ibc_plan_send(&p, (r + k) % n, a->sendbuf, b, -1, 0);
 		ibc_plan_recv(&p, from, IBC_X_COPY, out + (size_t)from * b, NULL, b, -1, 0);
 	}
 	st = ibc_plan_run(&p);
 	ibc_plan_free(&p);
+	/* own block last: nothing is written before the peers' data is known to match */
+	if (!st && a->sendbuf != own)
+		memcpy(own, a->sendbuf, b);
 	return st;
 }
 

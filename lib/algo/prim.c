@@ -216,6 +216,18 @@ static int progress_recv(struct ibc_plan *p, struct ibc_xop *op)
 			break;
 		if (rc < 0)
 			return rc;
+		if (a->sig_peer == op->peer) {
+			/* the peer's call signature comes first: nothing of its data is used before it */
+			a->sig_peer = -1;
+			st = a->sig_check(a, &ch);
+			rc = ibc_release(a->tp, &ch);
+			if (st)
+				return st;
+			if (rc < 0)
+				return rc;
+			moved = 1;
+			continue;
+		}
 		st = check_chunk(p, op, &ch);
 		if (!st)
 			apply_chunk(p, op, ch.data, ch.len);

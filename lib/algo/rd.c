@@ -16,14 +16,18 @@ ibcomm_status_t ibc_allreduce_rd(struct ibc_coll_args *a)
 	int n = a->size, r = a->rank, p2 = 1, extra, vr, prev = -1;
 	size_t len = a->count * a->esz;
 	char *buf = a->recvbuf;
+	const char *mine = a->sendbuf; /* this rank's partial result: sendbuf until the first reduction */
 	struct ibc_plan p;
 	ibcomm_status_t st;
 
 	while (p2 * 2 <= n)
 		p2 *= 2;
 	extra = n - p2;
-	if (a->sendbuf != buf)
+	/* ranks that fold work in buf from the start; the others write it first by reducing */
+	if (r < 2 * extra && a->sendbuf != buf)
 		memcpy(buf, a->sendbuf, len);
+	if (r < 2 * extra)
+		mine = buf;
 	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, len, a->esz));
 	if (r < 2 * extra && r % 2 == 0) {
 		int s = ibc_plan_send(&p, r + 1, buf, len, -1, 0);
@@ -40,9 +44,11 @@ ibcomm_status_t ibc_allreduce_rd(struct ibc_coll_args *a)
 	for (int mask = 1; mask < p2; mask *= 2) {
 		int pv = vr ^ mask, peer = pv < extra ? 2 * pv + 1 : pv + extra;
 		/* send chunk c once the previous exchange reduced it; reduce into it once sent */
-		int s = ibc_plan_send(&p, peer, buf, len, prev, 0);
+		int s = ibc_plan_send(&p, peer, mine, len, prev, 0);
 
-		prev = ibc_plan_recv(&p, peer, pv < vr ? IBC_X_REDUCE_REV : IBC_X_REDUCE, buf, NULL, len, s, 0);
+		prev = ibc_plan_recv(&p, peer, pv < vr ? IBC_X_REDUCE_REV : IBC_X_REDUCE, buf, mine == buf ? NULL : mine,
+				     len, s, 0);
+		mine = buf;
 	}
 	if (r < 2 * extra)
 		ibc_plan_send(&p, r - 1, buf, len, prev, 0);

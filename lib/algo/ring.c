@@ -57,7 +57,11 @@ ibcomm_status_t ibc_allreduce_ring(struct ibc_coll_args *a)
 	return st;
 }
 
-/* Step t sends block r-t (own block first) and receives block r-t-1. */
+/*
+ * Step t sends block r-t (own block first, straight from sendbuf) and receives block r-t-1.
+ * The own block is copied into recvbuf last: nothing is written before the peers' data is
+ * known to match (see the signature check of coll.c).
+ */
 ibcomm_status_t ibc_allgather_ring(struct ibc_coll_args *a)
 {
 	int n = a->size, r = a->rank, right = mod(r + 1, n), left = mod(r - 1, n);
@@ -66,15 +70,17 @@ ibcomm_status_t ibc_allgather_ring(struct ibc_coll_args *a)
 	struct ibc_plan p;
 	ibcomm_status_t st;
 
-	if (a->sendbuf != out + (size_t)r * b)
-		memcpy(out + (size_t)r * b, a->sendbuf, b);
 	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, b, a->esz));
 	for (int t = 0; t < n - 1; t++) {
-		ibc_plan_send(&p, right, out + (size_t)mod(r - t, n) * b, b, t ? 2 * t - 1 : -1, 0);
+		const char *src = t ? out + (size_t)mod(r - t, n) * b : (const char *)a->sendbuf;
+
+		ibc_plan_send(&p, right, src, b, t ? 2 * t - 1 : -1, 0);
 		ibc_plan_recv(&p, left, IBC_X_COPY, out + (size_t)mod(r - t - 1, n) * b, NULL, b, -1, 0);
 	}
 	st = ibc_plan_run(&p);
 	ibc_plan_free(&p);
+	if (!st && a->sendbuf != out + (size_t)r * b)
+		memcpy(out + (size_t)r * b, a->sendbuf, b);
 	return st;
 }
 

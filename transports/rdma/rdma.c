@@ -65,6 +65,7 @@ struct rdma_peer {
 	uint64_t credit[IBC_NCHAN];    /* the peer's released count */
 	uint64_t *stage_seq;           /* [chan * nslots + slot]: WR sequence of its last write */
 	uint64_t sq_posted, sq_done, sq_last_sig;
+	uint64_t last_data_seq;        /* WR sequence of the last data write */
 	/* receiver side */
 	uint64_t arrived[IBC_NCHAN], consumed[IBC_NCHAN], released[IBC_NCHAN], credit_sent[IBC_NCHAN];
 	unsigned rq_posted;
@@ -532,6 +533,7 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 		return rc;
 	if (!inl)
 		p->stage_seq[chan * nslots + slot] = seq;
+	p->last_data_seq = seq;
 	p->put_cnt[chan]++;
 	tp->cnt.puts++;
 	tp->cnt.bytes_put += len;
@@ -965,12 +967,25 @@ static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_
 	return IBCOMM_OK;
 }
 
+/* True while p may still lack data this rank wrote: not all released, last write not complete. */
+static bool data_in_flight(const struct rdma_peer *p)
+{
+	bool all_released = true;
+
+	for (int c = 0; c < IBC_NCHAN; c++)
+		if (p->credit[c] != p->put_cnt[c])
+			all_released = false;
+	return p->connected && !all_released && p->sq_done < p->last_data_seq;
+}
+
 /*
- * Before the QPs go: lets the writes already posted reach their peers (a put returns before
- * its write executed, and a destroyed QP drops what it still holds; a TCP close would
- * deliver). The trailing unsignaled writes of a QP get a signaled successor (a credit write
- * the peer ignores); then waits for every completion, at most RDMA_DRAIN_MS or the
- * communicator's timeout. Not when the transport failed or the communicator was aborted.
+ * Before the QPs go: lets the data writes already posted reach their peers (a put returns
+ * before its write executed, and a destroyed QP drops what it still holds, where a TCP close
+ * would deliver). Chunks the peer released are known delivered; for the others the last data
+ * write must complete, so trailing unsignaled writes get a signaled successor (a credit write
+ * the peer ignores). Waits at most RDMA_DRAIN_MS (or the communicator's timeout); not when
+ * the transport failed or the communicator was aborted. Credit writes are not waited for:
+ * the peer may be gone already, and it needs no credits any more.
  */
 static void drain(struct rdma_tp *t)
 {
@@ -988,17 +1003,17 @@ static void drain(struct rdma_tp *t)
 		for (int r = 0; r < comm->size; r++) {
 			struct rdma_peer *p = &t->peers[r];
 
-			if (!p->connected || p->sq_done >= p->sq_posted)
+			if (r == comm->rank || !data_in_flight(p))
 				continue;
 			pending = true;
-			if (p->sq_last_sig < p->sq_posted && send_credit(t, p, 0, true))
+			if (p->sq_last_sig < p->last_data_seq && send_credit(t, p, 0, true))
 				break;
 		}
 		if (pending && block(t, dl) < 0)
 			break;
 	}
 	if (pending)
-		ibc_info("rank %d: RDMA writes still in flight at destroy", comm->rank);
+		ibc_info("rank %d: RDMA data writes still unacknowledged at destroy", comm->rank);
 	memcpy(comm->err, saved, sizeof(saved));
 }
 

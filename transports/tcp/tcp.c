@@ -1375,11 +1375,13 @@ static ibcomm_status_t tcp_release(ibc_tp_t *tp, ibc_chunk_t *c)
 	r->ngot--;
 	p->owed[c->chan]++;
 	/*
-	 * When we also write to this peer, hold credits back (fewer than half the slots) so they
-	 * ride on our next data frame instead of costing a frame of their own; progress() sends
-	 * them before it blocks, so a writer waiting for them is never stuck.
+	 * When we also write to this peer, hold credits back so they ride on our next data frame
+	 * instead of costing a frame of their own: all of them while nothing more from the peer
+	 * is waiting here (request-reply traffic), half the slots while it streams. progress()
+	 * sends them before it blocks, so a writer waiting for them is never stuck.
 	 */
-	if (p->out.fd < 0 || p->owed[c->chan] >= IBC_MAX(1u, tp->nslots / 2))
+	if (p->out.fd < 0 || p->owed[c->chan] >= tp->nslots ||
+	    (r->nfill && p->owed[c->chan] >= IBC_MAX(1u, tp->nslots / 2)))
 		credits_flush(t, p);
 	return IBCOMM_OK;
 }
