@@ -18,6 +18,14 @@
 
 #include "harness.h"
 
+/* The transport the jobs run on: HX_TRANSPORT (the Soft-RoCE harness sets rdma), else tcp. */
+static const char *cfg_transport(void)
+{
+	const char *tp = getenv("HX_TRANSPORT");
+
+	return tp && *tp ? tp : "tcp";
+}
+
 int hx_rank = -1, hx_size;
 const char *const hx_small_chunks_env[] = { "IBCOMM_TCP_CHUNK=1000", "IBCOMM_TCP_SLOTS=2", "HX_LARGE=1", NULL };
 char hx_root[64];
@@ -168,12 +176,11 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 			st = ibcomm_init_env(&comm);
 		} else {
 			ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
-			const char *tp = getenv("HX_TRANSPORT");
 
 			cfg.rank = rank;
 			cfg.nranks = job->n;
 			cfg.root = hx_root;
-			cfg.transport = tp && *tp ? tp : "tcp";
+			cfg.transport = cfg_transport();
 			cfg.timeout_ms = hx_env_long("HX_TIMEOUT_MS", 60000);
 			st = ibcomm_init(&cfg, &comm);
 		}
@@ -190,6 +197,8 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 		if (ibcomm_rank(comm) != rank || ibcomm_size(comm) != job->n)
 			hx_fail("ibcomm_rank/size = %d/%d, expected %d/%d", ibcomm_rank(comm), ibcomm_size(comm),
 				rank, job->n);
+		if (strcmp(ibcomm_transport(comm), cfg_transport()))
+			hx_fail("ibcomm_transport() = %s, expected %s", ibcomm_transport(comm), cfg_transport());
 	}
 	job->fn(comm, job->arg);
 	if (comm) {
@@ -197,6 +206,9 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 		if (!job->no_final_barrier && !comm->failed && !atomic_load(&comm->aborted)) {
 			hx_force_algo(comm, IBC_COLL_BARRIER, IBC_ALGO_AUTO);
 			hx_ok(comm, ibcomm_barrier(comm), "final ibcomm_barrier");
+			/* the payload really went through the transport asked for (RDMA: by RDMA WRITE) */
+			if (job->n > 1 && !comm->tp->cnt.puts)
+				hx_fail("the %s transport counted no chunk written", ibcomm_transport(comm));
 		}
 		hx_ok(NULL, ibcomm_destroy(comm), "ibcomm_destroy");
 	}
