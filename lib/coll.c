@@ -108,7 +108,7 @@ static void args_init(struct ibc_coll_args *a, struct ibcomm *comm, enum ibc_col
 	a->esz = esz;
 	a->rank = comm->rank;
 	a->size = comm->size;
-	a->sig_peer = -1;
+	a->sig_peer = a->sig_out_peer = -1;
 }
 
 /*
@@ -184,10 +184,11 @@ static ibcomm_status_t settle(struct ibc_coll_args *a, ibcomm_status_t st)
  * step and the communicator remains usable after IBCOMM_ERR_MISMATCH (unless the sequence
  * numbers themselves differ: then every later call reports it too).
  */
-#define SIG_TAG IBC_COLL_TAG(0, 0xfeu) /* never a data tag: those carry a collective < IBC_COLL_COUNT */
+#define SIG_TAG IBC_COLL_TAG(0, IBC_SIG_TAG) /* never a data tag: those carry a collective < IBC_COLL_COUNT */
 #define SIG_NONE 0xffu                 /* op of a collective that does not reduce */
 #define SIG_ENTRY_LEN 24
 #define SIG_MSG_LEN (2 + 2 * SIG_ENTRY_LEN)
+_Static_assert(SIG_MSG_LEN == IBC_SIG_MSG_LEN, "signature length");
 
 struct sig {
 	uint32_t rank, seq;
@@ -314,22 +315,22 @@ static ibcomm_status_t sig_parse(struct ibc_coll_args *a, int from, const void *
 }
 
 /*
- * Two ranks: checks the peer's signature, the first chunk of its call. On a mismatch the
- * peer's data may already be on its way, so the communicator is unusable from then on.
+ * Two ranks: checks the peer's signature, in front of (or just before) the first chunk of
+ * its call; tag is that chunk's. On a mismatch the peer's data may already be on its way,
+ * so the communicator is unusable from then on.
  */
-static ibcomm_status_t sig_check_pair(struct ibc_coll_args *a, const ibc_chunk_t *ch)
+static ibcomm_status_t sig_check_pair(struct ibc_coll_args *a, int peer, uint32_t tag, const void *data, size_t len)
 {
 	struct sig mine, got[2];
 	ibcomm_status_t st;
 	uint8_t flag;
 
-	if (ch->tag != SIG_TAG)
-		st = ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s #%u: rank %d sent %s #%u data where its call "
-			     "signature was expected", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, ch->peer,
-			     ibc_coll_name((enum ibc_coll)IBC_MIN(ch->tag & 0xffu, (uint32_t)IBC_COLL_COUNT - 1)),
-			     ch->tag >> 8);
+	if ((tag & 0xffu) != IBC_SIG_TAG && (tag >> 8) != (a->tag >> 8))
+		st = ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s #%u: rank %d sent %s #%u data without a call "
+			     "signature", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, peer,
+			     ibc_coll_name((enum ibc_coll)IBC_MIN(tag & 0x7fu, (uint32_t)IBC_COLL_COUNT - 1)), tag >> 8);
 	else
-		st = sig_parse(a, ch->peer, ch->data, ch->len, &flag, got);
+		st = sig_parse(a, peer, data, len, &flag, got);
 	sig_of(a, &mine);
 	if (!st && !sig_equal(&mine, &got[0]))
 		st = sig_mismatch(a, &mine, &got[0]);
@@ -351,9 +352,28 @@ static ibcomm_status_t sig_take(struct ibc_coll_args *a)
 	if (rc)
 		return rc == IBCOMM_ERR_TIMEOUT ? sig_timeout(a) : rc;
 	a->sig_peer = -1;
-	st = sig_check_pair(a, &ch);
+	if ((ch.tag & 0xffu) != IBC_SIG_TAG && (ch.tag & IBC_SIG_FUSED) && ch.len >= IBC_SIG_MSG_LEN) {
+		ch.len = IBC_SIG_MSG_LEN; /* data behind it: the peer runs another call (the check says so) */
+		ch.tag &= ~IBC_SIG_FUSED;
+	}
+	st = sig_check_pair(a, ch.peer, ch.tag, ch.data, ch.len);
 	rc = ibc_release(a->tp, &ch);
 	return st ? st : rc;
+}
+
+/* Two ranks: this rank's signature as a chunk of its own (the call sends no data first). */
+ibcomm_status_t ibc_sig_send(struct ibc_coll_args *a, bool wait)
+{
+	int rc;
+
+	if (a->sig_out_peer < 0)
+		return IBCOMM_OK;
+	rc = ibc_put(a->tp, a->sig_out_peer, IBC_CHAN_COLL, SIG_TAG, a->sig_out, IBC_SIG_MSG_LEN, wait, a->dl);
+	if (rc == IBCOMM_OK)
+		a->sig_out_peer = -1;
+	else if (rc == IBCOMM_ERR_TIMEOUT)
+		return sig_timeout(a);
+	return rc;
 }
 
 static ibcomm_status_t agree(struct ibc_coll_args *a)
@@ -370,17 +390,14 @@ static ibcomm_status_t agree(struct ibc_coll_args *a)
 	sig_of(a, &mine);
 	if (a->size == 2) {
 		/*
-		 * Two ranks: no round trip before the data. The signature goes just ahead of this
-		 * rank's data and the peer's is checked before any of its data is used.
+		 * Two ranks: no round trip before the data. The signature goes in front of this
+		 * rank's first chunk to the peer (the engine sends it) and the peer's is checked
+		 * before any of its data is used.
 		 */
-		ibc_wbuf_t w = ibc_wbuf(out, sizeof(out));
-		int rc;
+		ibc_wbuf_t w = ibc_wbuf(a->sig_out, sizeof(a->sig_out));
 
 		sig_msg(&w, false, &mine, &mine);
-		rc = ibc_put(a->tp, 1 - a->rank, IBC_CHAN_COLL, SIG_TAG, out, sizeof(out), true, a->dl);
-		if (rc)
-			return rc == IBCOMM_ERR_TIMEOUT ? sig_timeout(a) : rc;
-		a->sig_peer = 1 - a->rank;
+		a->sig_out_peer = a->sig_peer = 1 - a->rank;
 		a->sig_check = sig_check_pair;
 		return IBCOMM_OK;
 	}
@@ -429,7 +446,9 @@ static ibcomm_status_t check_call(struct ibc_coll_args *a, size_t bytes)
 
 	a->algo = ibc_algo_select(a->comm, a->coll, bytes); /* named by timeouts */
 	st = agree(a);
-	if (!st && !bytes) /* the call moves nothing: take the peer's signature now */
+	if (!st && !bytes) /* the call moves nothing: exchange the signatures now */
+		st = ibc_sig_send(a, true);
+	if (!st && !bytes)
 		st = sig_take(a);
 	return settle(a, st);
 }

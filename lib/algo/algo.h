@@ -16,6 +16,11 @@
 
 #include "ibc.h"
 
+#define IBC_SIG_MSG_LEN 50       /* a call signature message (coll.c) */
+#define IBC_SIG_TAG 0xfeu         /* collective byte of a chunk that is only a signature */
+#define IBC_SIG_FUSED 0x80u       /* collective byte flag: the chunk starts with a signature */
+#define IBC_SIG_FUSE_MAX 4096u    /* largest chunk that carries the signature in front */
+
 /* Everything an algorithm needs for one call (filled by coll.c). */
 struct ibc_coll_args {
 	struct ibcomm *comm;
@@ -36,14 +41,17 @@ struct ibc_coll_args {
 	int root;
 	int rank, size;
 	/*
-	 * Two ranks: the peer's call signature travels just ahead of its data (coll.c); the
-	 * engine hands the first chunk from sig_peer to sig_check before any data of that peer
-	 * is used, then sets sig_peer to -1.
+	 * Two ranks (coll.c): each rank's call signature travels in front of its first chunk to
+	 * the peer (in the same chunk when it fits, flagged by IBC_SIG_FUSED in the tag, else as
+	 * a chunk of its own). sig_out: this rank's signature still to go, sig_peer: the peer
+	 * whose signature must be checked (sig_check) before any of its data is used; -1 once done.
 	 */
-	int sig_peer;
-	ibcomm_status_t (*sig_check)(struct ibc_coll_args *a, const ibc_chunk_t *ch);
+	int sig_peer, sig_out_peer;
+	uint8_t sig_out[IBC_SIG_MSG_LEN];
+	ibcomm_status_t (*sig_check)(struct ibc_coll_args *a, int peer, uint32_t tag, const void *sig, size_t len);
 };
 
+IBC_HIDDEN ibcomm_status_t ibc_sig_send(struct ibc_coll_args *a, bool wait);
 #define IBC_COLL_TAG(seq, coll) ((((uint32_t)(seq) & 0xffffffu) << 8) | ((uint32_t)(coll) & 0xffu))
 
 typedef ibcomm_status_t (*ibc_algo_fn)(struct ibc_coll_args *a);

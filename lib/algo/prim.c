@@ -187,10 +187,28 @@ static int progress_send(struct ibc_plan *p, struct ibc_xop *op)
 	int moved = 0;
 
 	while (op->done < op->nchunks && chunk_ready(p, op, op->done)) {
-		size_t off = (size_t)op->done * p->cs;
+		size_t off = (size_t)op->done * p->cs, len = chunk_len(p, op, op->done);
 		const char *src = op->src ? op->src + off : "";
-		int rc = ibc_put(a->tp, op->peer, IBC_CHAN_COLL, a->tag, src, chunk_len(p, op, op->done), false,
-				 a->dl);
+		int rc;
+
+		if (a->sig_out_peer == op->peer && len <= IBC_SIG_FUSE_MAX) {
+			/* the signature and this first chunk in one frame */
+			uint8_t buf[IBC_SIG_MSG_LEN + IBC_SIG_FUSE_MAX];
+
+			memcpy(buf, a->sig_out, IBC_SIG_MSG_LEN);
+			if (len)
+				memcpy(buf + IBC_SIG_MSG_LEN, src, len);
+			rc = ibc_put(a->tp, op->peer, IBC_CHAN_COLL, a->tag | IBC_SIG_FUSED, buf, IBC_SIG_MSG_LEN + len,
+				     false, a->dl);
+			if (rc == IBCOMM_OK)
+				a->sig_out_peer = -1;
+		} else if (a->sig_out_peer == op->peer) {
+			rc = ibc_sig_send(a, false);
+			if (rc == IBCOMM_OK)
+				continue;
+		} else {
+			rc = ibc_put(a->tp, op->peer, IBC_CHAN_COLL, a->tag, src, len, false, a->dl);
+		}
 
 		if (rc == IBC_AGAIN)
 			break;
@@ -218,15 +236,24 @@ static int progress_recv(struct ibc_plan *p, struct ibc_xop *op)
 			return rc;
 		if (a->sig_peer == op->peer) {
 			/* the peer's call signature comes first: nothing of its data is used before it */
+			bool fused = (ch.tag & 0xffu) != IBC_SIG_TAG && (ch.tag & IBC_SIG_FUSED) &&
+				     ch.len >= IBC_SIG_MSG_LEN;
+
 			a->sig_peer = -1;
-			st = a->sig_check(a, &ch);
-			rc = ibc_release(a->tp, &ch);
-			if (st)
-				return st;
-			if (rc < 0)
-				return rc;
-			moved = 1;
-			continue;
+			st = a->sig_check(a, op->peer, fused ? ch.tag & ~IBC_SIG_FUSED : ch.tag, ch.data,
+					  fused ? IBC_SIG_MSG_LEN : ch.len);
+			if (st || !fused) {
+				rc = ibc_release(a->tp, &ch);
+				if (st)
+					return st;
+				if (rc < 0)
+					return rc;
+				moved = 1;
+				continue;
+			}
+			ch.data = (char *)ch.data + IBC_SIG_MSG_LEN;
+			ch.len -= IBC_SIG_MSG_LEN;
+			ch.tag &= ~IBC_SIG_FUSED;
 		}
 		st = check_chunk(p, op, &ch);
 		if (!st)
@@ -306,6 +333,19 @@ ibcomm_status_t ibc_plan_run(struct ibc_plan *p)
 
 	if (p->status)
 		return p->status;
+	if (a->sig_out_peer >= 0) {
+		/* a plan that sends nothing to the peer sends the signature by itself, now */
+		bool sends = false;
+
+		for (int i = 0; i < p->nops; i++)
+			sends |= p->ops[i].mode == IBC_X_SEND && p->ops[i].peer == a->sig_out_peer;
+		if (!sends) {
+			ibcomm_status_t st = ibc_sig_send(a, true);
+
+			if (st)
+				return st;
+		}
+	}
 	for (;;) {
 		bool moved = false;
 
