@@ -217,13 +217,32 @@ static void peer_mark_dead(struct tcp_peer *p, ibcomm_status_t st, const char *f
 
 static ibcomm_status_t notices_check(struct tcp *t, bool readable);
 
+#define DEAD_NOTICE_GRACE_MS 500
+
 static ibcomm_status_t dead_err(struct tcp *t, int peer, const char *op, int chan)
 {
 	struct tcp_peer *p = &t->peers[peer];
 
-	/* a notice of the rendezvous may already say more (killed; rank 0, the server): prefer it */
-	if (p->dead_st == IBCOMM_ERR_PEER && notices_check(t, true) == IBCOMM_ERR_PEER)
-		return IBCOMM_ERR_PEER;
+	/*
+	 * A notice of the rendezvous may say more (killed; rank 0, the server): prefer it. It can
+	 * trail the socket error by a few milliseconds (a refused connection to a rank just
+	 * killed), so wait briefly for it.
+	 */
+	if (p->dead_st == IBCOMM_ERR_PEER && t->comm->rdv) {
+		uint64_t until = ibc_now_ms() + DEAD_NOTICE_GRACE_MS;
+
+		for (;;) {
+			struct pollfd pf = { .fd = ibc_rdv_fd(t->comm->rdv), .events = POLLIN };
+			uint64_t now;
+
+			if (notices_check(t, true) == IBCOMM_ERR_PEER)
+				return IBCOMM_ERR_PEER;
+			now = ibc_now_ms();
+			if (now >= until || pf.fd < 0 || aborted(t))
+				break;
+			poll(&pf, 1, (int)(until - now));
+		}
+	}
 	return ibc_err(t->comm, p->dead_st, "rank %d: peer rank %d %s during %s on channel %s", t->comm->rank, peer,
 		       p->why, op, chan_name(chan));
 }
