@@ -36,9 +36,53 @@ static ibcomm_status_t tp_create(struct ibcomm *comm, const struct ibc_tp_ops *o
 	return IBCOMM_OK;
 }
 
+/*
+ * IBCOMM_TRANSPORT=auto: every rank probes for a usable RDMA device and posts the answer
+ * (a byte, then why not) to the rendezvous; all ranks read all answers, so they all pick
+ * RDMA, or all TCP, and say why. Returns the first rank that cannot use RDMA, or -1.
+ */
+static ibcomm_status_t agree_rdma(struct ibcomm *comm, int *first_bad, char *why, size_t whylen)
+{
+	ibc_deadline_t dl = ibc_deadline(comm->set.timeout_ms);
+	char key[sizeof(comm->id) + 32], val[IBC_ERRLEN + 1], err[IBC_ERRLEN];
+	ibcomm_status_t st;
+	size_t len;
+
+	comm->err[0] = '\0';
+	st = ibc_rdma_ops.probe(comm);
+	val[0] = st == IBCOMM_OK ? '1' : '0';
+	len = 1 + strlen(strcpy(val + 1, comm->err));
+	if (st == IBCOMM_ERR_INVALID) /* a setting names something that is not there */
+		ibc_warn("rank %d: IBCOMM_TRANSPORT=auto: cannot use RDMA as configured: %s", comm->rank, comm->err);
+	comm->err[0] = '\0';
+	snprintf(key, sizeof(key), "%s/tp-auto/%d", comm->id, comm->rank);
+	st = ibc_rdv_put(comm->rdv, key, val, len, err, sizeof(err));
+	if (st)
+		return ibc_err(comm, st, "rank %d: IBCOMM_TRANSPORT=auto: %s", comm->rank, err);
+	*first_bad = -1;
+	for (int r = 0; r < comm->size; r++) {
+		snprintf(key, sizeof(key), "%s/tp-auto/%d", comm->id, r);
+		st = ibc_rdv_get(comm->rdv, key, val, sizeof(val) - 1, &len, dl, err, sizeof(err));
+		if (st)
+			return ibc_err(comm, st, "rank %d: IBCOMM_TRANSPORT=auto: waiting for rank %d's answer: %s",
+				       comm->rank, r, err);
+		val[len] = '\0';
+		if (len < 1 || (val[0] != '0' && val[0] != '1'))
+			return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS,
+				       "rank %d: IBCOMM_TRANSPORT=auto: malformed answer from rank %d", comm->rank, r);
+		if (val[0] == '0' && *first_bad < 0) {
+			*first_bad = r;
+			snprintf(why, whylen, "%s", len > 1 ? val + 1 : "no reason given");
+		}
+	}
+	return IBCOMM_OK;
+}
+
 static ibcomm_status_t comm_transport(struct ibcomm *comm)
 {
+	char why[IBC_ERRLEN];
 	ibcomm_status_t st;
+	int bad = -1;
 
 	switch (comm->set.transport) {
 	case IBC_TP_TCP:
@@ -48,12 +92,15 @@ static ibcomm_status_t comm_transport(struct ibcomm *comm)
 	case IBC_TP_AUTO:
 		break;
 	}
-	/* TODO (later issue): make the ranks agree on the transport through the rendezvous */
-	st = tp_create(comm, &ibc_rdma_ops);
-	if (st == IBCOMM_OK)
-		return IBCOMM_OK;
-	ibc_info("rank %d: IBCOMM_TRANSPORT=auto: not using RDMA (%s); using TCP", comm->rank, comm->err);
-	comm->err[0] = '\0';
+	st = agree_rdma(comm, &bad, why, sizeof(why));
+	if (st)
+		return st;
+	if (bad < 0) {
+		ibc_info("rank %d: IBCOMM_TRANSPORT=auto: every rank has a usable RDMA device: using RDMA", comm->rank);
+		return tp_create(comm, &ibc_rdma_ops);
+	}
+	ibc_info("rank %d: IBCOMM_TRANSPORT=auto: using TCP: %s%s", comm->rank,
+		 bad == comm->rank ? "" : "another rank cannot use RDMA: ", why);
 	return tp_create(comm, &ibc_tcp_ops);
 }
 

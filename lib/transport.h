@@ -59,6 +59,11 @@ typedef struct ibc_tp ibc_tp_t;
 
 struct ibc_tp_ops {
 	const char *name; /* "tcp", "rdma" */
+	/*
+	 * Optional: whether create() can work on this rank (device, limits), without waiting for
+	 * any other rank; on failure comm's last error says why. IBCOMM_TRANSPORT=auto asks it.
+	 */
+	ibcomm_status_t (*probe)(struct ibcomm *comm);
 	/* Creates comm's transport and publishes its address through comm's rendezvous. */
 	ibcomm_status_t (*create)(struct ibcomm *comm, ibc_tp_t **tp);
 	void (*destroy)(ibc_tp_t *tp);

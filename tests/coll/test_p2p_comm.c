@@ -620,6 +620,56 @@ static void test_init_env(void)
 	hx_run_job(&job);
 }
 
+/*
+ * ---- IBCOMM_TRANSPORT=auto: the ranks agree through the rendezvous ----
+ * arg non-NULL: rank 1 names a device that does not exist, so it cannot use RDMA and every
+ * rank must pick TCP. Otherwise all pick the same: "rdma" where the caller says the machine
+ * has RDMA (HX_TRANSPORT=rdma, the Soft-RoCE guest), and on any other machine whatever the
+ * ranks agree on (tcp without a device).
+ */
+static void auto_fn(ibcomm_t *unused, void *arg)
+{
+	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
+	const char *want = arg ? "tcp" : getenv("HX_TRANSPORT");
+	ibcomm_t *comm;
+	ibcomm_status_t st;
+	const char *tp;
+
+	(void)unused;
+	if (arg && hx_rank == 1)
+		setenv("IBCOMM_DEVICE", "nosuch0", 1);
+	cfg.rank = hx_rank;
+	cfg.nranks = hx_size;
+	cfg.root = hx_root;
+	cfg.transport = "auto";
+	cfg.timeout_ms = hx_env_long("HX_TIMEOUT_MS", 60000);
+	st = ibcomm_init(&cfg, &comm);
+	if (!hx_ok(NULL, st, "ibcomm_init with IBCOMM_TRANSPORT=auto"))
+		return;
+	tp = ibcomm_transport(comm);
+	if (want && *want && strcmp(tp, want))
+		hx_fail("IBCOMM_TRANSPORT=auto chose %s, expected %s", tp, want);
+	hx_scratch[hx_rank] = tp[0]; /* 't' or 'r' */
+	if (quick_colls(comm, "communicator with IBCOMM_TRANSPORT=auto", 11)) {
+		for (int r = 0; r < hx_size; r++)
+			if (hx_scratch[r] != tp[0])
+				hx_fail("IBCOMM_TRANSPORT=auto: rank %d chose %s, rank %d chose %c...", hx_rank, tp, r,
+					hx_scratch[r]);
+	}
+	hx_case_done();
+	hx_ok(comm, ibcomm_destroy(comm), "ibcomm_destroy");
+}
+
+static void test_auto(void)
+{
+	static int one_bad = 1;
+	struct hx_job all = { .name = "auto", .n = 3, .fn = auto_fn, .no_init = true };
+	struct hx_job mixed = { .name = "auto_mixed", .n = 3, .fn = auto_fn, .arg = &one_bad, .no_init = true };
+
+	hx_run_job(&all);
+	hx_run_job(&mixed);
+}
+
 /* ---- errors ---- */
 static void expect_invalid(ibcomm_t *comm, ibcomm_status_t st, const char *what)
 {
@@ -807,6 +857,7 @@ int main(void)
 		{ "split", test_split },             { "dup", test_dup },
 		{ "count_zero", test_count_zero },   { "init_env", test_init_env },
 		{ "errors", test_errors },           { "init_errors", test_init_errors },
+		{ "auto", test_auto },
 	};
 	return hx_main("p2p_comm", tests, IBC_ARRAY_SIZE(tests));
 }

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <sys/resource.h>
 
 #include <infiniband/verbs.h>
 
@@ -1055,6 +1056,39 @@ static void rdma_destroy(ibc_tp_t *tp)
 	free(t);
 }
 
+/*
+ * Whether this rank could create the transport: an active port, a usable GID and a
+ * locked-memory limit that lets it register its buffers. Cheap, waits for nobody: the
+ * ranks compare the answers before any of them creates a transport (IBCOMM_TRANSPORT=auto).
+ */
+static ibcomm_status_t rdma_probe(struct ibcomm *comm)
+{
+	struct ibv_port_attr pa;
+	struct rlimit rl;
+	struct rdma_tp *t;
+	ibcomm_status_t st;
+
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory probing for RDMA", comm->rank);
+	t->base.ops = &ibc_rdma_ops;
+	t->base.comm = comm;
+	t->pipefd[0] = t->pipefd[1] = -1;
+	st = open_device(t, &pa);
+	if (!st && pa.link_layer != IBV_LINK_LAYER_INFINIBAND)
+		st = choose_gid(t, &pa);
+	if (!st) {
+		choose_geometry(t);
+		if (geteuid() != 0 && getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+		    rl.rlim_cur < t->memlen)
+			st = ibc_err(comm, IBCOMM_ERR_UNSUPPORTED,
+				     "rank %d: the locked-memory limit (%llu KiB) is below the %zu KiB the RDMA transport registers on %s (raise it: ulimit -l unlimited, or memlock in /etc/security/limits.conf)",
+				     comm->rank, (unsigned long long)rl.rlim_cur / 1024, t->memlen / 1024, t->devname);
+	}
+	rdma_destroy(&t->base);
+	return st;
+}
+
 static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 {
 	ibc_deadline_t dl = ibc_call_deadline(comm);
@@ -1180,6 +1214,7 @@ err_free:
 
 const struct ibc_tp_ops ibc_rdma_ops = {
 	.name = "rdma",
+	.probe = rdma_probe,
 	.create = rdma_create,
 	.destroy = rdma_destroy,
 	.put = rdma_put,

@@ -8,7 +8,13 @@ static ibcomm_status_t rdma_stub_create(struct ibcomm *comm, ibc_tp_t **tp)
 		       comm->rank);
 }
 
+static ibcomm_status_t rdma_stub_probe(struct ibcomm *comm)
+{
+	return rdma_stub_create(comm, NULL);
+}
+
 const struct ibc_tp_ops ibc_rdma_ops = {
 	.name = "rdma",
+	.probe = rdma_stub_probe,
 	.create = rdma_stub_create,
 };
