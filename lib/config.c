@@ -594,3 +594,24 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 	*s = t;
 	return IBCOMM_OK;
 }
+
+/* A transport knob from the environment (not part of the settings: tuning and tests). */
+ibcomm_status_t ibc_env_uint(struct ibcomm *comm, const char *name, unsigned long dflt, unsigned long min,
+			     unsigned long max, unsigned long *val)
+{
+	const char *s = getenv(name);
+	unsigned long v;
+	char *end;
+
+	if (!s || !*s) {
+		*val = dflt;
+		return IBCOMM_OK;
+	}
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || *s == '-' || v < min || v > max)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: %s=\"%s\" is not a number from %lu to %lu",
+			       comm->rank, name, s, min, max);
+	*val = v;
+	return IBCOMM_OK;
+}

@@ -62,6 +62,9 @@ typedef struct ibc_settings {
 /* Fills s from cfg (may be NULL) and the environment; on a bad value returns
  * IBCOMM_ERR_INVALID with a message naming the variable and the value in err. */
 IBC_HIDDEN ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s, char *err, size_t errlen);
+/* Unsigned integer knob `name` from the environment, dflt when unset; out of [min, max] = INVALID. */
+IBC_HIDDEN ibcomm_status_t ibc_env_uint(struct ibcomm *comm, const char *name, unsigned long dflt, unsigned long min,
+					unsigned long max, unsigned long *val);
 /* Parses an IBCOMM_ALGO string ("ring", "allreduce=rd,broadcast=pipeline", ...). */
 IBC_HIDDEN ibcomm_status_t ibc_algo_parse(const char *str, enum ibc_algo algo[IBC_COLL_COUNT], char *err,
 					  size_t errlen);

@@ -796,19 +796,30 @@ static ibcomm_status_t choose_gid(struct rdma_tp *t, const struct ibv_port_attr 
 	return IBCOMM_OK;
 }
 
-/* Sizes the rings: RDMA_NSLOTS x RDMA_MAX_CHUNK, smaller chunks for large communicators. */
-static void choose_geometry(struct rdma_tp *t)
+/*
+ * Sizes the rings: RDMA_NSLOTS x RDMA_MAX_CHUNK, smaller chunks for large communicators;
+ * IBCOMM_RDMA_CHUNK / IBCOMM_RDMA_SLOTS (tuning, tests) set them as given.
+ */
+static ibcomm_status_t choose_geometry(struct rdma_tp *t)
 {
-	size_t npeers = (size_t)(t->base.comm->size > 1 ? t->base.comm->size - 1 : 1);
-	size_t chunk = RDMA_MAX_CHUNK;
-	unsigned nslots = RDMA_NSLOTS;
+	struct ibcomm *comm = t->base.comm;
+	size_t npeers = (size_t)(comm->size > 1 ? comm->size - 1 : 1);
+	unsigned long chunk, nslots, dflt_chunk = RDMA_MAX_CHUNK, dflt_slots = RDMA_NSLOTS;
+	ibcomm_status_t st;
 
-	while (chunk > RDMA_MIN_CHUNK && npeers * 2 * IBC_NCHAN * nslots * (chunk + IBC_RDMA_HDR) > RDMA_MEM_BUDGET)
-		chunk /= 2;
-	while (nslots > 2 && npeers * 2 * IBC_NCHAN * nslots * (chunk + IBC_RDMA_HDR) > RDMA_MEM_BUDGET)
-		nslots /= 2;
+	while (dflt_chunk > RDMA_MIN_CHUNK &&
+	       npeers * 2 * IBC_NCHAN * dflt_slots * (dflt_chunk + IBC_RDMA_HDR) > RDMA_MEM_BUDGET)
+		dflt_chunk /= 2;
+	while (dflt_slots > 2 && npeers * 2 * IBC_NCHAN * dflt_slots * (dflt_chunk + IBC_RDMA_HDR) > RDMA_MEM_BUDGET)
+		dflt_slots /= 2;
+	st = ibc_env_uint(comm, "IBCOMM_RDMA_CHUNK", dflt_chunk, 64, 16u << 20, &chunk);
+	if (!st)
+		st = ibc_env_uint(comm, "IBCOMM_RDMA_SLOTS", dflt_slots, 2, 256, &nslots);
+	if (st)
+		return st;
+	chunk = (chunk + 63) & ~63ul; /* slots stay 64-byte aligned */
 	t->base.max_chunk = chunk;
-	t->base.nslots = nslots;
+	t->base.nslots = (unsigned)nslots;
 	t->stride = chunk + IBC_RDMA_HDR;
 	t->per_peer_ring = (size_t)IBC_NCHAN * nslots * t->stride;
 	t->off_stage = npeers * t->per_peer_ring;
@@ -818,6 +829,7 @@ static void choose_geometry(struct rdma_tp *t)
 	t->sig_every = nslots / 2 ? nslots / 2 : 1; /* <= nslots: see put() staging reuse */
 	t->sq_depth = 4 * nslots + 2 * t->sig_every;
 	t->rq_depth = 4 * nslots + 8;
+	return IBCOMM_OK;
 }
 
 static ibcomm_status_t create_qp(struct rdma_tp *t, struct rdma_peer *p)
@@ -1077,8 +1089,9 @@ static ibcomm_status_t rdma_probe(struct ibcomm *comm)
 	st = open_device(t, &pa);
 	if (!st && pa.link_layer != IBV_LINK_LAYER_INFINIBAND)
 		st = choose_gid(t, &pa);
+	if (!st)
+		st = choose_geometry(t);
 	if (!st) {
-		choose_geometry(t);
 		if (geteuid() != 0 && getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
 		    rl.rlim_cur < t->memlen)
 			st = ibc_err(comm, IBCOMM_ERR_UNSUPPORTED,
@@ -1122,7 +1135,9 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 		if (ibv_query_gid(t->ctx, (uint8_t)t->port, t->gid_index, &g) == 0)
 			memcpy(t->gid, g.raw, 16);
 	}
-	choose_geometry(t);
+	st = choose_geometry(t);
+	if (st)
+		goto err_free;
 	npeers = (size_t)(comm->size > 1 ? comm->size - 1 : 1);
 	if (ibv_query_device(t->ctx, &da)) {
 		st = ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_query_device on %s failed", comm->rank, t->devname);

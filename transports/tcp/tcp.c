@@ -1486,26 +1486,6 @@ static void tcp_destroy(ibc_tp_t *tp)
 
 /* ---- create: choose an address, listen, publish ---- */
 
-static ibcomm_status_t env_uint(struct ibcomm *comm, const char *name, unsigned long dflt, unsigned long min,
-				unsigned long max, unsigned long *val)
-{
-	const char *s = getenv(name);
-	unsigned long v;
-	char *end;
-
-	if (!s || !*s) {
-		*val = dflt;
-		return IBCOMM_OK;
-	}
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || *s == '-' || v < min || v > max)
-		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: %s=\"%s\" is not a number from %lu to %lu",
-			       comm->rank, name, s, min, max);
-	*val = v;
-	return IBCOMM_OK;
-}
-
 static bool root_is_loopback(const char *root, bool *v6)
 {
 	char host[256], port[16];
@@ -1626,13 +1606,13 @@ static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 
 	if (comm->size < 1 || comm->rank < 0 || comm->rank >= comm->size)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "TCP transport: rank %d of %d", comm->rank, comm->size);
-	st = env_uint(comm, "IBCOMM_TCP_CHUNK", IBC_TCP_DEFAULT_CHUNK, 1, IBC_TCP_MAX_CHUNK, &chunk);
+	st = ibc_env_uint(comm, "IBCOMM_TCP_CHUNK", IBC_TCP_DEFAULT_CHUNK, 1, IBC_TCP_MAX_CHUNK, &chunk);
 	if (st)
 		return st;
-	st = env_uint(comm, "IBCOMM_TCP_SLOTS", IBC_TCP_DEFAULT_SLOTS, 1, IBC_TCP_MAX_SLOTS, &nslots);
+	st = ibc_env_uint(comm, "IBCOMM_TCP_SLOTS", IBC_TCP_DEFAULT_SLOTS, 1, IBC_TCP_MAX_SLOTS, &nslots);
 	if (st)
 		return st;
-	st = env_uint(comm, "IBCOMM_TCP_SPIN_US", IBC_TCP_DEFAULT_SPIN_US, 0, 1000000, &spin);
+	st = ibc_env_uint(comm, "IBCOMM_TCP_SPIN_US", IBC_TCP_DEFAULT_SPIN_US, 0, 1000000, &spin);
 	if (st)
 		return st;
 
