@@ -95,6 +95,7 @@ struct job {
 	int npairs;
 	struct pair_result *tcp, *rdma; /* rank 0: per pair */
 	bool rdma_tried;
+	bool rdma_init_failed;      /* every rank had a port, but the RDMA communicator failed */
 	struct ping_problem *pv;
 	struct ping_problems pl;    /* rank 0: the job's problems */
 	int failed_pairs;
@@ -573,6 +574,28 @@ static void print_pairs_text(FILE *f, const struct job *j, const char *tp, const
 	}
 }
 
+/* The same problem of single ranks (same text and fix: the same host setup), printed once. */
+static bool same_rank_problem(const struct ping_problem *a, const struct ping_problem *b)
+{
+	return a->peer < 0 && a->rank >= 0 && b->peer < 0 && b->rank >= 0 && !strcmp(a->what, b->what) &&
+	       !strcmp(a->fix, b->fix);
+}
+
+/* Problems as printed: those of several ranks that read the same count once. */
+static int distinct_problems(const struct ping_problems *pl)
+{
+	int n = pl->dropped;
+
+	for (int i = 0; i < pl->n; i++) {
+		bool seen = false;
+
+		for (int k = 0; k < i && !seen; k++)
+			seen = same_rank_problem(&pl->v[k], &pl->v[i]);
+		n += !seen;
+	}
+	return n;
+}
+
 /* Problems of single ranks that read the same (same host setup) are printed once with their ranks. */
 static void print_problems_text(FILE *f, const struct ping_problems *pl)
 {
@@ -581,7 +604,7 @@ static void print_problems_text(FILE *f, const struct ping_problems *pl)
 	if (!pl->n)
 		return;
 	done = calloc((size_t)pl->n, sizeof(*done));
-	fprintf(f, "\nproblems (%d):\n", pl->n + pl->dropped);
+	fprintf(f, "\nproblems (%d):\n", distinct_problems(pl));
 	for (int i = 0; i < pl->n; i++) {
 		const struct ping_problem *p = &pl->v[i];
 		int same = 0;
@@ -594,9 +617,7 @@ static void print_problems_text(FILE *f, const struct ping_problems *pl)
 			fprintf(f, "  %s\n", p->what);
 		} else {
 			for (int k = i + 1; done && k < pl->n; k++)
-				if (pl->v[k].peer < 0 && pl->v[k].rank >= 0 && !strcmp(pl->v[k].what, p->what) &&
-				    !strcmp(pl->v[k].fix, p->fix))
-					same++;
+				same += same_rank_problem(&pl->v[k], p);
 			if (!same) {
 				fprintf(f, "  rank %d: %s\n", p->rank, p->what);
 			} else {
@@ -604,8 +625,7 @@ static void print_problems_text(FILE *f, const struct ping_problems *pl)
 
 				fprintf(f, "  ranks %d", p->rank);
 				for (int k = i + 1; k < pl->n; k++) {
-					if (pl->v[k].peer >= 0 || pl->v[k].rank < 0 || strcmp(pl->v[k].what, p->what) ||
-					    strcmp(pl->v[k].fix, p->fix))
+					if (!same_rank_problem(&pl->v[k], p))
 						continue;
 					done[k] = true;
 					if (++shown <= 15)
@@ -652,12 +672,13 @@ static void print_text(FILE *f, const struct job *j, bool ok)
 	else if (j->size >= 2)
 		fprintf(f, "\nrdma: not measured (%s)\n",
 			j->o.no_rdma ? "--no-rdma" :
+			j->rdma_init_failed ? "every rank has a usable port, but the RDMA communicator could not be created: see the problems" :
 			no_rdma_anywhere(j) ? "no rank has an RDMA device: TCP only, which is fine" :
-					      "not every rank has a usable RDMA port");
+					      "not every rank has a usable RDMA port: see the problems");
 	print_problems_text(f, &j->pl);
 	fprintf(f, "\nibcomm_ping: %s: %d rank%s, %d pair%s measured, %d failed, %d problem%s\n", ok ? "OK" : "FAILED",
 		j->size, j->size == 1 ? "" : "s", j->npairs, j->npairs == 1 ? "" : "s", j->failed_pairs,
-		j->pl.n + j->pl.dropped, j->pl.n + j->pl.dropped == 1 ? "" : "s");
+		distinct_problems(&j->pl), distinct_problems(&j->pl) == 1 ? "" : "s");
 }
 
 static void json_problems(FILE *f, const struct ping_problems *pl)
@@ -1116,6 +1137,19 @@ static bool make_pairs(struct job *j)
 
 /* ---- the RDMA phase ---- */
 
+/* The one-line fix for an RDMA communicator that could not be created, from its error. */
+static const char *rdma_init_fix(const char *err, const struct ping_report *r)
+{
+	if (strstr(err, "locked-memory") || strstr(err, "memlock") ||
+	    (strstr(err, "ibv_reg_mr") && strstr(err, "Cannot allocate memory")))
+		return r->memlock != PING_MEMLOCK_UNLIMITED && !r->privileged ?
+			       "raise the memlock limit: ulimit -l unlimited in the job script, '* - memlock unlimited' in /etc/security/limits.conf, or LimitMEMLOCK=infinity for a systemd service" :
+			       "the memory could not be pinned: check the memlock limit of the job (ulimit -l) and free memory";
+	if (strstr(err, "cannot open RDMA device") && strstr(err, "Permission denied"))
+		return "give the user access to /dev/infiniband/uverbs* (udev rule MODE=\"0666\" or the rdma group)";
+	return "the message names the cause; IBCOMM_DEBUG=INFO IBCOMM_TRANSPORT=rdma shows more";
+}
+
 static void rdma_phase(struct job *j)
 {
 	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
@@ -1160,11 +1194,13 @@ static void rdma_phase(struct job *j)
 	for (int r = 0; r < j->size; r++) {
 		if (oks[r])
 			continue;
+		j->rdma_init_failed = true;
 		if (j->rank == 0) {
+			const char *e = errs + (size_t)r * PING_ERR_BYTES;
+
 			errs[(size_t)r * PING_ERR_BYTES + PING_ERR_BYTES - 1] = '\0';
-			ping_problem_add(&j->pl, r, -1,
-					 "the message names the cause; IBCOMM_DEBUG=INFO IBCOMM_TRANSPORT=rdma shows more",
-					 "cannot create an RDMA communicator: %s", errs + (size_t)r * PING_ERR_BYTES);
+			ping_problem_add(&j->pl, r, -1, rdma_init_fix(e, &j->all[r]), "cannot create an RDMA communicator: %s",
+					 e);
 		}
 		goto out; /* every rank sees the same flags */
 	}

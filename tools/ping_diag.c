@@ -183,6 +183,10 @@ int ping_diag_ports(const struct ping_report *r, struct ping_problems *pl)
 
 	if (r->ndevs == 0 || !r->rdma_built || r->use >= 0)
 		return 0;
+	/* an ACTIVE port not chosen: IBCOMM_DEVICE or the GID table says why, not the link */
+	for (int i = 0; i < r->nports; i++)
+		if (r->ports[i].state == PING_PORT_ACTIVE)
+			return 0;
 	for (int i = 0; i < r->nports && off < sizeof(states); i++) {
 		int w = snprintf(states + off, sizeof(states) - off, "%s%s:%d %s", i ? ", " : "", r->ports[i].dev,
 				 r->ports[i].port, ping_port_state_str(r->ports[i].state));
@@ -204,7 +208,7 @@ int ping_diag_memlock(uint64_t memlock, bool privileged, bool has_rdma, int rank
 		return 0;
 	ping_problem_add(pl, rank, -1,
 			 "raise it: ulimit -l unlimited in the job script, '* - memlock unlimited' in /etc/security/limits.conf, or LimitMEMLOCK=infinity for a systemd service",
-			 "memlock limit is %llu KiB, below the %llu MiB RDMA needs to register its buffers",
+			 "memlock limit is %llu KiB, below the %llu MiB one RDMA communicator may pin (about 2 MiB per peer): larger jobs fail in ibv_reg_mr with 'Cannot allocate memory'",
 			 (unsigned long long)(memlock >> 10), PING_MEMLOCK_MIN >> 20);
 	return 1;
 }

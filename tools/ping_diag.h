@@ -17,6 +17,7 @@
 #define PING_REPORT_BYTES 16384 /* fixed size of one encoded report (gathered to rank 0) */
 #define PING_MEMLOCK_MIN (64ull << 20)
 #define PING_MEMLOCK_UNLIMITED UINT64_MAX
+#define PING_PORT_ACTIVE 4 /* ibv_port_state numbering */
 
 struct ping_problem {
 	int rank;         /* the rank it concerns; -1: the job */
@@ -87,7 +88,7 @@ const char *ping_gid_family_str(const uint8_t gid[16]);
  */
 int ping_diag_gids(struct ping_port *p, int forced, int rank, struct ping_problems *pl);
 
-/* An RDMA port that is not ACTIVE, or a host whose devices have no active port. */
+/* A host whose RDMA devices have no ACTIVE port (an ACTIVE port not chosen is diagnosed elsewhere). */
 int ping_diag_ports(const struct ping_report *r, struct ping_problems *pl);
 
 /* Memlock below PING_MEMLOCK_MIN (not unlimited, not privileged) on a host with RDMA. */

@@ -4,20 +4,29 @@
  * --json, the pair mode with --port 0, an unreachable rendezvous, a nonexistent
  * IBCOMM_IFNAME. Every run is bounded: a process still running after TEST_PING_LIMIT_S
  * seconds is killed and the test fails.
+ *
+ * With an RDMA device (the Soft-RoCE guest of tests/rxe/rxe-run), the RDMA path and a
+ * deliberately broken set-up for each diagnosis that can be produced on one host: the
+ * link-local GID (IBCOMM_GID_INDEX=0), memlock too low (run as uid 65534, since root
+ * ignores the limit), a nonexistent IBCOMM_DEVICE. Without a device those pass with a note.
  */
 #define _GNU_SOURCE
 #include "config.h"
 
 #include <CUnit/Basic.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -254,6 +263,10 @@ static void test_no_active_port(void)
 	CU_ASSERT_EQUAL(ping_diag_ports(&r, &pl), 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(pl_v[0].what, "no ACTIVE port"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(pl_v[0].what, "DOWN"));
+	/* an ACTIVE port that is not used (IBCOMM_DEVICE names another one): not a link problem */
+	pl.n = 0;
+	r.ports[0].state = PING_PORT_ACTIVE;
+	CU_ASSERT_EQUAL(ping_diag_ports(&r, &pl), 0);
 	r.ndevs = 0;
 	r.nports = 0;
 	CU_ASSERT_EQUAL(ping_diag_ports(&r, &pl), 0); /* no device at all is not a problem */
@@ -314,7 +327,15 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static pid_t spawn(char *const argv[], const char *env_name, const char *env_val, int *fd)
+/* How a child is started: extra environment, and for the memlock case another user and limit. */
+struct how {
+	const char *env[4];   /* "NAME=VALUE" */
+	bool nobody;          /* drop to uid/gid 65534 (needs root) */
+	long memlock_kib;     /* > 0: RLIMIT_MEMLOCK, soft and hard */
+	const char *cwd;      /* working directory */
+};
+
+static pid_t spawn_how(char *const argv[], const struct how *h, int *fd)
 {
 	int p[2];
 	pid_t pid;
@@ -330,13 +351,38 @@ static pid_t spawn(char *const argv[], const char *env_name, const char *env_val
 		close(p[0]);
 		close(p[1]);
 		setpgid(0, 0);
-		if (env_name)
-			setenv(env_name, env_val, 1);
+		for (int i = 0; i < 4 && h->env[i]; i++)
+			putenv((char *)h->env[i]);
+		if (h->cwd && chdir(h->cwd))
+			_exit(126);
+		if (h->memlock_kib > 0) {
+			struct rlimit rl = { (rlim_t)h->memlock_kib << 10, (rlim_t)h->memlock_kib << 10 };
+
+			if (setrlimit(RLIMIT_MEMLOCK, &rl))
+				_exit(126);
+		}
+		if (h->nobody && (setgroups(0, NULL) || setgid(65534) || setuid(65534)))
+			_exit(126);
 		execv(argv[0], argv);
 		_exit(127);
 	}
 	close(p[1]);
 	*fd = p[0];
+	return pid;
+}
+
+static pid_t spawn(char *const argv[], const char *env_name, const char *env_val, int *fd)
+{
+	struct how h;
+	char *kv = NULL;
+	pid_t pid;
+
+	if (env_name && asprintf(&kv, "%s=%s", env_name, env_val) < 0)
+		return -1;
+	memset(&h, 0, sizeof(h));
+	h.env[0] = kv;
+	pid = spawn_how(argv, &h, fd);
+	free(kv); /* the child has its own copy */
 	return pid;
 }
 
@@ -390,6 +436,15 @@ static int reap(pid_t pid, double limit)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+static void finish(pid_t pid, int fd, double limit, struct out *o)
+{
+	collect(fd, o, NULL, limit);
+	close(fd);
+	o->status = reap(pid, limit);
+	if (getenv("TEST_PING_VERBOSE"))
+		fprintf(stderr, "--- status %d\n%s", o->status, o->text);
+}
+
 static void run(char *const argv[], const char *env_name, const char *env_val, struct out *o)
 {
 	double limit = now_s() + TEST_PING_LIMIT_S;
@@ -400,11 +455,20 @@ static void run(char *const argv[], const char *env_name, const char *env_val, s
 	o->text = calloc(1, 1);
 	pid = spawn(argv, env_name, env_val, &fd);
 	CU_ASSERT_FATAL(pid > 0);
-	collect(fd, o, NULL, limit);
-	close(fd);
-	o->status = reap(pid, limit);
-	if (o->status != 0 && getenv("TEST_PING_VERBOSE"))
-		fprintf(stderr, "--- status %d\n%s", o->status, o->text);
+	finish(pid, fd, limit, o);
+}
+
+static void run_how(char *const argv[], const struct how *h, struct out *o)
+{
+	double limit = now_s() + TEST_PING_LIMIT_S;
+	int fd;
+	pid_t pid;
+
+	memset(o, 0, sizeof(*o));
+	o->text = calloc(1, 1);
+	pid = spawn_how(argv, h, &fd);
+	CU_ASSERT_FATAL(pid > 0);
+	finish(pid, fd, limit, o);
 }
 
 static void test_run_4_ranks(void)
@@ -571,9 +635,196 @@ static void test_bad_device(void)
 	free(o.text);
 }
 
+
+/* ---- with an RDMA device (the Soft-RoCE guest): the RDMA path and broken set-ups ---- */
+
+/* The first RDMA device in /sys/class/infiniband into dev; false when there is none. */
+static bool rdma_device(char *dev, size_t cap)
+{
+	DIR *d = opendir("/sys/class/infiniband");
+	struct dirent *e;
+	bool found = false;
+
+	if (!d)
+		return false;
+	while (!found && (e = readdir(d)))
+		if (e->d_name[0] != '.') {
+			snprintf(dev, cap, "%s", e->d_name);
+			found = true;
+		}
+	closedir(d);
+	return found;
+}
+
+static bool need_rdma(char *dev, size_t cap)
+{
+	if (rdma_device(dev, cap))
+		return true;
+	printf("no RDMA device: checked in the Soft-RoCE guest (tests/rxe/rxe-run) ... ");
+	return false;
+}
+
+/* The text after the first occurrence of mark, or "" (so that strstr on it stays safe). */
+static const char *after(const char *text, const char *mark)
+{
+	const char *p = strstr(text, mark);
+
+	return p ? p + strlen(mark) : "";
+}
+
+static void test_rdma_pair(void)
+{
+	char *argv[] = { IBCOMM_RUN_PATH, "-n", "2", "-T", "50", "--", IBCOMM_PING_PATH, "-n", "100", "-S", "256K", NULL };
+	char path[] = "/tmp/test_ping_rdma.XXXXXX", dev[256], json[65536];
+	char *jargv[] = { IBCOMM_RUN_PATH, "-n", "2", "-T", "50", "--", IBCOMM_PING_PATH, "--json", "-n", "100", "-S", "256K",
+			  "-o", path, NULL };
+	struct rlimit rl;
+	struct out o;
+	bool clean;
+	ssize_t n;
+	int fd;
+
+	if (!need_rdma(dev, sizeof(dev)))
+		return;
+	/* a user with a memlock limit is (rightly) told so: the verdict is then not OK */
+	clean = geteuid() == 0 || getrlimit(RLIMIT_MEMLOCK, &rl) || rl.rlim_cur == RLIM_INFINITY ||
+		rl.rlim_cur >= PING_MEMLOCK_MIN;
+	run(argv, NULL, NULL, &o);
+	if (clean) {
+		CU_ASSERT_EQUAL(o.status, 0);
+		CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "ibcomm_ping: OK: 2 ranks, 1 pair measured, 0 failed, 0 problems"));
+	}
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "[in use]"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "pairs over tcp"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "pairs over rdma"));
+	/* the RDMA row: measured, ok */
+	CU_ASSERT_PTR_NOT_NULL(strstr(after(o.text, "pairs over rdma"), "0 <-> 1 "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(after(after(o.text, "pairs over rdma"), "0 <-> 1 "), "  ok\n"));
+	CU_ASSERT_PTR_NULL(strstr(o.text, "rdma: not measured"));
+	CU_ASSERT_PTR_NULL(strstr(o.text, "FAILED:"));
+	free(o.text);
+
+	/* the same in JSON: rdma among the transports, its pair measured */
+	fd = mkstemp(path);
+	CU_ASSERT_FATAL(fd >= 0);
+	run(jargv, NULL, NULL, &o);
+	if (clean)
+		CU_ASSERT_EQUAL(o.status, 0);
+	n = read(fd, json, sizeof(json) - 1);
+	close(fd);
+	unlink(path);
+	CU_ASSERT_FATAL(n > 0);
+	json[n] = '\0';
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transports\": [\"tcp\", \"rdma\"]"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transport\": \"rdma\", \"a\": 0, \"b\": 1, \"ok\": true"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"in_use\": true"));
+	free(o.text);
+}
+
+static void test_rdma_gid_link_local(void)
+{
+	char *argv[] = { IBCOMM_RUN_PATH, "-n", "2", "-T", "50", "--", IBCOMM_PING_PATH, "-n", "100", "-S", "256K", NULL };
+	char dev[256], path[400], gid0[64] = "";
+	struct out o;
+	FILE *f;
+
+	if (!need_rdma(dev, sizeof(dev)))
+		return;
+	snprintf(path, sizeof(path), "/sys/class/infiniband/%s/ports/1/gids/0", dev);
+	f = fopen(path, "r");
+	if (f) {
+		if (!fgets(gid0, sizeof(gid0), f))
+			gid0[0] = '\0';
+		fclose(f);
+	}
+	if (strncmp(gid0, "fe80:", 5)) {
+		printf("GID 0 of %s is not link-local (%s): nothing to break this way ... ", dev, gid0);
+		return;
+	}
+	run(argv, "IBCOMM_GID_INDEX", "0", &o);
+	/* documented: a problem found means exit status 1 */
+	CU_ASSERT_EQUAL(o.status, 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "IBCOMM_GID_INDEX=0 selects fe80:"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "a link-local GID: not routable across hosts"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "fix: unset IBCOMM_GID_INDEX (ibcomm then uses index "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "* 0 "));  /* the table marks the forced entry */
+	/* it passes on one host, which is the point of diagnosing it */
+	CU_ASSERT_PTR_NOT_NULL(strstr(after(o.text, "pairs over rdma"), "  ok\n"));
+	/* the same problem on both ranks: one entry, "ranks 0,1", counted once */
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "ranks 0,1: IBCOMM_GID_INDEX=0"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "problems (1):"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "ibcomm_ping: FAILED: 2 ranks, 1 pair measured, 0 failed, 1 problem\n"));
+	free(o.text);
+}
+
+static void test_rdma_memlock(void)
+{
+	char *argv[] = { IBCOMM_RUN_PATH, "-n", "2", "-T", "50", "--", IBCOMM_PING_PATH, "-n", "100", "-S", "256K", NULL };
+	char dir[] = "/tmp/test_ping_nobody.XXXXXX", dev[256];
+	struct how h = { .nobody = true, .cwd = dir };
+	struct out o;
+
+	if (!need_rdma(dev, sizeof(dev)))
+		return;
+	if (geteuid() != 0) {
+		printf("not root: cannot run ibcomm_ping as another user to test the memlock diagnosis ... ");
+		return;
+	}
+	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
+	CU_ASSERT_FATAL(chmod(dir, 0777) == 0);
+
+	/* 8 MiB (the guest's default; root ignores it, uid 65534 does not): diagnosed, RDMA still works */
+	h.memlock_kib = 8192;
+	run_how(argv, &h, &o);
+	CU_ASSERT_EQUAL(o.status, 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "8 MiB"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "memlock limit is 8192 KiB, below the 64 MiB"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "fix: raise it: ulimit -l unlimited"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "limits.conf"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "pairs over rdma"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "ibcomm_ping: FAILED: 2 ranks, 1 pair measured, 0 failed"));
+	free(o.text);
+
+	/* 256 KiB: the RDMA buffers cannot be registered; the failure points at the limit */
+	h.memlock_kib = 256;
+	run_how(argv, &h, &o);
+	CU_ASSERT_EQUAL(o.status, 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "memlock limit is 256 KiB"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "cannot create an RDMA communicator"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "ibv_reg_mr"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "fix: raise the memlock limit: ulimit -l unlimited"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "rdma: not measured (every rank has a usable port, but the RDMA communicator could not be created"));
+	CU_ASSERT_PTR_NULL(strstr(o.text, "pairs over rdma"));
+	free(o.text);
+	rmdir(dir);
+}
+
+static void test_rdma_bad_device(void)
+{
+	char *argv[] = { IBCOMM_RUN_PATH, "-n", "2", "-T", "50", "--", IBCOMM_PING_PATH, "-n", "100", "-S", "256K", NULL };
+	char dev[256], fix[128];
+	struct out o;
+
+	if (!need_rdma(dev, sizeof(dev)))
+		return;
+	run(argv, "IBCOMM_DEVICE", "nosuch0", &o);
+	CU_ASSERT_EQUAL(o.status, 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "IBCOMM_DEVICE=nosuch0: no such RDMA device on "));
+	snprintf(fix, sizeof(fix), "fix: set IBCOMM_DEVICE to one of: ");
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, fix));
+	CU_ASSERT_PTR_NOT_NULL(strstr(after(o.text, fix), dev));
+	/* the device's port is ACTIVE: no misleading "no ACTIVE port" */
+	CU_ASSERT_PTR_NULL(strstr(o.text, "no ACTIVE port"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "none usable"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "rdma: not measured (not every rank has a usable RDMA port"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "0 <-> 1 ")); /* TCP still measured */
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "ibcomm_ping: FAILED: 2 ranks, 1 pair measured, 0 failed, 1 problem\n"));
+	free(o.text);
+}
+
 int main(void)
 {
-	CU_pSuite unit, tool;
+	CU_pSuite unit, tool, rdma;
 	int failed;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -581,7 +832,8 @@ int main(void)
 		return 99;
 	unit = CU_add_suite("ping_diag", NULL, NULL);
 	tool = CU_add_suite("ibcomm_ping", NULL, NULL);
-	if (!unit || !tool)
+	rdma = CU_add_suite("ibcomm_ping on an RDMA device", NULL, NULL);
+	if (!unit || !tool || !rdma)
 		return 99;
 	CU_add_test(unit, "GID table: link-local only", test_gid_link_local_only);
 	CU_add_test(unit, "GID table: IBCOMM_GID_INDEX on link-local, v1, missing", test_gid_forced_link_local);
@@ -598,6 +850,10 @@ int main(void)
 	CU_add_test(tool, "unreachable rendezvous", test_unreachable);
 	CU_add_test(tool, "nonexistent IBCOMM_IFNAME", test_bad_ifname);
 	CU_add_test(tool, "nonexistent IBCOMM_DEVICE", test_bad_device);
+	CU_add_test(rdma, "2 ranks over RDMA: rows measured, rdma in use", test_rdma_pair);
+	CU_add_test(rdma, "IBCOMM_GID_INDEX=0: link-local GID diagnosed", test_rdma_gid_link_local);
+	CU_add_test(rdma, "uid 65534 with memlock 8 MiB / 256 KiB: diagnosed", test_rdma_memlock);
+	CU_add_test(rdma, "IBCOMM_DEVICE=nosuch0 with a device present", test_rdma_bad_device);
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());
