@@ -1065,6 +1065,34 @@ static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_
 	return IBCOMM_OK;
 }
 
+/*
+ * Publishes that this rank's QPs are in RTR and waits until every peer's are: a write that
+ * reaches a QP still in INIT is dropped without a NAK and resent only after the ack timeout
+ * (RDMA_QP_TIMEOUT, about 2 s), so the first call after create() stalled whenever a peer was
+ * slower through its connect_peer() loop.
+ */
+static ibcomm_status_t wait_peers_ready(struct rdma_tp *t, ibc_deadline_t dl)
+{
+	struct ibcomm *comm = t->base.comm;
+	char key[160], err[256], val[8];
+	ibcomm_status_t st;
+	size_t len;
+
+	snprintf(key, sizeof(key), "%s/rdma/ready/%d", comm->id, comm->rank);
+	if (ibc_rdv_put(comm->rdv, key, "1", 1, err, sizeof(err)))
+		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: publishing RDMA readiness: %s", comm->rank, err);
+	for (int r = 0; r < comm->size; r++) {
+		if (r == comm->rank)
+			continue;
+		snprintf(key, sizeof(key), "%s/rdma/ready/%d", comm->id, r);
+		st = ibc_rdv_get(comm->rdv, key, val, sizeof(val), &len, dl, err, sizeof(err));
+		if (st)
+			return ibc_err(comm, st, "rank %d: waiting for peer %d to connect its RDMA queue pairs: %s",
+				       comm->rank, r, err);
+	}
+	return IBCOMM_OK;
+}
+
 /* True while p may still lack data this rank wrote: not all released, last write not complete. */
 static bool data_in_flight(const struct rdma_peer *p)
 {
@@ -1265,6 +1293,11 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 		if (r == comm->rank)
 			continue;
 		st = connect_peer(t, &t->peers[r], dl);
+		if (st)
+			goto err_free;
+	}
+	if (comm->size > 1) {
+		st = wait_peers_ready(t, dl);
 		if (st)
 			goto err_free;
 	}
