@@ -1,15 +1,23 @@
 /*
- * Never hang: faults over TCP on loopback, each in real forked ranks (tests/coll/harness.c).
+ * Never hang: faults in real forked ranks (tests/coll/harness.c), over TCP on loopback, or
+ * over RDMA with HX_TRANSPORT=rdma (the Soft-RoCE guest of tests/rxe/rxe-run sets it).
  *
  * - kill -9 of rank 2 of 4, and of rank 0 (the rendezvous server), in the middle of a loop of
  *   large allreduces: every survivor returns IBCOMM_ERR_PEER naming the dead rank within 2 s
- *   of the kill (the time is printed per rank), also ranks with no connection to it, and
- *   every later call fails the same way;
- * - a rank that never calls the collective (IBCOMM_TIMEOUT_MS=1000): the others return
- *   IBCOMM_ERR_TIMEOUT within 1..3 s, naming the operation, its sequence number and the rank;
+ *   (RDMA under emulation: 5 s) of the kill (the time is printed per rank), also ranks with no
+ *   connection to it, and every later call fails the same way;
+ * - a rank that never calls the collective (IBCOMM_TIMEOUT_MS=1000; RDMA: 3000): the others
+ *   return IBCOMM_ERR_TIMEOUT within 0.9..3 timeouts, naming the operation, its sequence
+ *   number and the rank;
  * - ibcomm_abort() from another thread unblocks a barrier with IBCOMM_ERR_ABORTED;
- * - 1000 init/allreduce/destroy cycles keep file descriptors and memory flat;
- * - ranks waiting 3 s in a barrier use under 10% of a core.
+ * - 1000 (RDMA: 20) init/allreduce/destroy cycles keep file descriptors and memory flat;
+ * - ranks waiting 3 s in a barrier use under 10% of a core;
+ * - RDMA only: a rank's QP is forced into the error state in the middle of an allreduce (the
+ *   transport's test hook IBCOMM_TEST_QP_ERROR_AFTER): that rank's call fails with
+ *   IBCOMM_ERR_TRANSPORT or _PEER naming the peer and the QP, no hang, no abort; it then exits
+ *   without ibcomm_destroy (an application treating the error as fatal) and every other rank
+ *   fails too, naming it and its QP to it.
+ * FAULT_* variables override the bounds and sizes (see fault_params()).
  *
  * The killed rank runs in a grandchild of the harness (jobs use no_init) so that the harness,
  * which stops a job when one of its ranks dies, sees only clean exits.
@@ -30,8 +38,33 @@
 
 #include "harness.h"
 
-#define KILL_COUNT (1u << 20) /* floats per allreduce: 4 MiB */
-#define KILL_BOUND_MS 2000
+/* Bounds and sizes, per transport (RDMA runs emulated, 20-50x slower): see fault_params(). */
+static struct {
+	const char *transport;  /* HX_TRANSPORT, else "tcp" */
+	bool rdma;
+	size_t kill_count;      /* floats per allreduce in the kill loop */
+	long kill_bound_ms;     /* kill -> error on every survivor */
+	long after_ms;          /* calls after the failure */
+	long timeout_ms;        /* IBCOMM_TIMEOUT_MS of the timeout case */
+	long abort_bound_ms;    /* ibcomm_abort -> the barrier returns */
+	int cycles;             /* init/destroy cycles */
+	int job_s;              /* harness job timeout */
+} fp;
+
+static void fault_params(void)
+{
+	const char *tp = getenv("HX_TRANSPORT");
+
+	fp.transport = tp && *tp ? tp : "tcp";
+	fp.rdma = strcmp(fp.transport, "rdma") == 0;
+	fp.kill_count = (size_t)hx_env_long("FAULT_KILL_COUNT", fp.rdma ? 1 << 18 : 1 << 20); /* 1 / 4 MiB */
+	fp.kill_bound_ms = hx_env_long("FAULT_KILL_BOUND_MS", fp.rdma ? 5000 : 2000);
+	fp.after_ms = fp.rdma ? 1000 : 100;
+	fp.timeout_ms = hx_env_long("FAULT_TIMEOUT_MS", fp.rdma ? 3000 : 1000);
+	fp.abort_bound_ms = fp.rdma ? 1000 : 200;
+	fp.cycles = (int)hx_env_long("FAULT_CYCLES", fp.rdma ? 20 : 1000);
+	fp.job_s = fp.rdma ? 300 : 60;
+}
 
 /* Shared by the ranks of a job (and the killed rank's grandchild); zeroed before each job. */
 struct fault_shm {
@@ -41,6 +74,7 @@ struct fault_shm {
 	volatile int reported;             /* survivors done with their checks */
 	volatile int cycle;                /* resources: cycles rank 0 has finished */
 	volatile int go;                   /* a rank may proceed */
+	volatile int64_t fault_ms;         /* QP error case: when the faulty rank's call failed */
 };
 
 static bool running_under_asan(void)
@@ -88,7 +122,7 @@ static void bump(volatile int *v)
 	__atomic_add_fetch(v, 1, __ATOMIC_RELEASE);
 }
 
-/* ibcomm_init of rank hx_rank in an hx_size-rank job over TCP at hx_root. */
+/* ibcomm_init of rank hx_rank in an hx_size-rank job over fp.transport at hx_root. */
 static ibcomm_t *fault_init(long timeout_ms)
 {
 	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
@@ -98,7 +132,7 @@ static ibcomm_t *fault_init(long timeout_ms)
 	cfg.rank = hx_rank;
 	cfg.nranks = hx_size;
 	cfg.root = hx_root;
-	cfg.transport = "tcp";
+	cfg.transport = fp.transport;
 	cfg.timeout_ms = timeout_ms;
 	st = ibcomm_init(&cfg, &comm);
 	if (st) {
@@ -116,7 +150,7 @@ static int victim;
 static ibcomm_status_t allreduce_loop(ibcomm_t *comm, float *buf)
 {
 	for (int i = 0; i < 100000; i++) {
-		ibcomm_status_t st = ibcomm_allreduce(comm, buf, buf, KILL_COUNT, IBCOMM_FLOAT32, IBCOMM_MAX);
+		ibcomm_status_t st = ibcomm_allreduce(comm, buf, buf, fp.kill_count, IBCOMM_FLOAT32, IBCOMM_MAX);
 
 		if (st)
 			return st;
@@ -143,7 +177,7 @@ static bool names_rank(const char *msg, int r)
 
 static void kill_fn(ibcomm_t *unused, void *arg)
 {
-	float *buf = calloc(KILL_COUNT, sizeof(float));
+	float *buf = calloc(fp.kill_count, sizeof(float));
 	ibcomm_t *comm, *sub = NULL;
 	ibcomm_status_t st;
 	const char *msg;
@@ -194,13 +228,13 @@ static void kill_fn(ibcomm_t *unused, void *arg)
 	lat = now_ms() - fs->kill_ms;
 	msg = ibcomm_last_error(comm);
 	fs->lat_ms[hx_rank] = lat;
-	fprintf(stderr, "    rank %d: %s %lld ms after the kill of rank %d (after %d allreduces): %s\n", hx_rank,
-		ibcomm_strerror(st), (long long)lat, victim, fs->iters[hx_rank], msg);
+	fprintf(stderr, "    rank %d: %s %lld ms after the kill of rank %d over %s (after %d allreduces): %s\n",
+		hx_rank, ibcomm_strerror(st), (long long)lat, victim, fp.transport, fs->iters[hx_rank], msg);
 	if (st != IBCOMM_ERR_PEER)
 		hx_fail("the allreduce loop returned %d (%s), expected IBCOMM_ERR_PEER: %s", (int)st,
 			ibcomm_strerror(st), msg);
-	if (!fs->kill_ms || lat > KILL_BOUND_MS)
-		hx_fail("the error came %lld ms after the kill (bound %d ms)", (long long)lat, KILL_BOUND_MS);
+	if (!fs->kill_ms || lat > fp.kill_bound_ms)
+		hx_fail("the error came %lld ms after the kill (bound %ld ms)", (long long)lat, fp.kill_bound_ms);
 	if (!names_rank(msg, victim))
 		hx_fail("the error does not name rank %d: %s", victim, msg);
 	/* the communicator stays failed, at once */
@@ -213,7 +247,7 @@ static void kill_fn(ibcomm_t *unused, void *arg)
 		if (st2 != IBCOMM_ERR_PEER || st3 != IBCOMM_ERR_PEER || st4 != IBCOMM_ERR_PEER)
 			hx_fail("calls after the failure returned %d, %d, %d, expected IBCOMM_ERR_PEER", (int)st2, (int)st3,
 				(int)st4);
-		if (now_ms() - t0 > 100)
+		if (now_ms() - t0 > fp.after_ms)
 			hx_fail("calls after the failure took %lld ms", (long long)(now_ms() - t0));
 		if (!names_rank(ibcomm_last_error(comm), victim))
 			hx_fail("after the failure, the error does not name rank %d: %s", victim,
@@ -242,13 +276,35 @@ static void kill_fn(ibcomm_t *unused, void *arg)
 	free(buf);
 }
 
+/* One line with the fault-to-error times lat_ms[] of ranks 0..n-1 but skip, for the record. */
+static void print_times(const char *what, int n, int skip)
+{
+	char line[256];
+	size_t len = 0;
+	int64_t worst = 0;
+
+	line[0] = '\0';
+	for (int r = 0; r < n && len < sizeof(line); r++) {
+		if (r == skip)
+			continue;
+		len += (size_t)snprintf(line + len, sizeof(line) - len, "%srank %d %lld", len ? ", " : "", r,
+					(long long)fs->lat_ms[r]);
+		if (fs->lat_ms[r] > worst)
+			worst = fs->lat_ms[r];
+	}
+	fprintf(stderr, "    FAULT-TIME %s over %s: worst %lld ms (%s ms)\n", what, fp.transport, (long long)worst, line);
+}
+
 static void kill_test(int v)
 {
-	struct hx_job job = { .name = "kill -9", .n = 4, .fn = kill_fn, .no_init = true, .timeout_s = 60 };
+	struct hx_job job = { .name = "kill -9", .n = 4, .fn = kill_fn, .no_init = true, .timeout_s = fp.job_s };
+	char what[64];
 
 	victim = v;
 	shm_reset();
 	hx_run_job(&job);
+	snprintf(what, sizeof(what), "kill -9 rank %d -> IBCOMM_ERR_PEER", v);
+	print_times(what, 4, v);
 }
 
 static void test_kill_rank2(void)
@@ -266,7 +322,7 @@ static void test_kill_rank0(void)
 static void timeout_fn(ibcomm_t *unused, void *arg)
 {
 	int32_t v[4] = { 1, 2, 3, 4 };
-	ibcomm_t *comm = fault_init(1000);
+	ibcomm_t *comm = fault_init(fp.timeout_ms);
 	ibcomm_status_t st;
 	const char *msg;
 	int64_t t0, dt;
@@ -289,8 +345,9 @@ static void timeout_fn(ibcomm_t *unused, void *arg)
 	fprintf(stderr, "    rank %d: %s after %lld ms: %s\n", hx_rank, ibcomm_strerror(st), (long long)dt, msg);
 	if (st != IBCOMM_ERR_TIMEOUT)
 		hx_fail("allreduce #2 returned %d (%s), expected IBCOMM_ERR_TIMEOUT", (int)st, ibcomm_strerror(st));
-	if (dt < 900 || dt > 3000)
-		hx_fail("the timeout came after %lld ms (IBCOMM_TIMEOUT_MS=1000)", (long long)dt);
+	fs->lat_ms[hx_rank] = dt;
+	if (dt < fp.timeout_ms * 9 / 10 || dt > fp.timeout_ms * 3)
+		hx_fail("the timeout came after %lld ms (IBCOMM_TIMEOUT_MS=%ld)", (long long)dt, fp.timeout_ms);
 	if (!strstr(msg, "allreduce #2"))
 		hx_fail("the error does not name allreduce #2: %s", msg);
 	if (!strstr(msg, "ring") && !strstr(msg, "rd") && !strstr(msg, "tree"))
@@ -304,10 +361,13 @@ static void timeout_fn(ibcomm_t *unused, void *arg)
 
 static void test_timeout(void)
 {
-	struct hx_job job = { .name = "timeout", .n = 3, .fn = timeout_fn, .no_init = true, .timeout_s = 60 };
+	struct hx_job job = { .name = "timeout", .n = 3, .fn = timeout_fn, .no_init = true, .timeout_s = fp.job_s };
+	char what[64];
 
 	shm_reset();
 	hx_run_job(&job);
+	snprintf(what, sizeof(what), "missing rank -> IBCOMM_ERR_TIMEOUT (%ld ms)", fp.timeout_ms);
+	print_times(what, 3, 2);
 }
 
 /* ---- abort from another thread ---- */
@@ -346,12 +406,13 @@ static void abort_fn(ibcomm_t *unused, void *arg)
 	st = ibcomm_barrier(comm);
 	lat = now_ms() - abort_ms;
 	pthread_join(th, NULL);
+	fs->lat_ms[0] = lat;
 	fprintf(stderr, "    rank 0: barrier returned %s %lld ms after ibcomm_abort: %s\n", ibcomm_strerror(st),
 		(long long)lat, ibcomm_last_error(comm));
 	if (st != IBCOMM_ERR_ABORTED)
 		hx_fail("the barrier returned %d (%s), expected IBCOMM_ERR_ABORTED", (int)st, ibcomm_strerror(st));
-	if (lat > 200)
-		hx_fail("the barrier returned %lld ms after the abort", (long long)lat);
+	if (lat > fp.abort_bound_ms)
+		hx_fail("the barrier returned %lld ms after the abort (bound %ld ms)", (long long)lat, fp.abort_bound_ms);
 	st = ibcomm_allreduce(comm, &lat, &lat, 1, IBCOMM_INT64, IBCOMM_SUM);
 	if (st != IBCOMM_ERR_ABORTED)
 		hx_fail("a call after the abort returned %d, expected IBCOMM_ERR_ABORTED", (int)st);
@@ -361,10 +422,11 @@ static void abort_fn(ibcomm_t *unused, void *arg)
 
 static void test_abort(void)
 {
-	struct hx_job job = { .name = "abort", .n = 2, .fn = abort_fn, .no_init = true, .timeout_s = 60 };
+	struct hx_job job = { .name = "abort", .n = 2, .fn = abort_fn, .no_init = true, .timeout_s = fp.job_s };
 
 	shm_reset();
 	hx_run_job(&job);
+	print_times("ibcomm_abort -> IBCOMM_ERR_ABORTED", 1, -1);
 }
 
 /* ---- resources ---- */
@@ -399,7 +461,7 @@ static long rss_kib(void)
 
 static void cycles_fn(ibcomm_t *unused, void *arg)
 {
-	int cycles = (int)hx_env_long("FAULT_CYCLES", 1000), warm = cycles / 20;
+	int cycles = fp.cycles, warm = cycles >= 100 ? cycles / 20 : cycles / 4;
 	int fds0 = 0;
 	size_t heap0 = 0;
 	long rss0 = 0;
@@ -460,7 +522,7 @@ static void cycles_fn(ibcomm_t *unused, void *arg)
 static void test_cycles(void)
 {
 	struct hx_job job = { .name = "init/destroy cycles", .n = 2, .fn = cycles_fn, .no_init = true,
-			      .timeout_s = 120 };
+			      .timeout_s = fp.rdma ? fp.job_s : 120 };
 
 	shm_reset();
 	hx_run_job(&job);
@@ -503,9 +565,119 @@ static void idle_fn(ibcomm_t *comm, void *arg)
 
 static void test_idle_cpu(void)
 {
-	struct hx_job job = { .name = "idle barrier", .n = 3, .fn = idle_fn, .timeout_s = 60 };
+	struct hx_job job = { .name = "idle barrier", .n = 3, .fn = idle_fn, .timeout_s = fp.job_s };
 
 	hx_run_job(&job);
+}
+
+/* ---- RDMA: a QP forced into the error state in the middle of an allreduce ---- */
+
+#define QPERR_RANK 1   /* the rank whose QP fails (not rank 0: its exit would also end the rendezvous) */
+#define QPERR_AFTER 60 /* its 60th put: in its third 1 MiB allreduce or so */
+
+static bool names_qp(const char *msg)
+{
+	return strstr(msg, "QP 0x") != NULL;
+}
+
+/* The faulty rank, in a grandchild: fails, checks its error, exits without destroy. */
+static void qperr_victim(float *buf)
+{
+	char after[16];
+	ibcomm_t *comm;
+	ibcomm_status_t st;
+	const char *msg;
+	int64_t t0 = 0, dt;
+	int i;
+
+	snprintf(after, sizeof(after), "%d", QPERR_AFTER);
+	setenv("IBCOMM_TEST_QP_ERROR_AFTER", after, 1);
+	comm = fault_init(20000);
+	if (!comm)
+		_exit(hx_failures() ? 1 : 2);
+	for (i = 0, st = IBCOMM_OK; i < 1000 && !st; i++) {
+		t0 = now_ms();
+		st = ibcomm_allreduce(comm, buf, buf, fp.kill_count, IBCOMM_FLOAT32, IBCOMM_MAX);
+	}
+	dt = now_ms() - t0;
+	fs->fault_ms = now_ms();
+	msg = ibcomm_last_error(comm);
+	fprintf(stderr, "    rank %d (its QP forced into the error state): %s in allreduce #%d, %lld ms after it began: %s\n",
+		hx_rank, ibcomm_strerror(st), i - 1, (long long)dt, msg);
+	if (st != IBCOMM_ERR_TRANSPORT && st != IBCOMM_ERR_PEER)
+		hx_fail("the faulty rank's allreduce returned %d (%s), expected IBCOMM_ERR_TRANSPORT or _PEER: %s",
+			(int)st, ibcomm_strerror(st), msg);
+	else if (!names_qp(msg) || !strstr(msg, "peer "))
+		hx_fail("the faulty rank's error does not name the peer and the QP: %s", msg);
+	st = ibcomm_barrier(comm);
+	if (st != IBCOMM_ERR_TRANSPORT && st != IBCOMM_ERR_PEER)
+		hx_fail("a call after the failure returned %d, expected the same failure", (int)st);
+	/* fatal for this process: no ibcomm_destroy (which would say goodbye to the rendezvous) */
+	_exit(hx_failures() ? 1 : 0);
+}
+
+static void qperr_fn(ibcomm_t *unused, void *arg)
+{
+	float *buf;
+	ibcomm_t *comm;
+	ibcomm_status_t st;
+	const char *msg;
+	int64_t lat;
+
+	(void)unused;
+	(void)arg;
+	buf = calloc(fp.kill_count, sizeof(float));
+	if (!buf) {
+		hx_fail("out of memory");
+		return;
+	}
+	if (hx_rank == QPERR_RANK) {
+		int ws = 0;
+		pid_t pid = fork();
+
+		if (pid == 0)
+			qperr_victim(buf);
+		if (pid < 0 || waitpid(pid, &ws, 0) != pid || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+			hx_fail("the faulty rank (a grandchild) failed its checks or died (wait status 0x%x)", ws);
+		free(buf);
+		return;
+	}
+	comm = fault_init(20000);
+	if (!comm) {
+		free(buf);
+		return;
+	}
+	st = allreduce_loop(comm, buf);
+	lat = fs->fault_ms ? now_ms() - fs->fault_ms : 0; /* 0: it failed first */
+	msg = ibcomm_last_error(comm);
+	fs->lat_ms[hx_rank] = lat;
+	fprintf(stderr, "    rank %d: %s %lld ms after rank %d's call failed (after %d allreduces): %s\n", hx_rank,
+		ibcomm_strerror(st), (long long)lat, QPERR_RANK, fs->iters[hx_rank], msg);
+	if (st != IBCOMM_ERR_TRANSPORT && st != IBCOMM_ERR_PEER)
+		hx_fail("the allreduce loop returned %d (%s), expected IBCOMM_ERR_TRANSPORT or _PEER: %s", (int)st,
+			ibcomm_strerror(st), msg);
+	else if (!names_rank(msg, QPERR_RANK) || !names_qp(msg))
+		hx_fail("the error does not name rank %d and a QP: %s", QPERR_RANK, msg);
+	if (lat > fp.kill_bound_ms)
+		hx_fail("the error came %lld ms after the faulty rank's (bound %ld ms)", (long long)lat, fp.kill_bound_ms);
+	bump(&fs->reported);
+	if (!wait_for(&fs->reported, hx_size - 1, 30000))
+		hx_fail("the other ranks did not report");
+	ibcomm_destroy(comm);
+	free(buf);
+}
+
+static void test_qp_error(void)
+{
+	struct hx_job job = { .name = "QP error", .n = 4, .fn = qperr_fn, .no_init = true, .timeout_s = fp.job_s };
+
+	if (!fp.rdma) {
+		fprintf(stderr, "    skipped: needs the RDMA transport (HX_TRANSPORT=rdma, in tests/rxe/rxe-run)\n");
+		return;
+	}
+	shm_reset();
+	hx_run_job(&job);
+	print_times("QP error on rank 1 -> error on the others", 4, QPERR_RANK);
 }
 
 int main(void)
@@ -515,10 +687,12 @@ int main(void)
 		{ "kill -9 rank 0 (rendezvous server) during allreduce", test_kill_rank0 },
 		{ "timeout names the op, seq and missing rank", test_timeout },
 		{ "abort from another thread unblocks a barrier", test_abort },
-		{ "1000 init/destroy cycles: fds and memory flat", test_cycles },
+		{ "init/destroy cycles (1000; RDMA 20): fds and memory flat", test_cycles },
 		{ "waiting in a barrier uses little CPU", test_idle_cpu },
+		{ "RDMA: a QP forced into the error state mid-allreduce", test_qp_error },
 	};
 
+	fault_params();
 	fs = mmap(NULL, sizeof(*fs), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (fs == MAP_FAILED)
 		return 99;

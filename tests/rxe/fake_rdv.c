@@ -82,3 +82,26 @@ ibcomm_status_t ibc_rdv_get(struct ibc_rdv *rdv, const char *key, void *val, siz
 		usleep(5000);
 	}
 }
+
+/* No failure notices in the fake: nobody is ever reported dead. */
+int ibc_rdv_fd(struct ibc_rdv *rdv)
+{
+	(void)rdv;
+	return -1;
+}
+
+unsigned ibc_rdv_poll(struct ibc_rdv *rdv, bool readable)
+{
+	(void)rdv;
+	(void)readable;
+	return 0;
+}
+
+bool ibc_rdv_dead(struct ibc_rdv *rdv, int rank, char *why, size_t whylen)
+{
+	(void)rdv;
+	(void)rank;
+	(void)why;
+	(void)whylen;
+	return false;
+}

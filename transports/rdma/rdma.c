@@ -19,6 +19,11 @@
  * Completions: one CQ with a completion channel. Calls progress by polling; a call that
  * must wait polls briefly, arms the CQ and sleeps in poll() on the channel's fd and a
  * self-pipe (interrupt), bounded by the deadline.
+ *
+ * Liveness: a writer that dies leaves its reader no completion at all, so the sleep also
+ * watches the rendezvous connection for failure notices (ibc.h), as the TCP transport does:
+ * once a member of the communicator is reported dead, every call fails with IBCOMM_ERR_PEER
+ * naming it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -98,6 +103,10 @@ struct rdma_tp {
 	bool cq_armed;
 	bool woken;                    /* something arrived since the last wait() */
 	ibcomm_status_t failed;        /* sticky first error */
+	unsigned dead_gen;             /* ibc_rdv_poll() counter last looked at */
+	int dead_peer;                 /* first member the rendezvous reported dead, or -1 */
+	char dead_why[320];
+	uint64_t test_qp_error_after;  /* test hook, see test_force_qp_error(); 0: off */
 };
 
 static inline struct rdma_tp *to_rdma(ibc_tp_t *tp)
@@ -179,16 +188,73 @@ static ibcomm_status_t wc_error(struct rdma_tp *t, const struct ibv_wc *wc)
 {
 	struct ibcomm *comm = t->base.comm;
 	int peer = (int)(wc->wr_id >> 48);
+	char why[160];
 	ibcomm_status_t st;
 
 	if (t->failed)
 		return t->failed; /* follow-on (flush) errors: keep the first message */
 	st = (wc->status == IBV_WC_RETRY_EXC_ERR || wc->status == IBV_WC_RNR_RETRY_EXC_ERR) ? IBCOMM_ERR_PEER
 											      : IBCOMM_ERR_TRANSPORT;
+	/* The rendezvous may know why: the peer died (the hint's guesses are then moot). */
+	if (comm->rdv && peer >= 0 && peer < comm->size && peer != comm->rank) {
+		ibc_rdv_poll(comm->rdv, true);
+		if (ibc_rdv_dead(comm->rdv, ibc_world_rank(comm, peer), why, sizeof(why))) {
+			ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: RDMA %s peer %d failed on %s QP 0x%x: %s: %s",
+				comm->rank, (wc->wr_id & WRID_RECV) ? "receive from" : "write to", peer, t->devname,
+				wc->qp_num, ibv_wc_status_str(wc->status), why);
+			return fail(t, IBCOMM_ERR_PEER);
+		}
+	}
 	ibc_err(comm, st, "rank %d: RDMA %s peer %d failed on %s QP 0x%x: %s (vendor error 0x%x): %s",
 		comm->rank, (wc->wr_id & WRID_RECV) ? "receive from" : "write to", peer, t->devname, wc->qp_num,
 		ibv_wc_status_str(wc->status), wc->vendor_err, wc_hint(wc->status));
 	return fail(t, st);
+}
+
+/*
+ * Failure notices of the rendezvous (ibc.h): once a member of this communicator is reported
+ * dead, every call fails naming it (the TCP transport does the same), also on ranks that wait
+ * for another peer. `readable`: the rendezvous connection polled readable. `op`, `peer` and
+ * `chan` (peer < 0: none) say what this rank was doing, for the message.
+ */
+static int notices_check(struct rdma_tp *t, bool readable, const char *op, int peer, int chan)
+{
+	struct ibcomm *comm = t->base.comm;
+	char doing[128], qp[48] = "";
+	unsigned gen;
+
+	if (t->dead_peer < 0) {
+		if (!comm->rdv)
+			return 0;
+		gen = ibc_rdv_poll(comm->rdv, readable);
+		if (gen == t->dead_gen)
+			return 0;
+		t->dead_gen = gen;
+		for (int r = 0; r < comm->size && t->dead_peer < 0; r++) {
+			char why[160];
+			int w = ibc_world_rank(comm, r);
+
+			if (r == comm->rank || !ibc_rdv_dead(comm->rdv, w, why, sizeof(why)))
+				continue;
+			t->dead_peer = r;
+			if (w != r)
+				snprintf(t->dead_why, sizeof(t->dead_why), "rank %d of communicator %s is world rank %d: %s",
+					 r, comm->id, w, why);
+			else
+				snprintf(t->dead_why, sizeof(t->dead_why), "%s", why);
+		}
+		if (t->dead_peer < 0)
+			return 0;
+	}
+	if (peer >= 0)
+		snprintf(doing, sizeof(doing), "%s (peer %d, %s channel)", op, peer, chan_name(chan));
+	else
+		snprintf(doing, sizeof(doing), "%s", op);
+	if (t->peers && t->peers[t->dead_peer].qp)
+		snprintf(qp, sizeof(qp), ", QP 0x%x to peer %d", t->peers[t->dead_peer].qp->qp_num, t->dead_peer);
+	ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: RDMA %s on %s%s: peer %d is gone: %s", comm->rank, doing, t->devname,
+		qp, t->dead_peer, t->dead_why);
+	return fail(t, IBCOMM_ERR_PEER);
 }
 
 /* ---- posting ---- */
@@ -378,14 +444,17 @@ static ibcomm_status_t check_abort(struct rdma_tp *t)
  * caller re-checks its condition), IBCOMM_ERR_TIMEOUT without a message (the caller says what
  * it waited for), or another error with its message.
  */
-static int block(struct rdma_tp *t, ibc_deadline_t dl)
+static int block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int peer, int chan)
 {
-	struct pollfd pfd[2];
+	struct pollfd pfd[3];
 	uint64_t spin_end;
-	int n, left;
+	int n, left, rdv_fd = -1;
 
 	if (check_abort(t))
 		return IBCOMM_ERR_ABORTED;
+	n = notices_check(t, false, op, peer, chan);
+	if (n)
+		return n;
 	n = progress(t);
 	if (n)
 		return n < 0 ? n : 0;
@@ -413,7 +482,11 @@ static int block(struct rdma_tp *t, ibc_deadline_t dl)
 		left = 1000;
 	pfd[0] = (struct pollfd){ .fd = t->chan->fd, .events = POLLIN };
 	pfd[1] = (struct pollfd){ .fd = t->pipefd[0], .events = POLLIN };
-	n = poll(pfd, 2, left);
+	/* the rendezvous connection: failure notices (a dead writer completes nothing here) */
+	if (t->base.comm->rdv)
+		rdv_fd = ibc_rdv_fd(t->base.comm->rdv);
+	pfd[2] = (struct pollfd){ .fd = rdv_fd, .events = POLLIN }; /* fd -1: ignored by poll() */
+	n = poll(pfd, 3, left);
 	if (n < 0 && errno != EINTR) {
 		ibc_err(t->base.comm, IBCOMM_ERR_SYSTEM, "rank %d: poll on the RDMA completion channel failed: %s",
 			t->base.comm->rank, strerror(errno));
@@ -439,9 +512,30 @@ static int block(struct rdma_tp *t, ibc_deadline_t dl)
 	}
 	if (check_abort(t))
 		return IBCOMM_ERR_ABORTED;
+	if (n > 0 && pfd[2].revents) {
+		n = notices_check(t, true, op, peer, chan);
+		if (n)
+			return n;
+	}
 	if (dl && ibc_now_ms() >= dl)
 		return IBCOMM_ERR_TIMEOUT;
 	return 0;
+}
+
+/*
+ * TEST HOOK (tests/fault only, not a user setting): IBCOMM_TEST_QP_ERROR_AFTER=<n>, read at
+ * create, moves the QP of this rank's n-th put into the error state right after posting it,
+ * as a fabric fault would. The calls that follow must fail, naming the peer and the QP.
+ */
+static void test_force_qp_error(struct rdma_tp *t, struct rdma_peer *p)
+{
+	struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
+
+	ibc_warn("rank %d: test hook IBCOMM_TEST_QP_ERROR_AFTER=%" PRIu64 ": QP 0x%x to peer %d forced into the error state",
+		 t->base.comm->rank, t->test_qp_error_after, p->qp->qp_num, p->rank);
+	if (ibv_modify_qp(p->qp, &a, IBV_QP_STATE))
+		ibc_warn("rank %d: test hook: moving QP 0x%x to the error state failed: %s", t->base.comm->rank,
+			 p->qp->qp_num, strerror(errno));
 }
 
 /* ---- ops ---- */
@@ -454,6 +548,8 @@ static int check_args(struct rdma_tp *t, const char *op, int peer, int chan)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: RDMA %s: bad peer %d or channel %d (size %d)", comm->rank,
 			       op, peer, chan, comm->size);
 	if (t->failed)
+		return t->failed;
+	if (notices_check(t, false, op, peer, chan))
 		return t->failed;
 	if (!t->peers[peer].connected)
 		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: RDMA %s: peer %d is not connected", comm->rank, op,
@@ -493,7 +589,7 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 		}
 		if (!wait)
 			return IBC_AGAIN;
-		rc = block(t, dl);
+		rc = block(t, dl, "put", peer, chan);
 		if (rc == IBCOMM_ERR_TIMEOUT)
 			return ibc_err(comm, IBCOMM_ERR_TIMEOUT,
 				       "rank %d: timed out waiting for peer %d to release a slot of the %s channel (all %u in use): the peer is slow, stuck or dead",
@@ -505,7 +601,7 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 	inl = IBC_RDMA_HDR + len <= t->max_inline;
 	/* The staging slot and a send queue entry must be free (their completions seen). */
 	while ((!inl && p->sq_done < p->stage_seq[chan * nslots + slot]) || !sq_room(t, p)) {
-		rc = block(t, dl);
+		rc = block(t, dl, "put", peer, chan);
 		if (rc == IBCOMM_ERR_TIMEOUT)
 			return ibc_err(comm, IBCOMM_ERR_TIMEOUT,
 				       "rank %d: timed out waiting for the completion of an RDMA write to peer %d (QP 0x%x)",
@@ -541,6 +637,8 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 	inflight = p->put_cnt[chan] - p->credit[chan];
 	if (inflight > tp->cnt.max_inflight)
 		tp->cnt.max_inflight = (uint32_t)inflight;
+	if (t->test_qp_error_after && tp->cnt.puts == t->test_qp_error_after)
+		test_force_qp_error(t, p);
 	rc = progress(t);
 	return rc < 0 ? rc : 0;
 }
@@ -566,7 +664,7 @@ static int rdma_get(ibc_tp_t *tp, int peer, int chan, ibc_chunk_t *chunk, bool w
 			break;
 		if (!wait)
 			return IBC_AGAIN;
-		rc = block(t, dl);
+		rc = block(t, dl, "get", peer, chan);
 		if (rc == IBCOMM_ERR_TIMEOUT)
 			return ibc_err(comm, IBCOMM_ERR_TIMEOUT,
 				       "rank %d: timed out waiting for data from peer %d on the %s channel (%" PRIu64 " chunks received so far)",
@@ -634,7 +732,7 @@ static ibcomm_status_t rdma_wait(ibc_tp_t *tp, ibc_deadline_t dl)
 			t->woken = false;
 			return IBCOMM_OK;
 		}
-		rc = block(t, dl);
+		rc = block(t, dl, "wait for data or credits from any peer", -1, 0);
 		if (rc == IBCOMM_ERR_TIMEOUT)
 			return ibc_err(tp->comm, IBCOMM_ERR_TIMEOUT, "rank %d: timed out waiting for data or credits from any peer over RDMA (%s)",
 				       tp->comm->rank, t->devname);
@@ -980,6 +1078,34 @@ static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_
 	return IBCOMM_OK;
 }
 
+/*
+ * Publishes that this rank's QPs are in RTR and waits until every peer's are: a write that
+ * reaches a QP still in INIT is dropped without a NAK and resent only after the ack timeout
+ * (RDMA_QP_TIMEOUT, about 2 s), so the first call after create() stalled whenever a peer was
+ * slower through its connect_peer() loop.
+ */
+static ibcomm_status_t wait_peers_ready(struct rdma_tp *t, ibc_deadline_t dl)
+{
+	struct ibcomm *comm = t->base.comm;
+	char key[160], err[256], val[8];
+	ibcomm_status_t st;
+	size_t len;
+
+	snprintf(key, sizeof(key), "%s/rdma/ready/%d", comm->id, comm->rank);
+	if (ibc_rdv_put(comm->rdv, key, "1", 1, err, sizeof(err)))
+		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: publishing RDMA readiness: %s", comm->rank, err);
+	for (int r = 0; r < comm->size; r++) {
+		if (r == comm->rank)
+			continue;
+		snprintf(key, sizeof(key), "%s/rdma/ready/%d", comm->id, r);
+		st = ibc_rdv_get(comm->rdv, key, val, sizeof(val), &len, dl, err, sizeof(err));
+		if (st)
+			return ibc_err(comm, st, "rank %d: waiting for peer %d to connect its RDMA queue pairs: %s",
+				       comm->rank, r, err);
+	}
+	return IBCOMM_OK;
+}
+
 /* True while p may still lack data this rank wrote: not all released, last write not complete. */
 static bool data_in_flight(const struct rdma_peer *p)
 {
@@ -1022,7 +1148,7 @@ static void drain(struct rdma_tp *t)
 			if (p->sq_last_sig < p->last_data_seq && send_credit(t, p, 0, true))
 				break;
 		}
-		if (pending && block(t, dl) < 0)
+		if (pending && block(t, dl, "destroy (waiting for writes in flight)", -1, 0) < 0)
 			break;
 	}
 	if (pending)
@@ -1117,6 +1243,9 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->base.ops = &ibc_rdma_ops;
 	t->base.comm = comm;
 	t->pipefd[0] = t->pipefd[1] = -1;
+	t->dead_peer = -1;
+	if (getenv("IBCOMM_TEST_QP_ERROR_AFTER")) /* test hook: test_force_qp_error() */
+		t->test_qp_error_after = strtoull(getenv("IBCOMM_TEST_QP_ERROR_AFTER"), NULL, 10);
 	st = open_device(t, &pa);
 	if (st)
 		goto err_free;
@@ -1213,6 +1342,11 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 		if (r == comm->rank)
 			continue;
 		st = connect_peer(t, &t->peers[r], dl);
+		if (st)
+			goto err_free;
+	}
+	if (comm->size > 1) {
+		st = wait_peers_ready(t, dl);
 		if (st)
 			goto err_free;
 	}
