@@ -1422,6 +1422,7 @@ struct rdv_pending {
 
 struct ibc_rdv {
 	atomic_int refs;
+	atomic_bool no_bye;       /* a communicator failed: leave without a goodbye (seen as dead) */
 	pthread_mutex_t lock;     /* everything below but `in`, which the reader owns */
 	pthread_cond_t cond;
 	int fd;
@@ -1822,7 +1823,7 @@ static void rdv_free(struct ibc_rdv *rdv, bool linger)
 		struct ibc_rdv_msg leave = { .type = IBC_RDV_LEAVE };
 		size_t n = ibc_rdv_encode(&leave, rdv->scratch, IBC_RDV_MAX_FRAME);
 
-		if (!rdv->broken && n)
+		if (!rdv->broken && !atomic_load(&rdv->no_bye) && n)
 			send_all(rdv->fd, rdv->scratch, n, ibc_deadline(1000));
 		close(rdv->fd);
 	}
@@ -1950,6 +1951,7 @@ ibcomm_status_t ibc_rdv_open(const ibc_settings_t *s, ibc_deadline_t dl, struct 
 		goto err_nomem;
 	}
 	atomic_init(&rdv->refs, 1);
+	atomic_init(&rdv->no_bye, false);
 	atomic_init(&rdv->gen, 0);
 	rdv->fd = -1;
 	if (pipe2(rdv->wake, O_NONBLOCK | O_CLOEXEC)) {
@@ -2038,7 +2040,15 @@ void ibc_rdv_unref(struct ibc_rdv *rdv)
 
 void ibc_rdv_abandon(struct ibc_rdv *rdv)
 {
-	if (rdv && atomic_fetch_sub(&rdv->refs, 1) == 1)
+	if (!rdv)
+		return;
+	/*
+	 * No goodbye when this rank's last hold goes: the server then reports it dead, and ranks
+	 * still waiting for it (over RDMA a dead or broken writer raises no completion) fail at
+	 * once instead of at their deadline.
+	 */
+	atomic_store(&rdv->no_bye, true);
+	if (atomic_fetch_sub(&rdv->refs, 1) == 1)
 		rdv_free(rdv, false);
 }
 

@@ -116,7 +116,8 @@ IBC_HIDDEN size_t ibc_rdv_encode(const struct ibc_rdv_msg *m, void *buf, size_t 
 
 /*
  * Drops a reference like ibc_rdv_unref(), but when it is rank 0's last one the server stops
- * at once instead of serving until the other ranks are gone (for a failed or aborted job).
+ * at once instead of serving until the other ranks are gone (for a failed or aborted job),
+ * and the last hold of any rank goes without a goodbye, so the others hear it as dead.
  */
 IBC_HIDDEN void ibc_rdv_abandon(struct ibc_rdv *rdv);
 

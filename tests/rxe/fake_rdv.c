@@ -83,6 +83,13 @@ ibcomm_status_t ibc_rdv_get(struct ibc_rdv *rdv, const char *key, void *val, siz
 	}
 }
 
+ibcomm_status_t ibc_rdv_get_cancel(struct ibc_rdv *rdv, const char *key, void *val, size_t cap, size_t *len,
+				   ibc_deadline_t dl, const atomic_int *cancel, char *err, size_t errlen)
+{
+	(void)cancel;
+	return ibc_rdv_get(rdv, key, val, cap, len, dl, err, errlen);
+}
+
 /* No failure notices in the fake: nobody is ever reported dead. */
 int ibc_rdv_fd(struct ibc_rdv *rdv)
 {

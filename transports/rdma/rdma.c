@@ -1012,7 +1012,7 @@ static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_
 	int mask;
 
 	snprintf(key, sizeof(key), "%s/rdma/%d/%d", comm->id, p->rank, comm->rank);
-	st = ibc_rdv_get(comm->rdv, key, buf, sizeof(buf), &len, dl, err, sizeof(err));
+	st = ibc_rdv_get_cancel(comm->rdv, key, buf, sizeof(buf), &len, dl, &comm->aborted, err, sizeof(err));
 	if (st)
 		return ibc_err(comm, st, "rank %d: waiting for the RDMA QP info of peer %d (key %s): %s (does peer %d use RDMA too?)",
 			       comm->rank, p->rank, key, err, p->rank);
@@ -1098,7 +1098,7 @@ static ibcomm_status_t wait_peers_ready(struct rdma_tp *t, ibc_deadline_t dl)
 		if (r == comm->rank)
 			continue;
 		snprintf(key, sizeof(key), "%s/rdma/ready/%d", comm->id, r);
-		st = ibc_rdv_get(comm->rdv, key, val, sizeof(val), &len, dl, err, sizeof(err));
+		st = ibc_rdv_get_cancel(comm->rdv, key, val, sizeof(val), &len, dl, &comm->aborted, err, sizeof(err));
 		if (st)
 			return ibc_err(comm, st, "rank %d: waiting for peer %d to connect its RDMA queue pairs: %s",
 				       comm->rank, r, err);
