@@ -76,7 +76,8 @@ static void *map_at(void *want)
 	return p;
 }
 
-/* One allreduce from src; checks the result and whether it went zero-copy. */
+/* One allreduce from src; checks the result and whether it went zero-copy (zc: 1 must, 0
+ * must not, -1 may: an algorithm that sends from sendbuf only on some ranks). */
 static bool allreduce(ibcomm_t *comm, const int32_t *src, int32_t *out, int gen, int zc, const char *what)
 {
 	uint64_t zc0 = comm->tp->cnt.zc_puts, d;
@@ -124,7 +125,7 @@ static void job_unmap(ibcomm_t *comm, void *arg)
 		hx_force_algo(comm, IBC_COLL_ALLREDUCE, algos[k]);
 		snprintf(what, sizeof(what), "allreduce (%s) from registered memory", hx_algo_name(algos[k]));
 		/* ring and recursive doubling send from sendbuf on every rank */
-		if (!allreduce(comm, a, out, 1, algos[k] == IBC_ALGO_RING || algos[k] == IBC_ALGO_RD, what))
+		if (!allreduce(comm, a, out, 1, algos[k] == IBC_ALGO_RING || algos[k] == IBC_ALGO_RD ? 1 : -1, what))
 			goto out;
 	}
 	hx_force_algo(comm, IBC_COLL_ALLREDUCE, IBC_ALGO_RD);
