@@ -249,6 +249,131 @@ static void test_handles(void)
 	hx_run_job(&job);
 }
 
+/*
+ * Every collective with an out-of-place sendbuf, from registered memory, on 2 and 3 ranks:
+ * exact results; over RDMA some rank sent zero-copy (the ranks add their counts in the
+ * harness's shared scratch).
+ */
+#define CC (24u * 1024) /* int32 per block */
+
+static int32_t cval(int r, size_t i)
+{
+	return (int32_t)(r * 100003 + (int)(i % 9973) + 1);
+}
+
+static void job_colls(ibcomm_t *comm, void *arg)
+{
+	enum { C_REDUCE, C_ALLGATHER, C_REDUCE_SCATTER, C_GATHER, C_SCATTER, C_ALLTOALL, C_N };
+	static const char *const names[C_N] = { "reduce", "allgather", "reduce_scatter", "gather", "scatter",
+						 "alltoall" };
+	int n = hx_size, me = hx_rank, root = n - 1;
+	size_t nb = (size_t)n * CC;
+	int32_t *in = malloc(nb * sizeof(int32_t)), *out = malloc(nb * sizeof(int32_t));
+	ibcomm_mr_t *mr = NULL;
+
+	(void)arg;
+	if (!in || !out) {
+		hx_fail("out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < nb; i++)
+		in[i] = cval(me, i);
+	if (!hx_ok(comm, ibcomm_register(comm, in, nb * sizeof(int32_t), &mr), "ibcomm_register"))
+		goto out;
+	for (int k = 0; k < C_N; k++) {
+		uint64_t zc0 = comm->tp->cnt.zc_puts;
+		ibcomm_status_t st = IBCOMM_OK;
+		size_t bad = SIZE_MAX, cnt = 0;
+		int32_t want = 0;
+
+		memset(out, 0, nb * sizeof(int32_t));
+		switch (k) {
+		case C_REDUCE:
+			st = ibcomm_reduce(comm, in, out, CC, IBCOMM_INT32, IBCOMM_SUM, root);
+			cnt = me == root ? CC : 0;
+			break;
+		case C_ALLGATHER:
+			st = ibcomm_allgather(comm, in, out, CC, IBCOMM_INT32);
+			cnt = nb;
+			break;
+		case C_REDUCE_SCATTER:
+			st = ibcomm_reduce_scatter(comm, in, out, CC, IBCOMM_INT32, IBCOMM_SUM);
+			cnt = CC;
+			break;
+		case C_GATHER:
+			st = ibcomm_gather(comm, in, out, CC, IBCOMM_INT32, root);
+			cnt = me == root ? nb : 0;
+			break;
+		case C_SCATTER:
+			st = ibcomm_scatter(comm, in, out, CC, IBCOMM_INT32, root);
+			cnt = CC;
+			break;
+		case C_ALLTOALL:
+			st = ibcomm_alltoall(comm, in, out, CC, IBCOMM_INT32);
+			cnt = nb;
+			break;
+		}
+		if (!hx_ok(comm, st, names[k]))
+			goto out;
+		for (size_t i = 0; i < cnt && bad == SIZE_MAX; i++) {
+			size_t j = i / CC, o = i % CC;
+
+			switch (k) {
+			case C_REDUCE:
+				want = 0;
+				for (int r = 0; r < n; r++)
+					want += cval(r, i);
+				break;
+			case C_ALLGATHER:
+			case C_GATHER:
+				want = cval((int)j, o);
+				break;
+			case C_REDUCE_SCATTER:
+				want = 0;
+				for (int r = 0; r < n; r++)
+					want += cval(r, (size_t)me * CC + i);
+				break;
+			case C_SCATTER:
+				want = cval(root, (size_t)me * CC + i);
+				break;
+			case C_ALLTOALL:
+				want = cval((int)j, (size_t)me * CC + o);
+				break;
+			}
+			if (out[i] != want)
+				bad = i;
+		}
+		if (bad != SIZE_MAX)
+			hx_fail("%s on %d ranks: element %zu is %d, expected %d", names[k], n, bad, out[bad], want);
+		__atomic_fetch_add(&hx_scratch[k], (int)(comm->tp->cnt.zc_puts - zc0), __ATOMIC_SEQ_CST);
+		hx_case_done();
+	}
+	/* every rank added its count before entering the barrier */
+	if (!hx_ok(comm, ibcomm_barrier(comm), "ibcomm_barrier"))
+		goto out;
+	for (int k = 0; me == 0 && k < C_N; k++) {
+		if (rdma && hx_scratch[k] == 0)
+			hx_fail("%s on %d ranks from registered memory: no rank sent zero-copy", names[k], n);
+		if (!rdma && hx_scratch[k] != 0)
+			hx_fail("%s on %d ranks over %s: %d zero-copy puts", names[k], n, ibcomm_transport(comm),
+				hx_scratch[k]);
+	}
+out:
+	if (mr)
+		hx_ok(comm, ibcomm_deregister(comm, mr), "ibcomm_deregister");
+	free(in);
+	free(out);
+}
+
+static void test_colls(void)
+{
+	for (int n = 2; n <= 3; n++) {
+		struct hx_job job = { .name = "every collective from registered memory", .n = n, .fn = job_colls };
+
+		hx_run_job(&job);
+	}
+}
+
 /* HX_TRANSPORT=rdma without a device: skip. A 1-rank communicator on a free port tells. */
 static bool rdma_missing(char *why, size_t len)
 {
@@ -288,6 +413,7 @@ int main(void)
 	static const struct hx_test tests[] = {
 		{ "allreduce from registered memory, munmap, remap", test_unmap },
 		{ "allreduce registration handles, dup, destroy", test_handles },
+		{ "allreduce and every collective from registered memory", test_colls },
 	};
 	const char *tp = getenv("HX_TRANSPORT");
 	char why[512];
