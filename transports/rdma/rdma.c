@@ -68,7 +68,8 @@ struct rdma_peer {
 	uint64_t last_data_seq;        /* WR sequence of the last data write */
 	/* receiver side */
 	uint64_t arrived[IBC_NCHAN], consumed[IBC_NCHAN], released[IBC_NCHAN], credit_sent[IBC_NCHAN];
-	unsigned rq_posted;	uint64_t zc_last_seq;          /* WR sequence of the last zero-copy write (signaled) */
+	unsigned rq_posted;
+	uint64_t zc_last_seq;          /* WR sequence of the last zero-copy write (signaled) */
 };
 
 struct rdma_tp {
@@ -483,8 +484,10 @@ static void *rdma_reg(ibc_tp_t *tp, void *addr, size_t len, ibcomm_status_t *st)
 	struct ibcomm *comm = tp->comm;
 	struct ibv_mr *mr;
 
-	/* LOCAL_WRITE makes the kernel fault in real pages (not the shared zero page, which a
-	 * later write by the program would replace behind the MR); read-only memory cannot. */
+	/*
+	 * LOCAL_WRITE makes the kernel fault in real pages (not the shared zero page, which a
+	 * later write by the program would replace behind the MR); read-only memory cannot.
+	 */
 	mr = ibv_reg_mr(t->pd, addr, len, IBV_ACCESS_LOCAL_WRITE);
 	if (!mr && (errno == EFAULT || errno == EACCES || errno == EPERM))
 		mr = ibv_reg_mr(t->pd, addr, len, 0);
