@@ -142,7 +142,16 @@ IBCOMM_API ibcomm_status_t ibcomm_dup(ibcomm_t *comm, ibcomm_t **newcomm);
 
 /*
  * Registers [buf, buf+len) for use in collectives (RDMA: pinned and keyed once instead of
- * per call). Optional: unregistered buffers work too. Deregister before freeing the memory.
+ * per call; an out-of-place call whose sendbuf lies inside is sent without a copy).
+ * Optional: unregistered buffers work too. A range inside one already registered on comm
+ * shares it (reference counted). *mr belongs to comm: ibcomm_destroy(comm) deregisters what
+ * is left; a handle that is not comm's (deregistered, another communicator's) is
+ * IBCOMM_ERR_INVALID.
+ *
+ * Deregister before freeing or unmapping the memory. A safety net: libibcomm's munmap()
+ * and mremap() (the program's calls bind to them) mark an unmapped registration unusable,
+ * so new memory at the same address is never sent from the old pages; its handle must
+ * still be deregistered. free() of heap memory is not seen.
  */
 IBCOMM_API ibcomm_status_t ibcomm_register(ibcomm_t *comm, void *buf, size_t len, ibcomm_mr_t **mr);
 IBCOMM_API ibcomm_status_t ibcomm_deregister(ibcomm_t *comm, ibcomm_mr_t *mr);

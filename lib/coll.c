@@ -7,6 +7,7 @@
 
 #include "ibc.h"
 #include "algo/algo.h"
+#include "regcache.h"
 #include "wire.h"
 
 /* Checks shared by every call. */
@@ -453,6 +454,68 @@ static ibcomm_status_t check_call(struct ibc_coll_args *a, size_t bytes)
 	return settle(a, st);
 }
 
+/*
+ * Zero-copy source: out of place, the caller's sendbuf is read-only for the whole call, so
+ * when it lies in registered memory the transport may send from it in place (put returns
+ * before the bytes left) as long as the call waits for those writes before returning. Only
+ * the sendbuf bytes qualify, and only when they do not overlap recvbuf (which the call writes).
+ */
+static void zc_begin(struct ibc_coll_args *a)
+{
+	ibc_tp_t *tp = a->tp;
+	size_t b = a->count * a->esz, n = (size_t)a->size, slen, rlen;
+
+	if (!tp->ops->flush || !a->comm->regcache || !a->sendbuf || a->sendbuf == a->recvbuf)
+		return;
+	switch (a->coll) {
+	case IBC_COLL_ALLREDUCE:
+	case IBC_COLL_REDUCE:
+		slen = b, rlen = b;
+		break;
+	case IBC_COLL_ALLGATHER:
+	case IBC_COLL_GATHER:
+		slen = b, rlen = b * n;
+		break;
+	case IBC_COLL_REDUCE_SCATTER:
+	case IBC_COLL_SCATTER:
+		slen = b * n, rlen = b;
+		break;
+	case IBC_COLL_ALLTOALL:
+		slen = b * n, rlen = b * n;
+		break;
+	default:
+		return;
+	}
+	if (a->recvbuf && overlap(a->sendbuf, slen, a->recvbuf, rlen))
+		return;
+	tp->zc_handle = ibc_regcache_find(a->comm, a->sendbuf, slen);
+	if (tp->zc_handle) {
+		tp->zc_buf = a->sendbuf;
+		tp->zc_len = slen;
+	}
+}
+
+/* Waits for the zero-copy writes of the call; a failed call keeps its own message. */
+static ibcomm_status_t zc_end(struct ibc_coll_args *a, ibcomm_status_t st)
+{
+	struct ibcomm *comm = a->comm;
+	ibc_tp_t *tp = a->tp;
+	char saved[IBC_ERRLEN];
+	ibcomm_status_t fst;
+
+	if (!tp->zc_handle)
+		return st;
+	if (st)
+		memcpy(saved, comm->err, sizeof(saved));
+	fst = tp->ops->flush(tp, st ? ibc_deadline(1000) : a->dl);
+	if (st)
+		memcpy(comm->err, saved, sizeof(saved));
+	tp->zc_buf = NULL;
+	tp->zc_len = 0;
+	tp->zc_handle = NULL;
+	return st ? st : fst;
+}
+
 /* Runs the chosen algorithm. */
 static ibcomm_status_t run(struct ibc_coll_args *a, size_t bytes)
 {
@@ -464,9 +527,11 @@ static ibcomm_status_t run(struct ibc_coll_args *a, size_t bytes)
 
 	ibc_trace("rank %d: %s #%u, %zu bytes, algorithm %s", a->rank, ibc_coll_name(a->coll), a->seq, bytes,
 		  ibc_algo_name(algo));
+	zc_begin(a);
 	st = fn(a);
 	if (!st)
 		st = sig_take(a);
+	st = zc_end(a, st);
 	return settle(a, st);
 }
 

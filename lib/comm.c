@@ -12,12 +12,8 @@
 #include <string.h>
 
 #include "ibc.h"
+#include "regcache.h"
 #include "rendezvous.h"
-
-struct ibcomm_mr {
-	void *buf;
-	size_t len;
-};
 
 /* Creates comm's transport with ops; on failure comm->err says why. */
 static ibcomm_status_t tp_create(struct ibcomm *comm, const struct ibc_tp_ops *ops)
@@ -191,6 +187,7 @@ ibcomm_status_t ibcomm_destroy(ibcomm_t *comm)
 {
 	if (!comm)
 		return IBCOMM_OK;
+	ibc_regcache_destroy(comm); /* the transport's registrations go before the transport */
 	if (comm->tp)
 		comm->tp->ops->destroy(comm->tp);
 	ibc_p2p_cleanup(comm);
@@ -305,9 +302,11 @@ ibcomm_status_t ibcomm_dup(ibcomm_t *comm, ibcomm_t **newcomm)
 	return ibcomm_split(comm, 0, comm->rank, newcomm);
 }
 
+/* A handle is a token of comm's registration cache (regcache.c), never dereferenced. */
 ibcomm_status_t ibcomm_register(ibcomm_t *comm, void *buf, size_t len, ibcomm_mr_t **mr)
 {
-	struct ibcomm_mr *m;
+	uintptr_t token;
+	ibcomm_status_t st;
 
 	if (!comm)
 		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_register: comm is NULL");
@@ -317,12 +316,10 @@ ibcomm_status_t ibcomm_register(ibcomm_t *comm, void *buf, size_t len, ibcomm_mr
 	if (!buf && len)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: ibcomm_register: buf is NULL with len %zu",
 			       comm->rank, len);
-	m = malloc(sizeof(*m));
-	if (!m)
-		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: ibcomm_register: out of memory", comm->rank);
-	m->buf = buf;
-	m->len = len;
-	*mr = m;
+	st = ibc_regcache_add(comm, buf, len, &token);
+	if (st)
+		return st;
+	*mr = (ibcomm_mr_t *)token;
 	return IBCOMM_OK;
 }
 
@@ -332,6 +329,5 @@ ibcomm_status_t ibcomm_deregister(ibcomm_t *comm, ibcomm_mr_t *mr)
 		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_deregister: comm is NULL");
 	if (!mr)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: ibcomm_deregister: mr is NULL", comm->rank);
-	free(mr);
-	return IBCOMM_OK;
+	return ibc_regcache_remove(comm, (uintptr_t)mr);
 }

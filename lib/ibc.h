@@ -89,6 +89,7 @@ IBC_HIDDEN int ibc_deadline_left(ibc_deadline_t dl);
 /* ---- the communicator (comm.c) ---- */
 struct ibc_rdv;
 struct ibc_p2p_msg;
+struct ibc_regcache;
 
 struct ibcomm {
 	int rank, size;
@@ -102,6 +103,7 @@ struct ibcomm {
 	ibcomm_status_t failed;   /* sticky: once a peer failed, every call returns this */
 	struct ibc_p2p_msg *unexpected; /* p2p messages received before their recv */
 	int *world;               /* world rank of each rank (split communicators); NULL: identity */
+	struct ibc_regcache *regcache; /* registered memory (regcache.c); NULL until the first register */
 	char err[IBC_ERRLEN];
 };
 

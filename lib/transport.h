@@ -53,6 +53,7 @@ typedef struct ibc_tp_counters {
 	uint64_t credit_waits;  /* puts that found no free slot */
 	uint32_t max_inflight;  /* most chunks outstanding (written, not yet released) to one peer+chan */
 	uint32_t connects;      /* connections this rank opened */
+	uint64_t zc_puts;       /* puts sent straight from registered user memory (no staging copy) */
 } ibc_tp_counters_t;
 
 typedef struct ibc_tp ibc_tp_t;
@@ -85,6 +86,19 @@ struct ibc_tp_ops {
 	ibcomm_status_t (*wait)(ibc_tp_t *tp, ibc_deadline_t deadline);
 	/* Wakes a wait() from another thread or a signal handler (ibcomm_abort). Async-signal-safe. */
 	void (*interrupt)(ibc_tp_t *tp);
+	/*
+	 * Optional (NULL: nothing to do, e.g. TCP). reg() registers [addr, addr+len) for
+	 * zero-copy and returns the transport's handle, or NULL with *st set and the reason in
+	 * the communicator's last error. dereg() releases a handle reg() returned; no write
+	 * from it may be in flight (flush() saw to that).
+	 */
+	void *(*reg)(ibc_tp_t *tp, void *addr, size_t len, ibcomm_status_t *st);
+	void (*dereg)(ibc_tp_t *tp, void *h);
+	/*
+	 * Optional: waits until every put made from the zero-copy source (zc_* below) has
+	 * completed, so that the caller's buffer may change again. NULL: puts always copy.
+	 */
+	ibcomm_status_t (*flush)(ibc_tp_t *tp, ibc_deadline_t deadline);
 };
 
 /* Common head of every transport's state (first member of the transport's own struct). */
@@ -94,6 +108,15 @@ struct ibc_tp {
 	size_t max_chunk;  /* largest put */
 	unsigned nslots;   /* slots per peer and channel */
 	ibc_tp_counters_t cnt;
+	/*
+	 * Zero-copy source of the collective in progress (coll.c sets it, NULL otherwise): the
+	 * caller's sendbuf bytes, which nobody writes during the call, and the reg() handle of a
+	 * valid registration covering them. A put whose buf lies inside may send from it in
+	 * place and return before the bytes left; flush() ends the call.
+	 */
+	const void *zc_buf;
+	size_t zc_len;
+	void *zc_handle;
 };
 
 extern const struct ibc_tp_ops ibc_tcp_ops;

@@ -75,6 +75,7 @@ struct rdma_peer {
 	/* receiver side */
 	uint64_t arrived[IBC_NCHAN], consumed[IBC_NCHAN], released[IBC_NCHAN], credit_sent[IBC_NCHAN];
 	unsigned rq_posted;
+	uint64_t zc_last_seq;          /* WR sequence of the last zero-copy write (signaled) */
 };
 
 struct rdma_tp {
@@ -557,6 +558,85 @@ static int check_args(struct rdma_tp *t, const char *op, int peer, int chan)
 	return 0;
 }
 
+/* ---- zero-copy from registered user memory ---- */
+
+/*
+ * The MR to send [buf, buf+len) from in place: when it lies in the collective's zero-copy
+ * source (tp->zc_*, set by coll.c to a registered, read-only sendbuf) and is worth more than
+ * an inline write. Such writes are signaled and flush() waits for them.
+ */
+static struct ibv_mr *zc_mr(struct rdma_tp *t, const void *buf, size_t len)
+{
+	uintptr_t b = (uintptr_t)buf, s = (uintptr_t)t->base.zc_buf;
+
+	if (!t->base.zc_handle || len <= RDMA_WANT_INLINE || b < s || b - s > t->base.zc_len ||
+	    len > t->base.zc_len - (b - s))
+		return NULL;
+	return t->base.zc_handle;
+}
+
+static void *rdma_reg(ibc_tp_t *tp, void *addr, size_t len, ibcomm_status_t *st)
+{
+	struct rdma_tp *t = to_rdma(tp);
+	struct ibcomm *comm = tp->comm;
+	struct ibv_mr *mr;
+
+	/*
+	 * LOCAL_WRITE makes the kernel fault in real pages (not the shared zero page, which a
+	 * later write by the program would replace behind the MR); read-only memory cannot.
+	 */
+	mr = ibv_reg_mr(t->pd, addr, len, IBV_ACCESS_LOCAL_WRITE);
+	if (!mr && (errno == EFAULT || errno == EACCES || errno == EPERM))
+		mr = ibv_reg_mr(t->pd, addr, len, 0);
+	if (!mr) {
+		*st = errno == ENOMEM || errno == EPERM ? IBCOMM_ERR_NOMEM : IBCOMM_ERR_SYSTEM;
+		ibc_err(comm, *st, "rank %d: ibcomm_register: ibv_reg_mr of [%p, +%zu) on %s failed: %s%s", comm->rank,
+			addr, len, t->devname, strerror(errno),
+			errno == ENOMEM || errno == EPERM ? " (locked-memory limit too low? ulimit -l)" : "");
+		return NULL;
+	}
+	ibc_trace("rank %d: registered [%p, +%zu) on %s: lkey 0x%x", comm->rank, addr, len, t->devname, mr->lkey);
+	return mr;
+}
+
+static void rdma_dereg(ibc_tp_t *tp, void *h)
+{
+	struct ibv_mr *mr = h;
+	int rc;
+
+	rc = ibv_dereg_mr(mr);
+	if (rc)
+		ibc_warn("rank %d: ibv_dereg_mr of a registration of %s failed: %s", tp->comm->rank,
+			 to_rdma(tp)->devname, strerror(rc));
+}
+
+/* Waits for the completion of every zero-copy write (they are signaled). */
+static ibcomm_status_t rdma_flush(ibc_tp_t *tp, ibc_deadline_t dl)
+{
+	struct rdma_tp *t = to_rdma(tp);
+	struct ibcomm *comm = tp->comm;
+	int rc;
+
+	if (!t->peers)
+		return IBCOMM_OK;
+	for (int r = 0; r < comm->size; r++) {
+		struct rdma_peer *p = &t->peers[r];
+
+		while (p->sq_done < p->zc_last_seq) {
+			if (t->failed)
+				return t->failed;
+			rc = block(t, dl);
+			if (rc == IBCOMM_ERR_TIMEOUT)
+				return ibc_err(comm, IBCOMM_ERR_TIMEOUT,
+					       "rank %d: timed out waiting for the zero-copy RDMA writes to peer %d (QP 0x%x) to complete",
+					       comm->rank, r, p->qp->qp_num);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return IBCOMM_OK;
+}
+
 static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *buf, size_t len, bool wait,
 		    ibc_deadline_t dl)
 {
@@ -568,6 +648,7 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 	uint32_t slot, nslots = tp->nslots;
 	uint64_t seq, inflight;
 	bool inl, counted = false;
+	struct ibv_mr *zc = NULL;
 	int rc, nsge;
 
 	rc = check_args(t, "put", peer, chan);
@@ -615,6 +696,14 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 		sge[0] = (struct ibv_sge){ .addr = (uintptr_t)hdr, .length = IBC_RDMA_HDR, .lkey = t->mr->lkey };
 		sge[1] = (struct ibv_sge){ .addr = (uintptr_t)buf, .length = (uint32_t)len, .lkey = t->mr->lkey };
 		nsge = len ? 2 : 1;
+	} else if ((zc = zc_mr(t, buf, len))) {
+		/* the header from the staging slot, the payload straight from the user's memory */
+		uint8_t *s = stage_slot(t, peer, chan, slot);
+
+		ibc_rdma_hdr_encode(s, tag, (uint32_t)len, (uint32_t)p->put_cnt[chan]);
+		sge[0] = (struct ibv_sge){ .addr = (uintptr_t)s, .length = IBC_RDMA_HDR, .lkey = t->mr->lkey };
+		sge[1] = (struct ibv_sge){ .addr = (uintptr_t)buf, .length = (uint32_t)len, .lkey = zc->lkey };
+		nsge = 2;
 	} else {
 		uint8_t *s = stage_slot(t, peer, chan, slot);
 
@@ -625,9 +714,13 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 		nsge = 1;
 	}
 	rc = post_write(t, p, sge, nsge, inl, p->remote.ring_addr + ((uint64_t)chan * p->remote.nslots + slot) * p->remote.stride,
-			p->remote.ring_rkey, ibc_rdma_imm_data(chan, slot), false, &seq);
+			p->remote.ring_rkey, ibc_rdma_imm_data(chan, slot), zc != NULL, &seq);
 	if (rc)
 		return rc;
+	if (zc) {
+		p->zc_last_seq = seq;
+		tp->cnt.zc_puts++;
+	}
 	if (!inl)
 		p->stage_seq[chan * nslots + slot] = seq;
 	p->last_data_seq = seq;
@@ -1371,4 +1464,7 @@ const struct ibc_tp_ops ibc_rdma_ops = {
 	.release = rdma_release,
 	.wait = rdma_wait,
 	.interrupt = rdma_interrupt,
+	.reg = rdma_reg,
+	.dereg = rdma_dereg,
+	.flush = rdma_flush,
 };
