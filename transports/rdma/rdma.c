@@ -625,7 +625,7 @@ static ibcomm_status_t rdma_flush(ibc_tp_t *tp, ibc_deadline_t dl)
 		while (p->sq_done < p->zc_last_seq) {
 			if (t->failed)
 				return t->failed;
-			rc = block(t, dl);
+			rc = block(t, dl, "flush (zero-copy writes)", r, IBC_CHAN_COLL);
 			if (rc == IBCOMM_ERR_TIMEOUT)
 				return ibc_err(comm, IBCOMM_ERR_TIMEOUT,
 					       "rank %d: timed out waiting for the zero-copy RDMA writes to peer %d (QP 0x%x) to complete",
