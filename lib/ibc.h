@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "ibcomm.h"
 #include "transport.h"
@@ -159,6 +160,24 @@ IBC_HIDDEN void ibc_rdv_interrupt(struct ibc_rdv *rdv);
 IBC_HIDDEN int ibc_rdv_fd(struct ibc_rdv *rdv);
 IBC_HIDDEN unsigned ibc_rdv_poll(struct ibc_rdv *rdv, bool readable);
 IBC_HIDDEN bool ibc_rdv_dead(struct ibc_rdv *rdv, int rank, char *why, size_t whylen);
+/* The first rank >= from of comm, not this one, the rendezvous knows dead (why names it), or -1. */
+static inline int ibc_dead_rank(struct ibcomm *comm, int from, char *why, size_t whylen)
+{
+	char w_why[160];
+
+	for (int r = from; comm->rdv && r < comm->size; r++) {
+		int w = ibc_world_rank(comm, r);
+
+		if (r == comm->rank || !ibc_rdv_dead(comm->rdv, w, w_why, sizeof(w_why)))
+			continue;
+		if (w != r)
+			snprintf(why, whylen, "rank %d of communicator %s is world rank %d: %s", r, comm->id, w, w_why);
+		else
+			snprintf(why, whylen, "%s", w_why);
+		return r;
+	}
+	return -1;
+}
 
 /* ---- datatypes and reductions (reduce.c) ---- */
 /* dst[i] = dst[i] op src[i] for i < count (AVG behaves as SUM here; see ibc_reduce_finish). */

@@ -231,19 +231,7 @@ static int notices_check(struct rdma_tp *t, bool readable, const char *op, int p
 		if (gen == t->dead_gen)
 			return 0;
 		t->dead_gen = gen;
-		for (int r = 0; r < comm->size && t->dead_peer < 0; r++) {
-			char why[160];
-			int w = ibc_world_rank(comm, r);
-
-			if (r == comm->rank || !ibc_rdv_dead(comm->rdv, w, why, sizeof(why)))
-				continue;
-			t->dead_peer = r;
-			if (w != r)
-				snprintf(t->dead_why, sizeof(t->dead_why), "rank %d of communicator %s is world rank %d: %s",
-					 r, comm->id, w, why);
-			else
-				snprintf(t->dead_why, sizeof(t->dead_why), "%s", why);
-		}
+		t->dead_peer = ibc_dead_rank(comm, 0, t->dead_why, sizeof(t->dead_why));
 		if (t->dead_peer < 0)
 			return 0;
 	}

@@ -255,6 +255,7 @@ static ibcomm_status_t dead_err(struct tcp *t, int peer, const char *op, int cha
 static ibcomm_status_t notices_check(struct tcp *t, bool readable)
 {
 	struct ibcomm *comm = t->comm;
+	char why[sizeof(t->dead_why)];
 	unsigned gen;
 
 	if (t->dead_peer < 0) {
@@ -264,21 +265,12 @@ static ibcomm_status_t notices_check(struct tcp *t, bool readable)
 		if (gen == t->dead_gen)
 			return IBCOMM_OK;
 		t->dead_gen = gen;
-		for (int r = 0; r < comm->size; r++) {
-			char why[160];
-			int w = ibc_world_rank(comm, r);
-
-			if (r == comm->rank || !ibc_rdv_dead(comm->rdv, w, why, sizeof(why)))
-				continue;
+		for (int r = ibc_dead_rank(comm, 0, why, sizeof(why)); r >= 0; r = ibc_dead_rank(comm, r + 1, why, sizeof(why))) {
 			peer_mark_dead(&t->peers[r], IBCOMM_ERR_PEER, "died (the rendezvous server reported it)");
 			if (t->dead_peer >= 0)
 				continue;
 			t->dead_peer = r;
-			if (w != r)
-				snprintf(t->dead_why, sizeof(t->dead_why), "rank %d of communicator %s is world rank %d: %s",
-					 r, comm->id, w, why);
-			else
-				snprintf(t->dead_why, sizeof(t->dead_why), "%s", why);
+			snprintf(t->dead_why, sizeof(t->dead_why), "%s", why);
 		}
 		if (t->dead_peer < 0)
 			return IBCOMM_OK;
