@@ -580,7 +580,7 @@ static bool names_qp(const char *msg)
 	return strstr(msg, "QP 0x") != NULL;
 }
 
-/* The faulty rank, in a grandchild: fails, checks its error, exits without destroy. */
+/* The faulty rank, in a grandchild: fails, checks its error, destroys and stays alive until the others report. */
 static void qperr_victim(float *buf)
 {
 	char after[16];
@@ -612,7 +612,15 @@ static void qperr_victim(float *buf)
 	st = ibcomm_barrier(comm);
 	if (st != IBCOMM_ERR_TRANSPORT && st != IBCOMM_ERR_PEER)
 		hx_fail("a call after the failure returned %d, expected the same failure", (int)st);
-	/* fatal for this process: no ibcomm_destroy (which would say goodbye to the rendezvous) */
+	/*
+	 * The process lives on after destroying its broken communicator: a failed communicator
+	 * leaves the rendezvous without a goodbye, so the others hear of it at once (they would
+	 * get no RDMA completion from this rank otherwise).
+	 */
+	if (ibcomm_destroy(comm) != IBCOMM_OK)
+		hx_fail("ibcomm_destroy of the failed communicator: %s", ibcomm_last_error(NULL));
+	if (!wait_for(&fs->reported, hx_size - 1, 30000))
+		hx_fail("the other ranks did not report while the faulty rank stayed alive");
 	_exit(hx_failures() ? 1 : 0);
 }
 
