@@ -22,9 +22,9 @@
 
 #include "ibc.h"
 #include "tcp.h"
+#include "fake_rdv.h"
 #include "wire.h"
 
-struct ibc_rdv *fake_rdv_new(const char *dir);
 void fake_rdv_free(struct ibc_rdv *rdv);
 
 typedef int (*rank_fn)(struct ibcomm *comm, ibc_tp_t *tp);

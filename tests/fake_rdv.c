@@ -13,13 +13,11 @@
 #include <unistd.h>
 
 #include "ibc.h"
+#include "fake_rdv.h"
 
 struct ibc_rdv {
 	char dir[256];
 };
-
-struct ibc_rdv *fake_rdv_new(const char *dir);
-void fake_rdv_free(struct ibc_rdv *rdv);
 
 struct ibc_rdv *fake_rdv_new(const char *dir)
 {
