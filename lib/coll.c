@@ -173,17 +173,24 @@ static ibcomm_status_t settle(struct ibc_coll_args *a, ibcomm_status_t st)
 }
 
 /*
- * Mismatch detection. Before any data moves, the ranks agree on the call's signature
- * (sequence number, collective, datatype, op, root, count) with a dissemination exchange on
- * the collective channel: in round k (ceil(log2 n) rounds) rank r sends to r + 2^k and
- * receives from r - 2^k one fixed-size message. A rank that is not yet aware of a mismatch
- * sends its own signature; once it has seen a signature different from its own (or a peer's
- * report of one) it forwards that pair instead. An unflagged message means "every signature
- * that reached me equals this one", and every rank is reached by every other through the
- * rounds, so any difference anywhere reaches every rank within the same call. Every rank
- * runs all rounds with the same message sizes whatever it learns, so the channel stays in
- * step and the communicator remains usable after IBCOMM_ERR_MISMATCH (unless the sequence
- * numbers themselves differ: then every later call reports it too).
+ * Mismatch detection. The ranks agree on the call's signature (sequence number, collective,
+ * datatype, op, root, count) by disseminating it along the recursive-doubling pattern
+ * (ibc_rd_plan: with n not a power of two the extra ranks fold into a partner first and hear
+ * back from it last), every message led by one fixed-size signature message. A rank that is
+ * not yet aware of a mismatch sends its own signature; once it has seen a signature
+ * different from its own (or a peer's report of one) it forwards that pair instead. An
+ * unflagged message means "every signature that reached me equals this one", and the pattern
+ * makes every rank hear from every other, so any difference anywhere reaches every rank
+ * within the same call.
+ *
+ * A small recursive-doubling allreduce (one chunk per message) carries the signature message
+ * in front of its own data, so the comparison costs no round of its own: it reduces into a
+ * scratch buffer, drops the data of every message once a mismatch is known, and writes
+ * recvbuf only when no rank saw one. Every other collective first runs the same pattern with
+ * signature-only messages, then its algorithm. Either way each message is one chunk whatever
+ * the counts, so the channels stay in step and the communicator remains usable after
+ * IBCOMM_ERR_MISMATCH (unless the sequence numbers themselves differ: then every later call
+ * reports it too). Two ranks: see sig_check_pair().
  */
 #define SIG_TAG IBC_COLL_TAG(0, IBC_SIG_TAG) /* never a data tag: those carry a collective < IBC_COLL_COUNT */
 #define SIG_NONE 0xffu                 /* op of a collective that does not reduce */
@@ -274,7 +281,7 @@ static ibcomm_status_t sig_mismatch(struct ibc_coll_args *a, const struct sig *x
 	sig_str(x, sx, sizeof(sx));
 	sig_str(y, sy, sizeof(sy));
 	return ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s does not match %s: the ranks called different "
-		       "collectives, counts, datatypes, ops or roots (no data was moved)", a->rank, sx, sy);
+		       "collectives, counts, datatypes, ops or roots (no receive buffer was written)", a->rank, sx, sy);
 }
 
 /* Says that a timeout came while the ranks compared signatures, before any data moved. */
@@ -377,18 +384,87 @@ ibcomm_status_t ibc_sig_send(struct ibc_coll_args *a, bool wait)
 	return rc;
 }
 
+/* More ranks: from now on a's messages carry `x does not match y`. */
+static void sig_set_seen(struct ibc_coll_args *a, const struct sig *x, const struct sig *y)
+{
+	ibc_wbuf_t w = ibc_wbuf(a->sig_out, sizeof(a->sig_out));
+
+	sig_msg(&w, true, x, y);
+	a->sig_seen = true;
+}
+
+/* More ranks: takes the signature message in front of a chunk from peer (a->sig_fold). */
+static ibcomm_status_t sig_fold(struct ibc_coll_args *a, int peer, uint32_t tag, const void *data, size_t len)
+{
+	bool bare = (tag & 0xffu) == IBC_SIG_TAG;
+	struct sig mine, got[2];
+	ibcomm_status_t st;
+	uint8_t flag;
+
+	if ((!bare && !(tag & IBC_SIG_FUSED)) || len < IBC_SIG_MSG_LEN)
+		return ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s #%u: rank %d sent %s #%u data without a call "
+			       "signature", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, peer,
+			       ibc_coll_name((enum ibc_coll)IBC_MIN(tag & 0x7fu, (uint32_t)IBC_COLL_COUNT - 1)),
+			       tag >> 8);
+	if ((st = sig_parse(a, peer, data, IBC_SIG_MSG_LEN, &flag, got)))
+		return st;
+	if (a->sig_seen)
+		return IBCOMM_OK;
+	sig_of(a, &mine);
+	if (flag)
+		sig_set_seen(a, &got[0], &got[1]);
+	else if (!sig_equal(&mine, &got[0]))
+		sig_set_seen(a, &mine, &got[0]);
+	else if ((bare ? tag : tag & ~IBC_SIG_FUSED) != a->tag)
+		return ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s #%u: rank %d made the same call but %s (is "
+			       "IBCOMM_ALGO the same on every rank?)", a->rank, ibc_coll_name(a->coll),
+			       a->seq & 0xffffffu, peer, bare ? "sent only its signature where data was due" :
+			       "sent data where only its signature was due");
+	return IBCOMM_OK;
+}
+
+/* More ranks: a's plans carry the signatures from now on (see sig_fold). */
+static void sig_fuse_init(struct ibc_coll_args *a)
+{
+	ibc_wbuf_t w = ibc_wbuf(a->sig_out, sizeof(a->sig_out));
+	struct sig mine;
+
+	sig_of(a, &mine);
+	sig_msg(&w, false, &mine, &mine);
+	a->sig_fuse = true;
+	a->sig_seen = false;
+	a->sig_fold = sig_fold;
+}
+
+/* More ranks, after the signatures went round: the mismatch a has seen. */
+static ibcomm_status_t sig_seen_err(struct ibc_coll_args *a)
+{
+	ibc_rbuf_t r = ibc_rbuf(a->sig_out, sizeof(a->sig_out));
+	struct sig pair[2];
+
+	(void)ibc_r_u8(&r);
+	(void)ibc_r_u8(&r);
+	sig_get(&r, &pair[0]);
+	sig_get(&r, &pair[1]);
+	return sig_mismatch(a, &pair[0], &pair[1]);
+}
+
+/*
+ * A small recursive-doubling allreduce over more than two ranks compares the signatures in
+ * its own messages (one chunk each, the signature in front).
+ */
+static bool sig_fusable(const struct ibc_coll_args *a, size_t bytes)
+{
+	return a->size > 2 && a->coll == IBC_COLL_ALLREDUCE && a->algo == IBC_ALGO_RD && bytes &&
+	       bytes <= IBC_SIG_FUSE_MAX && bytes + IBC_SIG_MSG_LEN <= a->tp->max_chunk;
+}
+
 static ibcomm_status_t agree(struct ibc_coll_args *a)
 {
 	struct ibc_coll_args s = *a;
-	struct sig mine, pair[2];
-	uint8_t out[SIG_MSG_LEN], in[SIG_MSG_LEN];
-	bool seen = false; /* pair holds two differing signatures */
-	size_t cs;
+	struct ibc_plan p;
+	ibcomm_status_t st;
 
-	s.tag = SIG_TAG;
-	s.esz = 1;
-	s.reduce = NULL;
-	sig_of(a, &mine);
 	if (a->size == 2) {
 		/*
 		 * Two ranks: no round trip before the data. The signature goes in front of this
@@ -396,46 +472,33 @@ static ibcomm_status_t agree(struct ibc_coll_args *a)
 		 * before any of its data is used.
 		 */
 		ibc_wbuf_t w = ibc_wbuf(a->sig_out, sizeof(a->sig_out));
+		struct sig mine;
 
+		sig_of(a, &mine);
 		sig_msg(&w, false, &mine, &mine);
 		a->sig_out_peer = a->sig_peer = 1 - a->rank;
 		a->sig_check = sig_check_pair;
 		return IBCOMM_OK;
 	}
-	cs = ibc_chunk_size(a->tp, SIG_MSG_LEN, 1);
-	for (int k = 1; k < a->size; k <<= 1) {
-		int to = (a->rank + k) % a->size, from = (a->rank - k % a->size + a->size) % a->size;
-		ibc_wbuf_t w = ibc_wbuf(out, sizeof(out));
-		struct ibc_plan p;
-		struct sig got[2];
-		ibcomm_status_t st;
-		uint8_t flag;
-
-		sig_msg(&w, seen, seen ? &pair[0] : &mine, seen ? &pair[1] : &mine);
-		ibc_plan_init(&p, &s, cs);
-		ibc_plan_send(&p, to, out, sizeof(out), -1, 0);
-		ibc_plan_recv(&p, from, IBC_X_COPY, in, NULL, sizeof(in), -1, 0);
+	if (a->tp->max_chunk < IBC_SIG_MSG_LEN)
+		return ibc_err(a->comm, IBCOMM_ERR_INVALID, "rank %d: %s #%u: chunks of %zu bytes cannot carry a call "
+			       "signature of %d bytes", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu,
+			       a->tp->max_chunk, IBC_SIG_MSG_LEN);
+	/* the recursive-doubling pattern with messages that are only signatures */
+	s.tag = SIG_TAG;
+	s.esz = 1;
+	s.reduce = NULL;
+	sig_fuse_init(&s);
+	ibc_plan_init(&p, &s, 1);
+	st = ibc_rd_plan(&p, NULL, NULL, 0);
+	if (!st)
 		st = ibc_plan_run(&p);
-		ibc_plan_free(&p);
-		if (st == IBCOMM_ERR_TIMEOUT)
-			return sig_timeout(a);
-		if (st)
-			return st;
-		if ((st = sig_parse(a, from, in, sizeof(in), &flag, got)))
-			return st;
-		if (seen)
-			continue;
-		if (flag) {
-			pair[0] = got[0];
-			pair[1] = got[1];
-			seen = true;
-		} else if (!sig_equal(&mine, &got[0])) {
-			pair[0] = mine;
-			pair[1] = got[0];
-			seen = true;
-		}
-	}
-	return seen ? sig_mismatch(a, &pair[0], &pair[1]) : IBCOMM_OK;
+	ibc_plan_free(&p);
+	if (st == IBCOMM_ERR_TIMEOUT)
+		return sig_timeout(a);
+	if (st)
+		return st;
+	return s.sig_seen ? sig_seen_err(&s) : IBCOMM_OK;
 }
 
 /* Before anything moves: every rank of a multi-rank communicator checks the call's signature. */
@@ -446,6 +509,10 @@ static ibcomm_status_t check_call(struct ibc_coll_args *a, size_t bytes)
 	ibcomm_status_t st;
 
 	a->algo = ibc_algo_select(a->comm, a->coll, bytes); /* named by timeouts */
+	if (sig_fusable(a, bytes)) {
+		sig_fuse_init(a); /* the algorithm compares the signatures as it runs */
+		return IBCOMM_OK;
+	}
 	st = agree(a);
 	if (!st && !bytes) /* the call moves nothing: exchange the signatures now */
 		st = ibc_sig_send(a, true);
@@ -531,6 +598,8 @@ static ibcomm_status_t run(struct ibc_coll_args *a, size_t bytes)
 	st = fn(a);
 	if (!st)
 		st = sig_take(a);
+	if (!st && a->sig_fuse && a->sig_seen)
+		st = sig_seen_err(a);
 	st = zc_end(a, st);
 	return settle(a, st);
 }

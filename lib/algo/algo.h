@@ -49,6 +49,16 @@ struct ibc_coll_args {
 	int sig_peer, sig_out_peer;
 	uint8_t sig_out[IBC_SIG_MSG_LEN];
 	ibcomm_status_t (*sig_check)(struct ibc_coll_args *a, int peer, uint32_t tag, const void *sig, size_t len);
+	/*
+	 * More ranks (coll.c): the signatures are disseminated along the recursive-doubling
+	 * pattern (ibc_rd_plan), in front of the first chunk of every message of the plan
+	 * (sig_fuse; the plan's messages then have one chunk each). sig_out is what this rank
+	 * sends next (its signature, or the differing pair it has seen: sig_seen); sig_fold
+	 * takes a received signature (tag and data are the whole chunk's) into that state.
+	 * Once sig_seen, received data is dropped: the plan only runs on to tell the others.
+	 */
+	bool sig_fuse, sig_seen;
+	ibcomm_status_t (*sig_fold)(struct ibc_coll_args *a, int peer, uint32_t tag, const void *data, size_t len);
 };
 
 IBC_HIDDEN ibcomm_status_t ibc_sig_send(struct ibc_coll_args *a, bool wait);
@@ -101,6 +111,13 @@ IBC_HIDDEN void ibc_plan_free(struct ibc_plan *p);
 IBC_HIDDEN ibcomm_status_t ibc_send_buf(struct ibc_coll_args *a, int peer, const void *src, size_t len, size_t cs);
 IBC_HIDDEN ibcomm_status_t ibc_recv_buf(struct ibc_coll_args *a, int peer, enum ibc_xmode mode, void *dst,
 					const void *local, size_t len, size_t cs);
+/*
+ * The recursive-doubling exchange pattern of n > 1 ranks (rd.c) over a len-byte vector:
+ * `mine` is this rank's contribution, buf (len bytes; may be mine) receives the result. With
+ * len 0 it is a pure dissemination of signatures in which every rank hears from every other
+ * (coll.c). Returns p->status.
+ */
+IBC_HIDDEN ibcomm_status_t ibc_rd_plan(struct ibc_plan *p, const void *mine, char *buf, size_t len);
 /* malloc that records IBCOMM_ERR_NOMEM on a's communicator (0 bytes gives a valid pointer). */
 IBC_HIDDEN void *ibc_scratch(struct ibc_coll_args *a, size_t bytes);
 

@@ -191,7 +191,20 @@ static int progress_send(struct ibc_plan *p, struct ibc_xop *op)
 		const char *src = op->src ? op->src + off : "";
 		int rc;
 
-		if (a->sig_out_peer == op->peer && len <= IBC_SIG_FUSE_MAX) {
+		if (a->sig_fuse && op->done == 0) {
+			/* more ranks: what this rank knows of the signatures, in front of each message */
+			uint8_t buf[IBC_SIG_MSG_LEN + IBC_SIG_FUSE_MAX];
+			uint32_t tag = (a->tag & 0xffu) == IBC_SIG_TAG ? a->tag : a->tag | IBC_SIG_FUSED;
+
+			if (op->nchunks != 1 || len > IBC_SIG_FUSE_MAX)
+				return ibc_err(a->comm, IBCOMM_ERR_INVALID, "rank %d: %s #%u: a message of %zu bytes "
+					       "to rank %d cannot carry the call signature", a->rank,
+					       ibc_coll_name(a->coll), a->seq & 0xffffffu, op->len, op->peer);
+			memcpy(buf, a->sig_out, IBC_SIG_MSG_LEN);
+			if (len)
+				memcpy(buf + IBC_SIG_MSG_LEN, src, len);
+			rc = ibc_put(a->tp, op->peer, IBC_CHAN_COLL, tag, buf, IBC_SIG_MSG_LEN + len, false, a->dl);
+		} else if (a->sig_out_peer == op->peer && len <= IBC_SIG_FUSE_MAX) {
 			/* the signature and this first chunk in one frame */
 			uint8_t buf[IBC_SIG_MSG_LEN + IBC_SIG_FUSE_MAX];
 
@@ -234,7 +247,25 @@ static int progress_recv(struct ibc_plan *p, struct ibc_xop *op)
 			break;
 		if (rc < 0)
 			return rc;
-		if (a->sig_peer == op->peer) {
+		if (a->sig_fuse && op->done == 0) {
+			/* more ranks: the peer's knowledge of the signatures, in front of its message */
+			st = a->sig_fold(a, op->peer, ch.tag, ch.data, ch.len);
+			if (st || a->sig_seen) {
+				/* after a mismatch the data is dropped: the plan runs on to tell the others */
+				rc = ibc_release(a->tp, &ch);
+				if (st)
+					return st;
+				if (rc < 0)
+					return rc;
+				op->done = op->nchunks;
+				moved = 1;
+				continue;
+			}
+			ch.data = (char *)ch.data + IBC_SIG_MSG_LEN;
+			ch.len -= IBC_SIG_MSG_LEN;
+			if ((ch.tag & 0xffu) != IBC_SIG_TAG)
+				ch.tag &= ~IBC_SIG_FUSED;
+		} else if (a->sig_peer == op->peer) {
 			/* the peer's call signature comes first: nothing of its data is used before it */
 			bool fused = (ch.tag & 0xffu) != IBC_SIG_TAG && (ch.tag & IBC_SIG_FUSED) &&
 				     ch.len >= IBC_SIG_MSG_LEN;

@@ -2,58 +2,75 @@
  * Recursive doubling allreduce, for small messages: log2(n) exchanges of the whole vector.
  *
  * With n not a power of two, let p2 be the largest power of two below n and extra = n - p2:
- * each even rank r < 2*extra first folds its data into rank r+1 and takes no part in the
- * exchanges, then receives the result from r+1. Every combination is op(lower rank's data,
+ * each rank r >= p2 first folds its data into rank r - p2 and takes no part in the
+ * exchanges, then receives the result from r - p2. Every combination is op(lower rank's data,
  * higher rank's data), so both partners of an exchange compute the same bits and every rank
  * ends with a bit-identical result, also in floating point.
+ *
+ * With more than two ranks and a small vector the call signatures ride in front of each
+ * message (a->sig_fuse, see coll.c): the rounds compare them as they reduce, so the result
+ * is built in a scratch buffer and reaches recvbuf only when every signature matched.
  */
 #include <string.h>
 
 #include "algo/algo.h"
 
-ibcomm_status_t ibc_allreduce_rd(struct ibc_coll_args *a)
+ibcomm_status_t ibc_rd_plan(struct ibc_plan *p, const void *src, char *buf, size_t len)
 {
-	int n = a->size, r = a->rank, p2 = 1, extra, vr, prev = -1;
-	size_t len = a->count * a->esz;
-	char *buf = a->recvbuf;
-	const char *mine = a->sendbuf; /* this rank's partial result: sendbuf until the first reduction */
-	struct ibc_plan p;
-	ibcomm_status_t st;
+	struct ibc_coll_args *a = p->a;
+	int n = a->size, r = a->rank, p2 = 1, extra, prev = -1;
+	/* chunk by chunk; a pure signature exchange (no chunk has bytes) waits for whole messages */
+	size_t dep_off = len ? 0 : IBC_DEP_ALL;
+	const char *mine = src; /* this rank's partial result: src until the first reduction */
 
 	while (p2 * 2 <= n)
 		p2 *= 2;
 	extra = n - p2;
-	/* ranks that fold work in buf from the start; the others write it first by reducing */
-	if (r < 2 * extra && a->sendbuf != buf)
-		memcpy(buf, a->sendbuf, len);
-	if (r < 2 * extra)
-		mine = buf;
-	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, len, a->esz));
-	if (r < 2 * extra && r % 2 == 0) {
-		int s = ibc_plan_send(&p, r + 1, buf, len, -1, 0);
+	if (r >= p2) {
+		int s = ibc_plan_send(p, r - p2, src, len, -1, 0);
 
-		ibc_plan_recv(&p, r + 1, IBC_X_COPY, buf, NULL, len, s, 0);
-		goto run;
+		ibc_plan_recv(p, r - p2, IBC_X_COPY, buf, NULL, len, s, dep_off);
+		return p->status;
 	}
-	if (r < 2 * extra) {
-		vr = r / 2;
-		prev = ibc_plan_recv(&p, r - 1, IBC_X_REDUCE_REV, buf, NULL, len, -1, 0);
-	} else {
-		vr = r - extra;
+	if (r < extra) {
+		prev = ibc_plan_recv(p, r + p2, IBC_X_REDUCE, buf, mine == buf ? NULL : mine, len, -1, 0);
+		mine = buf;
 	}
 	for (int mask = 1; mask < p2; mask *= 2) {
-		int pv = vr ^ mask, peer = pv < extra ? 2 * pv + 1 : pv + extra;
+		int peer = r ^ mask;
 		/* send chunk c once the previous exchange reduced it; reduce into it once sent */
-		int s = ibc_plan_send(&p, peer, mine, len, prev, 0);
+		int s = ibc_plan_send(p, peer, mine, len, prev, dep_off);
 
-		prev = ibc_plan_recv(&p, peer, pv < vr ? IBC_X_REDUCE_REV : IBC_X_REDUCE, buf, mine == buf ? NULL : mine,
-				     len, s, 0);
+		prev = ibc_plan_recv(p, peer, peer < r ? IBC_X_REDUCE_REV : IBC_X_REDUCE, buf, mine == buf ? NULL : mine,
+				     len, s, dep_off);
 		mine = buf;
 	}
-	if (r < 2 * extra)
-		ibc_plan_send(&p, r - 1, buf, len, prev, 0);
-run:
-	st = ibc_plan_run(&p);
+	if (r < extra)
+		ibc_plan_send(p, r + p2, buf, len, prev, dep_off);
+	return p->status;
+}
+
+ibcomm_status_t ibc_allreduce_rd(struct ibc_coll_args *a)
+{
+	size_t len = a->count * a->esz;
+	char tmp[IBC_SIG_FUSE_MAX];
+	char *buf = a->recvbuf;
+	struct ibc_plan p;
+	ibcomm_status_t st;
+
+	if (a->sig_fuse) {
+		/* coll.c fuses only messages of one chunk that fit here */
+		if (len > sizeof(tmp))
+			return ibc_err(a->comm, IBCOMM_ERR_INVALID, "rank %d: %s #%u: %zu bytes to reduce with fused "
+				       "signatures", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, len);
+		buf = tmp;
+	}
+	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, len, a->esz));
+	st = ibc_rd_plan(&p, a->sendbuf, buf, len);
+	if (!st)
+		st = ibc_plan_run(&p);
 	ibc_plan_free(&p);
+	if (!st && a->sig_fuse && !a->sig_seen)
+		memcpy(a->recvbuf, tmp, len);
 	return st;
 }

@@ -1,11 +1,13 @@
 /*
- * Mismatch detection: with 2, 3 and 4 ranks over TCP on loopback (or over RDMA with
+ * Mismatch detection: with 2, 3, 4 and 6 ranks over TCP on loopback (or over RDMA with
  * HX_TRANSPORT=rdma, in the Soft-RoCE guest of tests/rxe/rxe-run), one rank (the last) calls
  * with a different count, datatype, op, root or collective (or count 0 where the others pass
  * 100, or a barrier where the others allreduce). Every rank must return IBCOMM_ERR_MISMATCH
  * within 1 s, with both ranks' signatures in its message, every receive buffer untouched
  * (guard pattern over the whole buffer and its guards), and the next, matching, allreduce on
- * the same communicator must succeed. IBCOMM timeouts are 5 s (RDMA: 20 s, for the setup of
+ * the same communicator must succeed (more than two ranks; two ranks: it fails too). With more
+ * than two ranks a small allreduce carries the signatures in front of its own data (recursive
+ * doubling), every other call compares them first: the cases mix both. IBCOMM timeouts are 5 s (RDMA: 20 s, for the setup of
  * its queue pairs under emulation), so a hang fails quickly. Every rank prints its slowest
  * report ("MISMATCH-TIME").
  */
@@ -17,7 +19,7 @@
 
 #include "harness.h"
 
-#define MM_MAX_COUNT 200
+#define MM_MAX_COUNT 1500
 #define MM_BOUND_MS 1000
 
 /* One side's call. */
@@ -57,6 +59,14 @@ static const struct mm_case mm_cases[] = {
 	{ "count 0 against 100",
 	  { IBC_COLL_ALLGATHER, 100, IBCOMM_FLOAT32, IBCOMM_SUM, 0, "(float32, count 100)" },
 	  { IBC_COLL_ALLGATHER, 0, IBCOMM_FLOAT32, IBCOMM_SUM, 0, "(float32, count 0)" } },
+	/* more ranks: the small allreduce carries the signatures in its own messages, the larger
+	 * one compares them first: the two must still meet */
+	{ "count beyond the fused size",
+	  { IBC_COLL_ALLREDUCE, 100, IBCOMM_FLOAT32, IBCOMM_SUM, 0, "(float32, sum, count 100)" },
+	  { IBC_COLL_ALLREDUCE, 1500, IBCOMM_FLOAT32, IBCOMM_SUM, 0, "(float32, sum, count 1500)" } },
+	{ "fused count 1 against 2",
+	  { IBC_COLL_ALLREDUCE, 2, IBCOMM_FLOAT64, IBCOMM_MIN, 0, "(float64, min, count 2)" },
+	  { IBC_COLL_ALLREDUCE, 1, IBCOMM_FLOAT64, IBCOMM_MIN, 0, "(float64, min, count 1)" } },
 	{ "barrier against allreduce",
 	  { IBC_COLL_ALLREDUCE, 1, IBCOMM_FLOAT64, IBCOMM_SUM, 0, "allreduce #" },
 	  { IBC_COLL_BARRIER, 0, IBCOMM_FLOAT64, IBCOMM_SUM, 0, "'s barrier #" } },
@@ -205,12 +215,18 @@ static void test_4(void)
 	run_n(4);
 }
 
+static void test_6(void)
+{
+	run_n(6);
+}
+
 int main(void)
 {
 	static const struct hx_test tests[] = {
 		{ "mismatches on 2 ranks", test_2 },
 		{ "mismatches on 3 ranks", test_3 },
 		{ "mismatches on 4 ranks", test_4 },
+		{ "mismatches on 6 ranks", test_6 },
 	};
 
 	return hx_main("mismatch", tests, IBC_ARRAY_SIZE(tests));

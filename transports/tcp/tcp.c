@@ -22,6 +22,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -891,12 +892,19 @@ static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeou
 		timeout = pending_timeout(t, timeout);
 	rc = 0;
 	if (timeout != 0 && t->spin_us) {
-		/* Spin briefly before sleeping: a reply often comes within microseconds. */
+		/*
+		 * Spin briefly before sleeping: a reply often comes within microseconds. Each
+		 * empty look yields the core: with more ranks than cores the rank that must
+		 * send is often waiting for this one's core (without others it returns at once).
+		 */
 		uint64_t end = now_us() + t->spin_us;
 
-		do
+		for (;;) {
 			rc = poll(t->pfd, n, 0);
-		while (rc == 0 && now_us() < end);
+			if (rc != 0 || now_us() >= end)
+				break;
+			sched_yield();
+		}
 	}
 	if (rc == 0)
 		rc = poll(t->pfd, n, timeout);
