@@ -1260,22 +1260,6 @@ int main(int argc, char **argv)
 		ibcomm_destroy(b.comm);
 		return 2;
 	}
-	b.tsize = ibcomm_dtype_size(b.dtype);
-	bufsize = b.max_bytes > b.tsize * (size_t)b.nranks ? b.max_bytes : b.tsize * (size_t)b.nranks;
-	if (posix_memalign((void **)&b.sbuf, 4096, bufsize) || posix_memalign((void **)&b.rbuf, 4096, bufsize)) {
-		fprintf(stderr, "ibcomm_bench: rank %d: cannot allocate 2 x %zu bytes\n", b.rank, bufsize);
-		return 1;
-	}
-	memset(b.sbuf, 0, bufsize);
-	memset(b.rbuf, 0, bufsize);
-	if (b.reg) {
-		st = ibcomm_register(b.comm, b.sbuf, bufsize, &b.smr);
-		if (st != IBCOMM_OK)
-			bench_die(&b, "ibcomm_register of the send buffer", st);
-		st = ibcomm_register(b.comm, b.rbuf, bufsize, &b.rmr);
-		if (st != IBCOMM_OK)
-			bench_die(&b, "ibcomm_register of the receive buffer", st);
-	}
 	if (b.json_path) {
 		/* rank 0 opens FILE now; every rank learns whether it could, and all stop if not */
 		int64_t cannot = 0;
@@ -1294,6 +1278,24 @@ int main(int argc, char **argv)
 			ibcomm_destroy(b.comm);
 			return 2;
 		}
+	}
+	b.tsize = ibcomm_dtype_size(b.dtype);
+	bufsize = b.max_bytes > b.tsize * (size_t)b.nranks ? b.max_bytes : b.tsize * (size_t)b.nranks;
+	if (posix_memalign((void **)&b.sbuf, 4096, bufsize) || posix_memalign((void **)&b.rbuf, 4096, bufsize)) {
+		fprintf(stderr, "ibcomm_bench: rank %d: cannot allocate 2 x %zu bytes\n", b.rank, bufsize);
+		free(b.sbuf);
+		ibcomm_destroy(b.comm);
+		return 1;
+	}
+	memset(b.sbuf, 0, bufsize);
+	memset(b.rbuf, 0, bufsize);
+	if (b.reg) {
+		st = ibcomm_register(b.comm, b.sbuf, bufsize, &b.smr);
+		if (st != IBCOMM_OK)
+			bench_die(&b, "ibcomm_register of the send buffer", st);
+		st = ibcomm_register(b.comm, b.rbuf, bufsize, &b.rmr);
+		if (st != IBCOMM_OK)
+			bench_die(&b, "ibcomm_register of the receive buffer", st);
 	}
 	b.progress = b.rank == 0 && !b.csv && !b.json && isatty(STDERR_FILENO);
 	b.steps = bench_count_sizes(&b) * (all ? BENCH_KIND_COUNT : 1);
