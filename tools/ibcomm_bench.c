@@ -129,8 +129,16 @@ struct bench {
 	int busbw_n;
 	struct bench_row *rows;
 	size_t nrows, rows_cap;
-	/* the progress line on stderr (rank 0, a terminal, the table) */
+	/*
+	 * The progress line (rank 0, the table, a terminal): on stderr when it is one; under
+	 * ibcomm_run (which pipes the ranks' output and says IBCOMM_RUN_TTY=1 when its own stderr
+	 * is a terminal) on /dev/tty, and only once placements take long (a sweep's big sizes),
+	 * after a pause that lets the launcher print the previous row first.
+	 */
 	bool progress;
+	FILE *progress_out;
+	bool progress_launched;
+	double progress_last;  /* when the last placement began */
 	int progress_len; /* characters shown now; 0: none */
 	int step, steps;  /* placements timed so far, in all */
 };
@@ -148,7 +156,8 @@ static void bench_progress_clear(struct bench *b)
 {
 	if (b->progress_len <= 0)
 		return;
-	fprintf(stderr, "\r%*s\r", b->progress_len, "");
+	fprintf(b->progress_out, "\r%*s\r", b->progress_len, "");
+	fflush(b->progress_out);
 	b->progress_len = 0;
 }
 
@@ -156,10 +165,18 @@ static void bench_progress_clear(struct bench *b)
 static void bench_progress(struct bench *b, size_t bytes, bool ip)
 {
 	char line[160];
+	double now = bench_now(), last = b->progress_last;
 	int n;
 
 	if (!b->progress)
 		return;
+	b->progress_last = now;
+	if (b->progress_launched) {
+		if (now - last < 0.5)
+			return; /* short placements: the table itself shows progress */
+		fflush(stdout);
+		usleep(20000);
+	}
 	n = snprintf(line, sizeof(line), "ibcomm_bench: %s %zu B (%d/%d) %s ...", bench_colls[b->kind].name, bytes,
 		     b->step, b->steps, ip ? "in-place" : "out-of-place");
 	if (n < 0)
@@ -167,7 +184,8 @@ static void bench_progress(struct bench *b, size_t bytes, bool ip)
 	n = n < (int)sizeof(line) ? n : (int)sizeof(line) - 1;
 	if (n < b->progress_len)
 		n = b->progress_len;
-	fprintf(stderr, "\r%-*s", n, line);
+	fprintf(b->progress_out, "\r%-*s", n, line);
+	fflush(b->progress_out);
 	b->progress_len = n;
 }
 
@@ -1297,7 +1315,15 @@ int main(int argc, char **argv)
 		if (st != IBCOMM_OK)
 			bench_die(&b, "ibcomm_register of the receive buffer", st);
 	}
-	b.progress = b.rank == 0 && !b.csv && !b.json && isatty(STDERR_FILENO);
+	b.progress = b.rank == 0 && !b.csv && !b.json;
+	if (b.progress && isatty(STDERR_FILENO)) {
+		b.progress_out = stderr;
+	} else if (b.progress && getenv("IBCOMM_RUN_TTY") && !strcmp(getenv("IBCOMM_RUN_TTY"), "1")) {
+		b.progress_out = fopen("/dev/tty", "w");
+		b.progress_launched = true;
+	}
+	b.progress = b.progress_out != NULL;
+	b.progress_last = bench_now();
 	b.steps = bench_count_sizes(&b) * (all ? BENCH_KIND_COUNT : 1);
 
 	if (b.csv && b.rank == 0)
@@ -1334,6 +1360,8 @@ int main(int argc, char **argv)
 		if (st != IBCOMM_OK)
 			bench_die(&b, "ibcomm_deregister of the send buffer", st);
 	}
+	if (b.progress_launched)
+		fclose(b.progress_out);
 	st = ibcomm_destroy(b.comm);
 	free(b.sbuf);
 	free(b.rbuf);

@@ -614,7 +614,9 @@ int main(int argc, char **argv)
 	if (run_pick_root(host, root, sizeof(root)) < 0 || run_make_job_key() < 0)
 		return 1;
 	snprintf(size, sizeof(size), "%ld", nranks);
-	if (setenv("IBCOMM_ROOT", root, 1) < 0 || setenv("IBCOMM_SIZE", size, 1) < 0 ||
+	/* the ranks' output goes through pipes: tell them whether a person watches (progress lines) */
+	if (setenv("IBCOMM_RUN_TTY", isatty(STDERR_FILENO) ? "1" : "0", 1) < 0 ||
+	    setenv("IBCOMM_ROOT", root, 1) < 0 || setenv("IBCOMM_SIZE", size, 1) < 0 ||
 	    (transport && setenv("IBCOMM_TRANSPORT", transport, 1) < 0)) {
 		fprintf(stderr, "ibcomm_run: setenv: %s\n", strerror(errno));
 		return 1;
