@@ -181,6 +181,17 @@ static void apply_chunk(struct ibc_plan *p, const struct ibc_xop *op, void *data
 }
 
 /* Sends what op may send now. Returns <0 on error, else whether anything went out. */
+/* Puts this rank's signature message and then len (<= IBC_SIG_FUSE_MAX) bytes of data as one chunk. */
+static int put_signed(struct ibc_coll_args *a, int peer, uint32_t tag, const char *src, size_t len)
+{
+	uint8_t buf[IBC_SIG_MSG_LEN + IBC_SIG_FUSE_MAX];
+
+	memcpy(buf, a->sig_out, IBC_SIG_MSG_LEN);
+	if (len)
+		memcpy(buf + IBC_SIG_MSG_LEN, src, len);
+	return ibc_put(a->tp, peer, IBC_CHAN_COLL, tag, buf, IBC_SIG_MSG_LEN + len, false, a->dl);
+}
+
 static int progress_send(struct ibc_plan *p, struct ibc_xop *op)
 {
 	struct ibc_coll_args *a = p->a;
@@ -193,26 +204,15 @@ static int progress_send(struct ibc_plan *p, struct ibc_xop *op)
 
 		if (a->sig_fuse && op->done == 0) {
 			/* more ranks: what this rank knows of the signatures, in front of each message */
-			uint8_t buf[IBC_SIG_MSG_LEN + IBC_SIG_FUSE_MAX];
-			uint32_t tag = (a->tag & 0xffu) == IBC_SIG_TAG ? a->tag : a->tag | IBC_SIG_FUSED;
-
 			if (op->nchunks != 1 || len > IBC_SIG_FUSE_MAX)
 				return ibc_err(a->comm, IBCOMM_ERR_INVALID, "rank %d: %s #%u: a message of %zu bytes "
 					       "to rank %d cannot carry the call signature", a->rank,
 					       ibc_coll_name(a->coll), a->seq & 0xffffffu, op->len, op->peer);
-			memcpy(buf, a->sig_out, IBC_SIG_MSG_LEN);
-			if (len)
-				memcpy(buf + IBC_SIG_MSG_LEN, src, len);
-			rc = ibc_put(a->tp, op->peer, IBC_CHAN_COLL, tag, buf, IBC_SIG_MSG_LEN + len, false, a->dl);
+			rc = put_signed(a, op->peer, (a->tag & 0xffu) == IBC_SIG_TAG ? a->tag : a->tag | IBC_SIG_FUSED,
+					src, len);
 		} else if (a->sig_out_peer == op->peer && len <= IBC_SIG_FUSE_MAX) {
-			/* the signature and this first chunk in one frame */
-			uint8_t buf[IBC_SIG_MSG_LEN + IBC_SIG_FUSE_MAX];
-
-			memcpy(buf, a->sig_out, IBC_SIG_MSG_LEN);
-			if (len)
-				memcpy(buf + IBC_SIG_MSG_LEN, src, len);
-			rc = ibc_put(a->tp, op->peer, IBC_CHAN_COLL, a->tag | IBC_SIG_FUSED, buf, IBC_SIG_MSG_LEN + len,
-				     false, a->dl);
+			/* two ranks: the signature and this first chunk in one frame */
+			rc = put_signed(a, op->peer, a->tag | IBC_SIG_FUSED, src, len);
 			if (rc == IBCOMM_OK)
 				a->sig_out_peer = -1;
 		} else if (a->sig_out_peer == op->peer) {
