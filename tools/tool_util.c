@@ -1,4 +1,5 @@
 /* Helpers shared by the tools and their tests: see tool_util.h. */
+#define _GNU_SOURCE /* clock_gettime under -std=c11 too */
 #include "config.h"
 
 #include <errno.h>
