@@ -68,6 +68,9 @@ class Error(Exception):
         msg = detail if detail.startswith(self.name) else "%s: %s" % (self.name, detail)
         super().__init__(msg)
 
+    def __reduce__(self):  # pickles (multiprocessing, concurrent.futures) as the same subclass
+        return (error, (self.status, self.detail))
+
 
 _STATUS_NAME = {st: name for st, name, _, _ in STATUS_TABLE}
 ERROR_CLASSES = {}

@@ -29,12 +29,13 @@ def _as_op(op, fn):
 
 
 def _as_int(value, what, fn):
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An int from an int or numpy integer; TypeError for anything else (bool and float too)."""
+    if not isinstance(value, bool):
         try:
             return int(value.__index__())
         except (AttributeError, TypeError):
-            raise TypeError("%s: %s must be an int, not %s" % (fn, what, type(value).__name__)) from None
-    return value
+            pass
+    raise TypeError("%s: %s must be an int, not %s" % (fn, what, type(value).__name__))
 
 
 class Request:

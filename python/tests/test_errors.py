@@ -1,5 +1,7 @@
 """Wrong buffers are refused before anything is sent (every rank makes the same wrong call,
 so the ranks stay in step); failures of the library raise ibcomm.Error with the detail."""
+import pickle
+
 import numpy as np
 import pytest
 
@@ -97,6 +99,9 @@ def test_bad_arguments(comm):
         comm.broadcast(np.zeros(3), root=3)
     with pytest.raises(TypeError, match="root must be an int"):
         comm.reduce(np.zeros(3), root=1.0)
+    with pytest.raises(TypeError, match="peer must be an int, not bool"):
+        comm.send(np.zeros(3), True)
+    comm.broadcast(np.zeros(3), root=np.int64(1))  # numpy integers are ints
     with pytest.raises(ValueError, match="tag -1"):
         comm.send(np.zeros(3), 0, tag=-1)
     with pytest.raises(ValueError, match="tag 4294967296"):
@@ -113,6 +118,8 @@ def test_library_invalid(comm):
     assert err.status == -1 and err.name == "IBCOMM_ERR_INVALID"
     assert "allreduce on rank %d" % comm.rank in err.detail and "overlap" in err.detail
     assert err.detail in str(err)
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is ibcomm.InvalidError and (again.status, again.detail) == (err.status, err.detail)
     with pytest.raises(ibcomm.InvalidError, match="peer"):
         comm.send(np.zeros(1), comm.size)
     comm.barrier()  # still in step
