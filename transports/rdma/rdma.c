@@ -520,10 +520,10 @@ static void test_force_qp_error(struct rdma_tp *t, struct rdma_peer *p)
 {
 	struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
 
-	ibc_warn("rank %d: test hook IBCOMM_TEST_QP_ERROR_AFTER=%" PRIu64 ": QP 0x%x to peer %d forced into the error state",
+	ibc_cwarn(t->base.comm, "rank %d: test hook IBCOMM_TEST_QP_ERROR_AFTER=%" PRIu64 ": QP 0x%x to peer %d forced into the error state",
 		 t->base.comm->rank, t->test_qp_error_after, p->qp->qp_num, p->rank);
 	if (ibv_modify_qp(p->qp, &a, IBV_QP_STATE))
-		ibc_warn("rank %d: test hook: moving QP 0x%x to the error state failed: %s", t->base.comm->rank,
+		ibc_cwarn(t->base.comm, "rank %d: test hook: moving QP 0x%x to the error state failed: %s", t->base.comm->rank,
 			 p->qp->qp_num, strerror(errno));
 }
 
@@ -583,7 +583,7 @@ static void *rdma_reg(ibc_tp_t *tp, void *addr, size_t len, ibcomm_status_t *st)
 			errno == ENOMEM || errno == EPERM ? " (locked-memory limit too low? ulimit -l)" : "");
 		return NULL;
 	}
-	ibc_trace("rank %d: registered [%p, +%zu) on %s: lkey 0x%x", comm->rank, addr, len, t->devname, mr->lkey);
+	ibc_ctrace(comm, "rank %d: registered [%p, +%zu) on %s: lkey 0x%x", comm->rank, addr, len, t->devname, mr->lkey);
 	return mr;
 }
 
@@ -594,7 +594,7 @@ static void rdma_dereg(ibc_tp_t *tp, void *h)
 
 	rc = ibv_dereg_mr(mr);
 	if (rc)
-		ibc_warn("rank %d: ibv_dereg_mr of a registration of %s failed: %s", tp->comm->rank,
+		ibc_cwarn(tp->comm, "rank %d: ibv_dereg_mr of a registration of %s failed: %s", tp->comm->rank,
 			 to_rdma(tp)->devname, strerror(rc));
 }
 
@@ -976,27 +976,35 @@ static ibcomm_status_t choose_gid(struct rdma_tp *t, const struct ibv_port_attr 
 }
 
 /*
- * Sizes the rings: RDMA_NSLOTS x RDMA_MAX_CHUNK, smaller chunks for large communicators;
- * IBCOMM_RDMA_CHUNK / IBCOMM_RDMA_SLOTS (tuning, tests) set them as given.
+ * Sizes the rings: RDMA_NSLOTS x RDMA_MAX_CHUNK, smaller chunks for large communicators
+ * (within RDMA_MEM_BUDGET and IBCOMM_MEM_LIMIT); IBCOMM_RDMA_CHUNK / IBCOMM_RDMA_SLOTS
+ * (tuning, tests) set them as given, and fail when over IBCOMM_MEM_LIMIT.
  */
 static ibcomm_status_t choose_geometry(struct rdma_tp *t)
 {
 	struct ibcomm *comm = t->base.comm;
 	size_t npeers = (size_t)(comm->size > 1 ? comm->size - 1 : 1);
 	unsigned long chunk, nslots, dflt_chunk = RDMA_MAX_CHUNK, dflt_slots = RDMA_NSLOTS;
+	uint64_t budget = IBC_MIN(RDMA_MEM_BUDGET, ibc_mem_limit(comm));
+	char how[200];
 	ibcomm_status_t st;
 
 	while (dflt_chunk > RDMA_MIN_CHUNK &&
-	       npeers * 2 * IBC_NCHAN * dflt_slots * (dflt_chunk + IBC_RDMA_HDR) > RDMA_MEM_BUDGET)
+	       npeers * 2 * IBC_NCHAN * dflt_slots * (dflt_chunk + IBC_RDMA_HDR) > budget)
 		dflt_chunk /= 2;
-	while (dflt_slots > 2 && npeers * 2 * IBC_NCHAN * dflt_slots * (dflt_chunk + IBC_RDMA_HDR) > RDMA_MEM_BUDGET)
+	while (dflt_slots > 2 && npeers * 2 * IBC_NCHAN * dflt_slots * (dflt_chunk + IBC_RDMA_HDR) > budget)
 		dflt_slots /= 2;
-	st = ibc_env_uint(comm, "IBCOMM_RDMA_CHUNK", dflt_chunk, 64, 16u << 20, &chunk);
-	if (!st)
-		st = ibc_env_uint(comm, "IBCOMM_RDMA_SLOTS", dflt_slots, 2, 256, &nslots);
+	/* IBCOMM_RDMA_CHUNK / IBCOMM_RDMA_SLOTS: read and checked by config.c */
+	chunk = comm->set.rdma_chunk ? comm->set.rdma_chunk : dflt_chunk;
+	nslots = comm->set.rdma_slots ? comm->set.rdma_slots : dflt_slots;
+	chunk = (chunk + 63) & ~63ul; /* slots stay 64-byte aligned */
+	/* rings and staging (one of each per peer), and the credit words: all registered (pinned) */
+	snprintf(how, sizeof(how), "%zu peers x 2 (rings, staging) x %d channels x %lu slots x %lu bytes, + credits",
+		 npeers, IBC_NCHAN, nslots, chunk + IBC_RDMA_HDR);
+	st = ibc_mem_check(comm, "RDMA", 2 * npeers * IBC_NCHAN * nslots * (chunk + IBC_RDMA_HDR) + 2 * npeers * 64,
+			   how, "IBCOMM_RDMA_CHUNK or IBCOMM_RDMA_SLOTS", comm->set.rdma_chunk || comm->set.rdma_slots);
 	if (st)
 		return st;
-	chunk = (chunk + 63) & ~63ul; /* slots stay 64-byte aligned */
 	t->base.max_chunk = chunk;
 	t->base.nslots = (unsigned)nslots;
 	t->stride = chunk + IBC_RDMA_HDR;
@@ -1154,7 +1162,7 @@ static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_
 			       p->qp->qp_num, p->rank, t->devname, strerror(errno));
 	p->connected = true;
 	t->base.cnt.connects++;
-	ibc_trace("rank %d: RDMA QP 0x%x connected to peer %d (QP 0x%x), path MTU %d", comm->rank, p->qp->qp_num,
+	ibc_ctrace(comm, "rank %d: RDMA QP 0x%x connected to peer %d (QP 0x%x), path MTU %d", comm->rank, p->qp->qp_num,
 		  p->rank, r.qpn, ibc_rdma_mtu_bytes(p->path_mtu));
 	return IBCOMM_OK;
 }
@@ -1233,7 +1241,7 @@ static void drain(struct rdma_tp *t)
 			break;
 	}
 	if (pending)
-		ibc_info("rank %d: RDMA data writes still unacknowledged at destroy", comm->rank);
+		ibc_cinfo(comm, "rank %d: RDMA data writes still unacknowledged at destroy", comm->rank);
 	memcpy(comm->err, saved, sizeof(saved));
 }
 
@@ -1325,8 +1333,7 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->base.comm = comm;
 	t->pipefd[0] = t->pipefd[1] = -1;
 	t->dead_peer = -1;
-	if (getenv("IBCOMM_TEST_QP_ERROR_AFTER")) /* test hook: test_force_qp_error() */
-		t->test_qp_error_after = strtoull(getenv("IBCOMM_TEST_QP_ERROR_AFTER"), NULL, 10);
+	t->test_qp_error_after = comm->set.test_qp_error_after; /* test hook: test_force_qp_error() */
 	st = open_device(t, &pa);
 	if (st)
 		goto err_free;
@@ -1431,7 +1438,7 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 		if (st)
 			goto err_free;
 	}
-	ibc_info("rank %d: RDMA transport on %s, GID index %d, MTU %d, %u slots x %zu bytes per peer and channel, inline %u",
+	ibc_cinfo(comm, "rank %d: RDMA transport on %s, GID index %d, MTU %d, %u slots x %zu bytes per peer and channel, inline %u",
 		 comm->rank, t->devname, t->gid_index, ibc_rdma_mtu_bytes(t->active_mtu), t->base.nslots,
 		 t->base.max_chunk, t->max_inline);
 	*tpp = &t->base;
