@@ -39,6 +39,7 @@
 
 #include "ibcomm.h"
 #include "ping_diag.h"
+#include "ping_local.h"
 #include "rdma_info.h"
 #include "wire.h"
 
@@ -239,191 +240,12 @@ static int free_port(const char *host)
 
 /* ---- the local report ---- */
 
-static bool host_is_loopback(const char *host)
-{
-	return !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcasecmp(host, "localhost");
-}
-
-/*
- * The interface and address the TCP transport chooses (IBCOMM_IFNAME, else loopback when
- * the rendezvous is on loopback, else the first IPv4 address of an interface that is up),
- * and the problems of IBCOMM_IFNAME. Returns false when IBCOMM_IFNAME cannot work.
- */
-static bool tcp_choice(const char *root, struct ping_report *r, struct ping_problems *pl)
-{
-	const char *ifname = getenv("IBCOMM_IFNAME");
-	struct ifaddrs *ifa, *v4 = NULL, *v6 = NULL;
-	char host[256] = "", names[256] = "", fix[320];
-	bool named = false;
-	int port = 0;
-
-	if (ifname && !*ifname)
-		ifname = NULL;
-	split_hostport(root, host, sizeof(host), &port);
-	if (!ifname && host_is_loopback(host)) {
-		snprintf(r->tcp_if, sizeof(r->tcp_if), "lo");
-		snprintf(r->tcp_addr, sizeof(r->tcp_addr), "%s", strchr(host, ':') ? "::1" : "127.0.0.1");
-		return true;
-	}
-	if (getifaddrs(&ifa)) {
-		snprintf(r->tcp_addr, sizeof(r->tcp_addr), "?");
-		return true;
-	}
-	for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
-		if (!strstr(names, i->ifa_name) && strlen(names) + strlen(i->ifa_name) + 2 < sizeof(names)) {
-			strcat(names, names[0] ? " " : "");
-			strcat(names, i->ifa_name);
-		}
-		if (ifname) {
-			if (strcmp(i->ifa_name, ifname))
-				continue;
-			named = true;
-		} else if (!(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) {
-			continue;
-		}
-		if (!i->ifa_addr)
-			continue;
-		if (i->ifa_addr->sa_family == AF_INET && !v4)
-			v4 = i;
-		else if (i->ifa_addr->sa_family == AF_INET6 && !v6 && ifname)
-			v6 = i;
-	}
-	if (!v4 && !v6) {
-		freeifaddrs(ifa);
-		if (ifname && !named) {
-			snprintf(fix, sizeof(fix), "set IBCOMM_IFNAME to one of: %s (or unset it)", names);
-			ping_problem_add(pl, r->rank, -1, fix, "IBCOMM_IFNAME=%s: no such network interface on %s", ifname,
-					 r->host);
-			return false;
-		}
-		if (ifname) {
-			snprintf(fix, sizeof(fix), "give %s an address (ip addr add ADDR/PREFIX dev %s) or choose another IBCOMM_IFNAME",
-				 ifname, ifname);
-			ping_problem_add(pl, r->rank, -1, fix, "IBCOMM_IFNAME=%s: the interface has no IPv4 or IPv6 address",
-					 ifname);
-			return false;
-		}
-		snprintf(r->tcp_if, sizeof(r->tcp_if), "lo");
-		snprintf(r->tcp_addr, sizeof(r->tcp_addr), "127.0.0.1");
-		return true;
-	}
-	{
-		struct ifaddrs *i = v4 ? v4 : v6;
-		const void *a = i->ifa_addr->sa_family == AF_INET ? (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr :
-								    (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
-
-		snprintf(r->tcp_if, sizeof(r->tcp_if), "%s", i->ifa_name);
-		inet_ntop(i->ifa_addr->sa_family, a, r->tcp_addr, sizeof(r->tcp_addr));
-	}
-	freeifaddrs(ifa);
-	return true;
-}
-
-/* Ports, GIDs and the device/GID knobs; fills r->ports, r->use and the problems. */
-static void rdma_choice(struct ping_report *r, struct ping_problems *pl)
-{
-	const char *dev = getenv("IBCOMM_DEVICE"), *gidx = getenv("IBCOMM_GID_INDEX");
-	const char *tp = getenv("IBCOMM_TRANSPORT");
-	char want[64] = "", names[256] = "", fix[320];
-	ibc_rdma_sys_t *sys = calloc(1, sizeof(*sys));
-	long forced = -1, wport = 0;
-
-	r->use = -1;
-	if (!sys) {
-		snprintf(r->rdma_note, sizeof(r->rdma_note), "out of memory listing RDMA devices");
-		return;
-	}
-	ibc_rdma_info_query(sys);
-	r->rdma_built = sys->built;
-	r->ndevs = sys->ndevs;
-	snprintf(r->rdma_note, sizeof(r->rdma_note), "%s", sys->note);
-	for (int d = 0; d < sys->ndevs; d++) {
-		if (strlen(names) + strlen(sys->devs[d].name) + 2 < sizeof(names)) {
-			strcat(names, d ? " " : "");
-			strcat(names, sys->devs[d].name);
-		}
-	}
-	if (gidx && *gidx && !parse_int(gidx, 0, 65535, &forced)) {
-		ping_problem_add(pl, r->rank, -1, "set IBCOMM_GID_INDEX to a GID index (a number) or unset it",
-				 "IBCOMM_GID_INDEX=%s is not a GID index", gidx);
-		forced = -1;
-	}
-	if (dev && *dev) {
-		const char *colon = strchr(dev, ':');
-		size_t n = colon ? (size_t)(colon - dev) : strlen(dev);
-		bool found = false;
-
-		snprintf(want, sizeof(want), "%.*s", (int)(n < sizeof(want) ? n : sizeof(want) - 1), dev);
-		if (colon && !parse_int(colon + 1, 1, 255, &wport))
-			wport = 0;
-		for (int d = 0; d < sys->ndevs; d++)
-			found |= !strcmp(sys->devs[d].name, want);
-		if (!found) {
-			if (sys->ndevs)
-				snprintf(fix, sizeof(fix), "set IBCOMM_DEVICE to one of: %s (or unset it)", names);
-			else
-				snprintf(fix, sizeof(fix), "unset IBCOMM_DEVICE (this host has no RDMA device)");
-			ping_problem_add(pl, r->rank, -1, fix, "IBCOMM_DEVICE=%s: no such RDMA device on %s", dev, r->host);
-		}
-	}
-	/* the ports, in the order the transport tries them */
-	for (int d = 0; d < sys->ndevs; d++) {
-		for (int k = 0; k < sys->devs[d].nports && r->nports < PING_MAX_PORTS; k++) {
-			const ibc_ri_port_t *ip = &sys->devs[d].ports[k];
-			struct ping_port *p = &r->ports[r->nports];
-
-			snprintf(p->dev, sizeof(p->dev), "%s", sys->devs[d].name);
-			p->port = ip->port;
-			p->state = ip->state;
-			p->link_layer = ip->link_layer;
-			p->active_mtu = ip->active_mtu;
-			p->max_mtu = ip->max_mtu;
-			snprintf(p->netdev, sizeof(p->netdev), "%s", ip->netdev);
-			p->gid_used = -1;
-			for (int g = 0; g < ip->ngids && p->ngids < PING_MAX_GIDS; g++) {
-				p->gids[p->ngids].e = ip->gids[g].e;
-				p->gids[p->ngids].prefix = ip->gids[g].prefix;
-				p->ngids++;
-			}
-			if (r->use < 0 && p->state == IBC_RI_PORT_ACTIVE && (!want[0] || !strcmp(want, p->dev)) &&
-			    (!wport || wport == p->port))
-				r->use = r->nports;
-			r->nports++;
-		}
-	}
-	if (want[0] && wport && r->use < 0) {
-		for (int i = 0; i < r->nports; i++)
-			if (!strcmp(r->ports[i].dev, want) && r->ports[i].port == wport)
-				ping_problem_add(pl, r->rank, -1, "bring the port up, or name an active one in IBCOMM_DEVICE",
-						 "IBCOMM_DEVICE=%s: port %ld is %s", dev, wport,
-						 ping_port_state_str(r->ports[i].state));
-	}
-	/* the GID each active port would use; problems only for the one in use */
-	for (int i = 0; i < r->nports; i++) {
-		struct ping_problem scratch[4];
-		struct ping_problems spl = { .v = scratch, .cap = 4 };
-
-		if (i == r->use)
-			ping_diag_gids(&r->ports[i], (int)forced, r->rank, pl);
-		else if (r->ports[i].state == IBC_RI_PORT_ACTIVE)
-			ping_diag_gids(&r->ports[i], -1, r->rank, &spl);
-	}
-	if (r->use >= 0 && r->ports[r->use].gid_used < 0)
-		r->use = -1; /* no usable GID: the transport would refuse this port */
-	ping_diag_ports(r, pl);
-	if (sys->ndevs > 0 && !sys->built)
-		ping_problem_add(pl, r->rank, -1,
-				 "install rdma-core's development files (libibverbs-dev librdmacm-dev) and rebuild ibcomm",
-				 "this host has RDMA devices (%s) but ibcomm was built without rdma-core", names);
-	if (tp && !strcasecmp(tp, "rdma") && r->use < 0 && sys->ndevs == 0)
-		ping_problem_add(pl, r->rank, -1, "unset IBCOMM_TRANSPORT (or set it to tcp) on hosts without RDMA",
-				 "IBCOMM_TRANSPORT=rdma but %s has no RDMA device", r->host);
-	free(sys);
-}
-
 static void local_report(struct job *j, struct ping_problems *pl, bool *fatal)
 {
 	struct ping_report *r = &j->me;
+	ibc_rdma_sys_t *sys;
+	struct ifaddrs *ifa;
+	ibc_settings_t set;
 	struct rlimit rl;
 
 	memset(r, 0, sizeof(*r));
@@ -431,13 +253,29 @@ static void local_report(struct job *j, struct ping_problems *pl, bool *fatal)
 	if (gethostname(r->host, sizeof(r->host)))
 		snprintf(r->host, sizeof(r->host), "?");
 	r->host[sizeof(r->host) - 1] = '\0';
-	*fatal = !tcp_choice(j->root, r, pl);
+	/* the library's settings and choices, as a communicator of this process would make them */
+	ping_settings(j->root, r->rank, &set, pl);
+	if (getifaddrs(&ifa)) {
+		snprintf(r->tcp_addr, sizeof(r->tcp_addr), "?");
+		*fatal = false;
+	} else {
+		*fatal = !ping_tcp_choice(&set, ifa, r, pl);
+		freeifaddrs(ifa);
+	}
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0)
 		r->memlock = rl.rlim_cur == RLIM_INFINITY ? PING_MEMLOCK_UNLIMITED : (uint64_t)rl.rlim_cur;
 	else
 		r->memlock = PING_MEMLOCK_UNLIMITED;
 	r->privileged = geteuid() == 0;
-	rdma_choice(r, pl);
+	sys = calloc(1, sizeof(*sys));
+	if (sys) {
+		ibc_rdma_info_query(sys, set.gid_index);
+		ping_rdma_choice(&set, sys, r, pl);
+		free(sys);
+	} else {
+		r->use = -1;
+		snprintf(r->rdma_note, sizeof(r->rdma_note), "out of memory listing RDMA devices");
+	}
 	ping_diag_memlock(r->memlock, r->privileged, r->use >= 0, r->rank, pl);
 }
 

@@ -38,6 +38,7 @@
 #include "ibc.h"
 #include "wire.h"
 #include "tcp.h"
+#include "tcp_addr.h"
 
 _Static_assert(IBC_TCP_NONCE_LEN == IBC_AUTH_NONCE_LEN && IBC_TCP_PROOF_LEN == IBC_AUTH_MAC_LEN,
 	       "TCP auth fields follow lib/auth.h");
@@ -1486,92 +1487,25 @@ static void tcp_destroy(ibc_tp_t *tp)
 
 /* ---- create: choose an address, listen, publish ---- */
 
-static bool root_is_loopback(const char *root, bool *v6)
-{
-	char host[256], port[16];
-
-	*v6 = false;
-	if (parse_hostport(root, host, sizeof(host), port, sizeof(port)))
-		return false;
-	if (!strcmp(host, "::1")) {
-		*v6 = true;
-		return true;
-	}
-	return !strncmp(host, "127.", 4) || !strcasecmp(host, "localhost");
-}
-
-/* The address to listen on (port 0), as the design says: IBCOMM_IFNAME, loopback root, first IPv4. */
+/* The address to listen on (port 0): ibc_tcp_choose_addr (tcp_addr.c), which ibcomm_ping shares. */
 static ibcomm_status_t choose_addr(struct ibcomm *comm, struct sockaddr_storage *ss, socklen_t *sl)
 {
-	const char *ifname = comm->set.ifname;
-	struct ifaddrs *ifa, *i, *v4 = NULL, *v6 = NULL;
-	bool lo6, named = false;
-	char names[256] = "";
+	ibc_tcp_addr_choice_t c;
+	struct ifaddrs *ifa;
+	char why[400];
+	ibcomm_status_t st;
 
-	memset(ss, 0, sizeof(*ss));
-	if (!ifname[0] && root_is_loopback(comm->set.root, &lo6)) {
-		if (lo6) {
-			struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-
-			a->sin6_family = AF_INET6;
-			a->sin6_addr = in6addr_loopback;
-			*sl = sizeof(*a);
-		} else {
-			struct sockaddr_in *a = (struct sockaddr_in *)ss;
-
-			a->sin_family = AF_INET;
-			a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-			*sl = sizeof(*a);
-		}
-		return IBCOMM_OK;
-	}
 	if (getifaddrs(&ifa))
 		return ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: listing network interfaces: %m", comm->rank);
-	for (i = ifa; i; i = i->ifa_next) {
-		if (ifname[0]) {
-			if (strcmp(i->ifa_name, ifname)) {
-				if (!strstr(names, i->ifa_name) && strlen(names) + strlen(i->ifa_name) + 2 < sizeof(names)) {
-					strcat(names, " ");
-					strcat(names, i->ifa_name);
-				}
-				continue;
-			}
-			named = true;
-		} else if (!(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) {
-			continue;
-		}
-		if (!i->ifa_addr)
-			continue;
-		if (i->ifa_addr->sa_family == AF_INET && !v4)
-			v4 = i;
-		else if (i->ifa_addr->sa_family == AF_INET6 && !v6 && ifname[0])
-			v6 = i;
-	}
-	if (!v4 && !v6) {
-		freeifaddrs(ifa);
-		if (ifname[0] && !named)
-			return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: IBCOMM_IFNAME=%s: no such interface (have:%s)",
-				       comm->rank, ifname, names);
-		if (ifname[0])
-			return ibc_err(comm, IBCOMM_ERR_INVALID,
-				       "rank %d: IBCOMM_IFNAME=%s: the interface has no IPv4 or IPv6 address", comm->rank,
-				       ifname);
-		ibc_cinfo(comm, "rank %d: no network interface is up besides loopback: the TCP transport listens on 127.0.0.1",
-			 comm->rank);
-		((struct sockaddr_in *)ss)->sin_family = AF_INET;
-		((struct sockaddr_in *)ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		*sl = sizeof(struct sockaddr_in);
-		return IBCOMM_OK;
-	}
-	i = v4 ? v4 : v6;
-	if (i->ifa_addr->sa_family == AF_INET) {
-		memcpy(ss, i->ifa_addr, sizeof(struct sockaddr_in));
-		*sl = sizeof(struct sockaddr_in);
-	} else {
-		memcpy(ss, i->ifa_addr, sizeof(struct sockaddr_in6));
-		*sl = sizeof(struct sockaddr_in6);
-	}
+	st = ibc_tcp_choose_addr(comm->set.ifname, comm->set.root, ifa, &c, why, sizeof(why));
 	freeifaddrs(ifa);
+	if (st)
+		return ibc_err(comm, st, "rank %d: %s", comm->rank, why);
+	if (c.fallback)
+		ibc_cinfo(comm, "rank %d: no network interface is up besides loopback: the TCP transport listens on 127.0.0.1",
+			  comm->rank);
+	*ss = c.ss;
+	*sl = c.sl;
 	return IBCOMM_OK;
 }
 
