@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ibc.h"
 #include "rendezvous.h"
@@ -498,6 +499,38 @@ static void test_knobs(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "ibcomm_config_t.debug"));
 }
 
+/* Each communicator logs at its own level: one at INFO does not make another one talk. */
+static void test_log_per_comm(void)
+{
+	struct ibcomm *loud = calloc(1, sizeof(*loud)), *quiet = calloc(1, sizeof(*quiet));
+	char line[256], all[1024] = "";
+	FILE *f = tmpfile();
+	int saved = dup(2);
+
+	CU_ASSERT_FATAL(loud && quiet && f && saved >= 0);
+	loud->set.debug = IBC_LOG_INFO;
+	quiet->set.debug = IBC_LOG_WARN;
+	fflush(stderr);
+	dup2(fileno(f), 2);
+	ibc_cinfo(loud, "info from the loud communicator");
+	ibc_cinfo(quiet, "info from the quiet communicator");
+	ibc_ctrace(loud, "trace from the loud communicator");
+	ibc_cwarn(quiet, "warning from the quiet communicator");
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	rewind(f);
+	while (fgets(line, sizeof(line), f))
+		strncat(all, line, sizeof(all) - strlen(all) - 1);
+	fclose(f);
+	CU_ASSERT_TRUE(strstr(all, "INFO") && strstr(all, "info from the loud communicator"));
+	CU_ASSERT_PTR_NULL(strstr(all, "info from the quiet communicator"));
+	CU_ASSERT_PTR_NULL(strstr(all, "trace from the loud communicator"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(all, "warning from the quiet communicator"));
+	free(loud);
+	free(quiet);
+}
+
 /* ---- IBCOMM_ALGO ---- */
 
 static ibcomm_status_t algo(const char *s, enum ibc_algo out[IBC_COLL_COUNT])
@@ -665,6 +698,7 @@ int main(void)
 	    !CU_add_test(s, "timeout, debug, job key", test_timeout_debug_key) ||
 	    !CU_add_test(s, "config struct", test_config_struct) ||
 	    !CU_add_test(s, "transport knobs, memory cap, p2p bound", test_knobs) ||
+	    !CU_add_test(s, "log level per communicator", test_log_per_comm) ||
 	    !CU_add_test(s, "IBCOMM_ALGO per collective", test_algo_valid) ||
 	    !CU_add_test(s, "IBCOMM_ALGO bare values", test_algo_bare) ||
 	    !CU_add_test(s, "IBCOMM_ALGO errors", test_algo_invalid) || !CU_add_test(s, "names", test_names)) {
