@@ -825,11 +825,13 @@ static ibcomm_status_t rdma_wait(ibc_tp_t *tp, ibc_deadline_t dl)
 static void rdma_interrupt(ibc_tp_t *tp)
 {
 	struct rdma_tp *t = to_rdma(tp);
+	int saved = errno; /* async-signal-safe: the interrupted code's errno is left as it was */
 	char c = 1;
 	ssize_t n;
 
-	n = write(t->pipefd[1], &c, 1); /* async-signal-safe; a full pipe already wakes */
+	n = write(t->pipefd[1], &c, 1); /* a full pipe (EAGAIN) already wakes */
 	(void)n;
+	errno = saved;
 }
 
 /* ---- setup ---- */
