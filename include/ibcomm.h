@@ -148,10 +148,13 @@ IBCOMM_API ibcomm_status_t ibcomm_dup(ibcomm_t *comm, ibcomm_t **newcomm);
  * is left; a handle that is not comm's (deregistered, another communicator's) is
  * IBCOMM_ERR_INVALID.
  *
- * Deregister before freeing or unmapping the memory. A safety net: libibcomm's munmap()
- * and mremap() (the program's calls bind to them) mark an unmapped registration unusable,
- * so new memory at the same address is never sent from the old pages; its handle must
- * still be deregistered. free() of heap memory is not seen.
+ * The contract (NCCL's for ncclCommDeregister): deregister before the memory is freed,
+ * unmapped, remapped or replaced (free, munmap, mremap, madvise(MADV_DONTNEED), mmap
+ * MAP_FIXED over it). The library does not watch the address space and cannot see a
+ * violation: over RDMA the registration keeps the old pages pinned, and a collective
+ * sending from that range may send their stale contents instead of the memory now at that
+ * address, without any error. Over TCP nothing is pinned and results stay right. Why a
+ * contract and no munmap hooks: README.md, "Registered memory".
  */
 IBCOMM_API ibcomm_status_t ibcomm_register(ibcomm_t *comm, void *buf, size_t len, ibcomm_mr_t **mr);
 IBCOMM_API ibcomm_status_t ibcomm_deregister(ibcomm_t *comm, ibcomm_mr_t *mr);
