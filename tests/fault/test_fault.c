@@ -683,6 +683,10 @@ static void test_qp_error(void)
 		fprintf(stderr, "    skipped: needs the RDMA transport (HX_TRANSPORT=rdma, in tests/rxe/rxe-run)\n");
 		return;
 	}
+#ifndef IBCOMM_TEST_HOOKS
+	fprintf(stderr, "    skipped: needs the test hook IBCOMM_TEST_QP_ERROR_AFTER (configure --enable-test-hooks)\n");
+	return;
+#endif
 	shm_reset();
 	hx_run_job(&job);
 	print_times("QP error on rank 1 -> error on the others", 4, QPERR_RANK);

@@ -512,6 +512,21 @@ static int block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int peer,
 }
 
 /*
+ * Test hooks exist only in a build configured with --enable-test-hooks (the test suites'):
+ * a user's build never reads them from the environment of a job.
+ */
+static uint64_t test_hook_qp_error_after(void)
+{
+#ifdef IBCOMM_TEST_HOOKS
+	const char *v = getenv("IBCOMM_TEST_QP_ERROR_AFTER");
+
+	return v ? strtoull(v, NULL, 10) : 0;
+#else
+	return 0;
+#endif
+}
+
+/*
  * TEST HOOK (tests/fault only, not a user setting): IBCOMM_TEST_QP_ERROR_AFTER=<n>, read at
  * create, moves the QP of this rank's n-th put into the error state right after posting it,
  * as a fabric fault would. The calls that follow must fail, naming the peer and the QP.
@@ -520,7 +535,7 @@ static void test_force_qp_error(struct rdma_tp *t, struct rdma_peer *p)
 {
 	struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
 
-	ibc_warn("rank %d: test hook IBCOMM_TEST_QP_ERROR_AFTER=%" PRIu64 ": QP 0x%x to peer %d forced into the error state",
+	ibc_warn("rank %d: test hook: QP error after %" PRIu64 " puts: QP 0x%x to peer %d forced into the error state",
 		 t->base.comm->rank, t->test_qp_error_after, p->qp->qp_num, p->rank);
 	if (ibv_modify_qp(p->qp, &a, IBV_QP_STATE))
 		ibc_warn("rank %d: test hook: moving QP 0x%x to the error state failed: %s", t->base.comm->rank,
@@ -1327,8 +1342,7 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->base.comm = comm;
 	t->pipefd[0] = t->pipefd[1] = -1;
 	t->dead_peer = -1;
-	if (getenv("IBCOMM_TEST_QP_ERROR_AFTER")) /* test hook: test_force_qp_error() */
-		t->test_qp_error_after = strtoull(getenv("IBCOMM_TEST_QP_ERROR_AFTER"), NULL, 10);
+	t->test_qp_error_after = test_hook_qp_error_after(); /* test_force_qp_error() */
 	st = open_device(t, &pa);
 	if (st)
 		goto err_free;
