@@ -33,7 +33,7 @@ struct reg_handle {
 
 struct ibc_regcache {
 	pthread_mutex_t lock;
-	struct reg_entry **ents;   /* sorted by start */
+	struct reg_entry **ents; /* sorted by start */
 	size_t nents, capents;
 	struct reg_handle *hs;
 	size_t nhs, caphs;

@@ -30,12 +30,12 @@
 
 static int rank, size, failures;
 
-#define FAIL(...)                                            \
-	do {                                                 \
-		fprintf(stderr, "rank %d: FAIL: ", rank);    \
-		fprintf(stderr, __VA_ARGS__);                \
-		fputc('\n', stderr);                         \
-		failures++;                                  \
+#define FAIL(...)                                         \
+	do {                                              \
+		fprintf(stderr, "rank %d: FAIL: ", rank); \
+		fprintf(stderr, __VA_ARGS__);             \
+		fputc('\n', stderr);                      \
+		failures++;                               \
 	} while (0)
 
 static int32_t val(int gen, int r, size_t i)
