@@ -469,7 +469,9 @@ static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t,
 			 (unsigned long long)t->p2p_unexpected_max, (unsigned long long)t->mem_limit);
 		return IBCOMM_ERR_INVALID;
 	}
-	/* a test hook of the RDMA transport (test_force_qp_error), not a user setting */
+#ifdef IBCOMM_TEST_HOOKS
+	/* a test hook of the RDMA transport (test_force_qp_error), not a user setting: only in a
+	 * build configured with --enable-test-hooks, never read from a user's job */
 	v = env("IBCOMM_TEST_QP_ERROR_AFTER");
 	if (v) {
 		long n;
@@ -479,6 +481,7 @@ static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t,
 			return st;
 		t->test_qp_error_after = (uint64_t)n;
 	}
+#endif
 	return IBCOMM_OK;
 }
 #undef KNOB

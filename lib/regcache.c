@@ -1,25 +1,18 @@
 /*
- * Registration cache and the munmap/mremap hooks: see regcache.h.
+ * Registration cache: see regcache.h.
  *
- * Locks: `caches_lock` guards the list of every communicator's cache; each cache has its own
- * mutex. Order: caches_lock, then a cache's lock. The transport's reg()/dereg() run with no
- * lock held (verbs may unmap memory of their own, which enters the hooks): a new entry is
- * inserted "pending" first, so an unmap racing with its registration still marks it.
+ * Locks: each cache has its own mutex. The transport's reg()/dereg() run with no
+ * lock held (they may take long: pinning pages): a new entry is inserted "pending" first,
+ * and is not used by a lookup until the transport's handle is in it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "regcache.h"
-
-#define IBC_EXPORT __attribute__((visibility("default")))
 
 /* Tokens: a magic in the top 16 bits, a counter below. */
 #define TOKEN_SHIFT (sizeof(uintptr_t) * 8 - 16)
@@ -30,7 +23,6 @@ struct reg_entry {
 	uintptr_t start, end;
 	unsigned refs;
 	void *h;      /* the transport's handle */
-	bool valid;   /* cleared by an unmap of any byte of the range */
 	bool pending; /* the transport is registering it */
 };
 
@@ -41,16 +33,13 @@ struct reg_handle {
 
 struct ibc_regcache {
 	pthread_mutex_t lock;
-	struct ibc_regcache *next; /* the global list */
-	struct reg_entry **ents;   /* sorted by start */
+	struct reg_entry **ents; /* sorted by start */
 	size_t nents, capents;
 	struct reg_handle *hs;
 	size_t nhs, caphs;
 };
 
-static pthread_mutex_t caches_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct ibc_regcache *caches;
-static atomic_size_t live; /* entries of all caches */
+static atomic_size_t live; /* entries of all caches (tests: nothing leaks) */
 static atomic_uintptr_t next_token;
 
 size_t ibc_regcache_live(void)
@@ -95,10 +84,6 @@ static struct ibc_regcache *cache_get(struct ibcomm *comm)
 	if (!c)
 		return NULL;
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_mutex_lock(&caches_lock);
-	c->next = caches;
-	caches = c;
-	pthread_mutex_unlock(&caches_lock);
 	comm->regcache = c;
 	return c;
 }
@@ -112,13 +97,13 @@ static ptrdiff_t handle_find(const struct ibc_regcache *c, uintptr_t token)
 	return -1;
 }
 
-/* The valid, registered entry covering [s, e), or NULL. Caller holds c->lock. */
+/* The registered entry covering [s, e), or NULL. Caller holds c->lock. */
 static struct reg_entry *entry_covering(const struct ibc_regcache *c, uintptr_t s, uintptr_t e)
 {
 	for (size_t i = 0; i < c->nents && c->ents[i]->start <= s; i++) {
 		struct reg_entry *x = c->ents[i];
 
-		if (x->valid && !x->pending && x->end >= e)
+		if (!x->pending && x->end >= e)
 			return x;
 	}
 	return NULL;
@@ -176,7 +161,7 @@ ibcomm_status_t ibc_regcache_add(struct ibcomm *comm, void *addr, size_t len, ui
 			e = calloc(1, sizeof(*e));
 			if (!e)
 				goto err_nomem;
-			*e = (struct reg_entry){ .start = s, .end = end, .refs = 1, .valid = true, .pending = true };
+			*e = (struct reg_entry){ .start = s, .end = end, .refs = 1, .pending = true };
 			while (i < c->nents && c->ents[i]->start <= s)
 				i++;
 			memmove(&c->ents[i + 1], &c->ents[i], (c->nents - i) * sizeof(c->ents[0]));
@@ -259,18 +244,10 @@ ibcomm_status_t ibc_regcache_remove(struct ibcomm *comm, uintptr_t token)
 
 void ibc_regcache_destroy(struct ibcomm *comm)
 {
-	struct ibc_regcache *c = comm->regcache, **pp;
+	struct ibc_regcache *c = comm->regcache;
 
 	if (!c)
 		return;
-	pthread_mutex_lock(&caches_lock);
-	for (pp = &caches; *pp; pp = &(*pp)->next) {
-		if (*pp == c) {
-			*pp = c->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&caches_lock);
 	if (c->nhs)
 		ibc_cinfo(comm, "rank %d: %zu registration(s) still live at destroy: deregistered", comm->rank, c->nhs);
 	for (size_t i = 0; i < c->nents; i++)
@@ -311,79 +288,10 @@ bool ibc_regcache_info(struct ibcomm *comm, uintptr_t token, ibc_reg_info_t *inf
 	if (i >= 0) {
 		e = c->hs[i].e;
 		if (e)
-			*info = (ibc_reg_info_t){ .start = e->start, .end = e->end, .refs = e->refs,
-						  .valid = e->valid, .handle = e->h };
+			*info = (ibc_reg_info_t){ .start = e->start, .end = e->end, .refs = e->refs, .handle = e->h };
 		else
-			*info = (ibc_reg_info_t){ .valid = true };
+			*info = (ibc_reg_info_t){ 0 };
 	}
 	pthread_mutex_unlock(&c->lock);
 	return i >= 0;
-}
-
-void ibc_regcache_invalidate(const void *addr, size_t len)
-{
-	uintptr_t s = (uintptr_t)addr, end;
-
-	if (!len || atomic_load(&live) == 0)
-		return;
-	if (__builtin_add_overflow(s, len, &end))
-		end = UINTPTR_MAX;
-	pthread_mutex_lock(&caches_lock);
-	for (struct ibc_regcache *c = caches; c; c = c->next) {
-		pthread_mutex_lock(&c->lock);
-		for (size_t i = 0; i < c->nents && c->ents[i]->start < end; i++) {
-			struct reg_entry *e = c->ents[i];
-
-			if (e->end > s && e->valid) {
-				e->valid = false;
-				ibc_trace("registered memory [%#lx, %#lx) unmapped: no longer used for zero-copy",
-					  (unsigned long)e->start, (unsigned long)e->end);
-			}
-		}
-		pthread_mutex_unlock(&c->lock);
-	}
-	pthread_mutex_unlock(&caches_lock);
-}
-
-/*
- * The hooks. Exported by libibcomm (lib/libibcomm.map), so a program linked with it calls
- * these; they make the system call themselves (no dlsym). Until something is registered
- * they cost one atomic load. The kernel works on whole pages and refuses a misaligned
- * address (EINVAL, nothing unmapped), so the range marked is the one it would unmap.
- */
-static void hook_invalidate(const void *addr, size_t len)
-{
-	uintptr_t pg;
-
-	if (!len || atomic_load(&live) == 0)
-		return;
-	pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-	if ((uintptr_t)addr & (pg - 1))
-		return;
-	if (len > SIZE_MAX - (pg - 1))
-		len = SIZE_MAX - (pg - 1);
-	ibc_regcache_invalidate(addr, (len + pg - 1) & ~(size_t)(pg - 1));
-}
-
-IBC_EXPORT int munmap(void *addr, size_t len)
-{
-	hook_invalidate(addr, len);
-	return (int)syscall(SYS_munmap, addr, len);
-}
-
-IBC_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
-{
-	void *new_addr = NULL;
-	va_list ap;
-
-	if (flags & MREMAP_FIXED) {
-		va_start(ap, flags);
-		new_addr = va_arg(ap, void *);
-		va_end(ap);
-	}
-	/* The old range moves or shrinks (growing in place is marked too: rare, and harmless). */
-	hook_invalidate(old, old_len);
-	if (flags & MREMAP_FIXED) /* replaces what was mapped at the target */
-		hook_invalidate(new_addr, new_len);
-	return (void *)syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
 }

@@ -6,11 +6,9 @@
  * counter. It is looked up in the communicator's cache, so a stale or foreign handle is
  * reported (IBCOMM_ERR_INVALID), never dereferenced.
  *
- * Memory unmapped while registered: libibcomm interposes munmap() and mremap(); while any
- * registration is live they mark every overlapping entry of every communicator invalid
- * before the memory goes. An invalid entry is never used for zero-copy again (its pinned
- * pages are no longer the process's memory at that address) and is deregistered at
- * ibcomm_deregister or ibcomm_destroy. free() of heap memory is not seen.
+ * Memory freed or unmapped while registered is the caller's error (the contract in
+ * include/ibcomm.h: deregister first). The cache does not watch the address space: an entry
+ * lives from ibcomm_register to the last ibcomm_deregister of it (or ibcomm_destroy).
  */
 #ifndef IBC_REGCACHE_H
 #define IBC_REGCACHE_H
@@ -25,7 +23,6 @@
 typedef struct ibc_reg_info {
 	uintptr_t start, end; /* the entry's range (the first registration that made it) */
 	unsigned refs;        /* handles sharing the entry */
-	bool valid;           /* false once the memory was unmapped */
 	void *handle;         /* the transport's (NULL: a transport without reg) */
 } ibc_reg_info_t;
 
@@ -39,13 +36,11 @@ IBC_HIDDEN ibcomm_status_t ibc_regcache_add(struct ibcomm *comm, void *addr, siz
 IBC_HIDDEN ibcomm_status_t ibc_regcache_remove(struct ibcomm *comm, uintptr_t token);
 /* Deregisters everything comm still holds and frees its cache (ibcomm_destroy). */
 IBC_HIDDEN void ibc_regcache_destroy(struct ibcomm *comm);
-/* The transport handle of a valid entry of comm covering [addr, addr+len), or NULL. */
+/* The transport handle of an entry of comm covering [addr, addr+len), or NULL. */
 IBC_HIDDEN void *ibc_regcache_find(struct ibcomm *comm, const void *addr, size_t len);
-/* Marks every entry of every communicator overlapping [addr, addr+len) invalid. */
-IBC_HIDDEN void ibc_regcache_invalidate(const void *addr, size_t len);
 /* Fills *info for token; false when comm holds no such handle. */
 IBC_HIDDEN bool ibc_regcache_info(struct ibcomm *comm, uintptr_t token, ibc_reg_info_t *info);
-/* Entries alive in the process, all communicators (the hooks' fast path tests it). */
+/* Entries alive in the process, all communicators (tests: nothing is left behind). */
 IBC_HIDDEN size_t ibc_regcache_live(void);
 
 #endif

@@ -513,15 +513,15 @@ static int block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int peer,
 }
 
 /*
- * TEST HOOK (tests/fault only, not a user setting): IBCOMM_TEST_QP_ERROR_AFTER=<n>, read at
- * create, moves the QP of this rank's n-th put into the error state right after posting it,
+ * TEST HOOK (tests/fault only, not a user setting; only in a build configured with
+ * --enable-test-hooks): IBCOMM_TEST_QP_ERROR_AFTER=<n>, read by config.c at create, moves the QP of this rank's n-th put into the error state right after posting it,
  * as a fabric fault would. The calls that follow must fail, naming the peer and the QP.
  */
 static void test_force_qp_error(struct rdma_tp *t, struct rdma_peer *p)
 {
 	struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
 
-	ibc_cwarn(t->base.comm, "rank %d: test hook IBCOMM_TEST_QP_ERROR_AFTER=%" PRIu64 ": QP 0x%x to peer %d forced into the error state",
+	ibc_cwarn(t->base.comm, "rank %d: test hook: QP error after %" PRIu64 " puts: QP 0x%x to peer %d forced into the error state",
 		 t->base.comm->rank, t->test_qp_error_after, p->qp->qp_num, p->rank);
 	if (ibv_modify_qp(p->qp, &a, IBV_QP_STATE))
 		ibc_cwarn(t->base.comm, "rank %d: test hook: moving QP 0x%x to the error state failed: %s", t->base.comm->rank,
@@ -826,11 +826,13 @@ static ibcomm_status_t rdma_wait(ibc_tp_t *tp, ibc_deadline_t dl)
 static void rdma_interrupt(ibc_tp_t *tp)
 {
 	struct rdma_tp *t = to_rdma(tp);
+	int saved = errno; /* async-signal-safe: the interrupted code's errno is left as it was */
 	char c = 1;
 	ssize_t n;
 
-	n = write(t->pipefd[1], &c, 1); /* async-signal-safe; a full pipe already wakes */
+	n = write(t->pipefd[1], &c, 1); /* a full pipe (EAGAIN) already wakes */
 	(void)n;
+	errno = saved;
 }
 
 /* ---- setup ---- */

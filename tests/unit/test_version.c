@@ -1,0 +1,46 @@
+/*
+ * The version, written once in configure.ac (AC_INIT): the generated header's macros agree
+ * with it and with each other, and ibcomm_version() of the shared library (this test links
+ * libibcomm.la, not the core) returns the same code.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <CUnit/Basic.h>
+
+#include "ibcomm.h"
+
+static void test_macros(void)
+{
+	char s[64];
+
+	CU_ASSERT_EQUAL(IBCOMM_VERSION_CODE, IBCOMM_VERSION_MAJOR * 10000 + IBCOMM_VERSION_MINOR * 100 + IBCOMM_VERSION_PATCH);
+	CU_ASSERT(IBCOMM_VERSION_MINOR < 100 && IBCOMM_VERSION_PATCH < 100);
+	snprintf(s, sizeof(s), "%d.%d.%d", IBCOMM_VERSION_MAJOR, IBCOMM_VERSION_MINOR, IBCOMM_VERSION_PATCH);
+	CU_ASSERT_STRING_EQUAL(s, IBCOMM_VERSION_STRING);
+	CU_ASSERT_STRING_EQUAL(IBCOMM_VERSION_STRING, IBCOMM_TEST_AC_VERSION); /* AC_INIT's, from make */
+}
+
+static void test_function(void)
+{
+	CU_ASSERT_EQUAL(ibcomm_version(), IBCOMM_VERSION_CODE);
+	printf("\n    ibcomm_version() = %d (headers: %s)\n", ibcomm_version(), IBCOMM_VERSION_STRING);
+}
+
+int main(void)
+{
+	CU_pSuite s;
+	unsigned failed;
+
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 99;
+	s = CU_add_suite("version", NULL, NULL);
+	if (!s || !CU_add_test(s, "macros agree with AC_INIT", test_macros) ||
+	    !CU_add_test(s, "ibcomm_version() of the shared library", test_function))
+		return 99;
+	CU_basic_set_mode(CU_BRM_VERBOSE);
+	CU_basic_run_tests();
+	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
+	CU_cleanup_registry();
+	return failed ? 1 : 0;
+}
