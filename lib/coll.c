@@ -527,13 +527,15 @@ static ibcomm_status_t check_call(struct ibc_coll_args *a, size_t bytes)
  * before the bytes left) as long as the call waits for those writes before returning. Only
  * the sendbuf bytes qualify, and only when they do not overlap recvbuf (which the call writes).
  */
-static void zc_begin(struct ibc_coll_args *a)
+static bool zc_begin(struct ibc_coll_args *a)
 {
 	ibc_tp_t *tp = a->tp;
 	size_t b = a->count * a->esz, n = (size_t)a->size, slen, rlen;
+	void *h;
 
-	if (!tp->ops->flush || !a->comm->regcache || !a->sendbuf || a->sendbuf == a->recvbuf)
-		return;
+	if (!tp->ops->flush || !tp->ops->set_zc_source || !a->comm->regcache || !a->sendbuf ||
+	    a->sendbuf == a->recvbuf)
+		return false;
 	switch (a->coll) {
 	case IBC_COLL_ALLREDUCE:
 	case IBC_COLL_REDUCE:
@@ -551,15 +553,15 @@ static void zc_begin(struct ibc_coll_args *a)
 		slen = b * n, rlen = b * n;
 		break;
 	default:
-		return;
+		return false;
 	}
 	if (a->recvbuf && overlap(a->sendbuf, slen, a->recvbuf, rlen))
-		return;
-	tp->zc_handle = ibc_regcache_find(a->comm, a->sendbuf, slen);
-	if (tp->zc_handle) {
-		tp->zc_buf = a->sendbuf;
-		tp->zc_len = slen;
-	}
+		return false;
+	h = ibc_regcache_find(a->comm, a->sendbuf, slen);
+	if (!h)
+		return false;
+	tp->ops->set_zc_source(tp, a->sendbuf, slen, h);
+	return true;
 }
 
 /* Waits for the zero-copy writes of the call; a failed call keeps its own message. */
@@ -570,16 +572,12 @@ static ibcomm_status_t zc_end(struct ibc_coll_args *a, ibcomm_status_t st)
 	char saved[IBC_ERRLEN];
 	ibcomm_status_t fst;
 
-	if (!tp->zc_handle)
-		return st;
 	if (st)
 		memcpy(saved, comm->err, sizeof(saved));
 	fst = tp->ops->flush(tp, st ? ibc_deadline(1000) : a->dl);
 	if (st)
 		memcpy(comm->err, saved, sizeof(saved));
-	tp->zc_buf = NULL;
-	tp->zc_len = 0;
-	tp->zc_handle = NULL;
+	tp->ops->set_zc_source(tp, NULL, 0, NULL);
 	return st ? st : fst;
 }
 
@@ -591,16 +589,18 @@ static ibcomm_status_t run(struct ibc_coll_args *a, size_t bytes)
 
 	a->algo = algo;
 	ibcomm_status_t st;
+	bool zc;
 
 	ibc_trace("rank %d: %s #%u, %zu bytes, algorithm %s", a->rank, ibc_coll_name(a->coll), a->seq, bytes,
 		  ibc_algo_name(algo));
-	zc_begin(a);
+	zc = zc_begin(a);
 	st = fn(a);
 	if (!st)
 		st = sig_take(a);
 	if (!st && a->sig_fuse && a->sig_seen)
 		st = sig_seen_err(a);
-	st = zc_end(a, st);
+	if (zc)
+		st = zc_end(a, st);
 	return settle(a, st);
 }
 
