@@ -1,6 +1,9 @@
 /*
- * The public collectives: argument checks, sequence numbers and tags, the size-1 and
- * count-0 cases, the choice of algorithm (algo/select.c) and the final step of AVG.
+ * The public collectives: one path for all nine (coll_call), driven by a description of each
+ * (coll_descs: rooted or not, which buffers and whose, their sizes, the in-place rule):
+ * argument checks, sequence numbers and tags, the call-signature check (algo/sig.c), the
+ * size-1 and count-0 cases, the choice of algorithm (algo/select.c), zero-copy sends from
+ * registered memory, and the final step of AVG.
  */
 #include <stdio.h>
 #include <string.h>
@@ -171,14 +174,69 @@ static ibcomm_status_t settle(struct ibc_coll_args *a, ibcomm_status_t st)
 	return st;
 }
 
-/* Before anything moves: every rank of a multi-rank communicator checks the call's signature. */
-static ibcomm_status_t check_call(struct ibc_coll_args *a, struct ibc_sig *sig, size_t bytes)
-{
-	if (a->size == 1)
-		return IBCOMM_OK;
-	a->algo = ibc_algo_select(a->comm, a->coll, bytes); /* named by timeouts */
-	return settle(a, ibc_sig_begin(sig, a, bytes));
-}
+/*
+ * What tells the collectives apart at the entry points: one description each, and one path
+ * (coll_call) that checks the arguments, handles the trivial cases and runs the algorithm.
+ */
+enum coll_user {
+	USE_NONE, /* no such buffer */
+	USE_ALL,  /* every rank's */
+	USE_ROOT  /* only the root's: the others may pass NULL, and it is not looked at */
+};
+enum coll_inplace {
+	INPLACE_NONE,       /* one buffer (broadcast) or none (barrier) */
+	INPLACE_SAME,       /* in place when sendbuf == recvbuf */
+	INPLACE_SEND_BLOCK, /* in place when sendbuf is this rank's block of recvbuf */
+	INPLACE_RECV_BLOCK, /* in place when recvbuf is this rank's block of sendbuf */
+	INPLACE_NEVER       /* sendbuf == recvbuf is an error */
+};
+
+struct coll_desc {
+	const char *fn;         /* the public name, for messages */
+	enum ibc_coll coll;
+	bool reduces;           /* takes an op; recvbuf gets the final step of AVG */
+	bool rooted;
+	bool data;              /* has buffers, a count and a datatype (all but barrier) */
+	const char *count_name; /* what the count is called in the prototype */
+	enum coll_user send, recv;
+	const char *send_name, *recv_name;
+	/*
+	 * The buffers' sizes in count-element blocks: one, or one per rank. sel_per_rank: the
+	 * same for the bytes that choose the algorithm (algo/select.c).
+	 */
+	bool send_per_rank, recv_per_rank, sel_per_rank;
+	enum coll_inplace inplace;
+};
+
+static const struct coll_desc coll_descs[IBC_COLL_COUNT] = {
+	[IBC_COLL_ALLREDUCE] = { "ibcomm_allreduce", IBC_COLL_ALLREDUCE, true, false, true, "count",
+				 USE_ALL, USE_ALL, "sendbuf", "recvbuf", false, false, false, INPLACE_SAME },
+	[IBC_COLL_BROADCAST] = { "ibcomm_broadcast", IBC_COLL_BROADCAST, false, true, true, "count",
+				 USE_NONE, USE_ALL, NULL, "buf", false, false, false, INPLACE_NONE },
+	[IBC_COLL_REDUCE] = { "ibcomm_reduce", IBC_COLL_REDUCE, true, true, true, "count",
+			      USE_ALL, USE_ROOT, "sendbuf", "recvbuf", false, false, false, INPLACE_SAME },
+	[IBC_COLL_ALLGATHER] = { "ibcomm_allgather", IBC_COLL_ALLGATHER, false, false, true, "sendcount",
+				 USE_ALL, USE_ALL, "sendbuf", "recvbuf", false, true, true, INPLACE_SEND_BLOCK },
+	[IBC_COLL_REDUCE_SCATTER] = { "ibcomm_reduce_scatter", IBC_COLL_REDUCE_SCATTER, true, false, true, "recvcount",
+				      USE_ALL, USE_ALL, "sendbuf", "recvbuf", true, false, true, INPLACE_RECV_BLOCK },
+	[IBC_COLL_GATHER] = { "ibcomm_gather", IBC_COLL_GATHER, false, true, true, "sendcount",
+			      USE_ALL, USE_ROOT, "sendbuf", "recvbuf", false, true, true, INPLACE_SEND_BLOCK },
+	[IBC_COLL_SCATTER] = { "ibcomm_scatter", IBC_COLL_SCATTER, false, true, true, "recvcount",
+			       USE_ROOT, USE_ALL, "sendbuf", "recvbuf", true, false, true, INPLACE_RECV_BLOCK },
+	[IBC_COLL_ALLTOALL] = { "ibcomm_alltoall", IBC_COLL_ALLTOALL, false, false, true, "count",
+				USE_ALL, USE_ALL, "sendbuf", "recvbuf", true, true, false, INPLACE_NEVER },
+	[IBC_COLL_BARRIER] = { "ibcomm_barrier", IBC_COLL_BARRIER, false, false, false, NULL,
+			       USE_NONE, USE_NONE, NULL, NULL, false, false, false, INPLACE_NONE },
+};
+
+/* One call: its description, the algorithm's arguments, the signature check, the sizes. */
+struct coll_call {
+	const struct coll_desc *d;
+	struct ibc_coll_args a;
+	struct ibc_sig sig;
+	size_t sbytes, rbytes; /* this rank's buffers (0 when it does not use one) */
+	size_t bytes;          /* what chooses the algorithm */
+};
 
 /*
  * Zero-copy source: out of place, the caller's sendbuf is read-only for the whole call, so
@@ -186,40 +244,21 @@ static ibcomm_status_t check_call(struct ibc_coll_args *a, struct ibc_sig *sig, 
  * before the bytes left) as long as the call waits for those writes before returning. Only
  * the sendbuf bytes qualify, and only when they do not overlap recvbuf (which the call writes).
  */
-static bool zc_begin(struct ibc_coll_args *a)
+static bool zc_begin(struct coll_call *c)
 {
+	struct ibc_coll_args *a = &c->a;
 	ibc_tp_t *tp = a->tp;
-	size_t b = a->count * a->esz, n = (size_t)a->size, slen, rlen;
 	void *h;
 
-	if (!tp->ops->flush || !tp->ops->set_zc_source || !a->comm->regcache || !a->sendbuf ||
-	    a->sendbuf == a->recvbuf)
+	if (!tp->ops->flush || !tp->ops->set_zc_source || !a->comm->regcache || c->d->send == USE_NONE ||
+	    !a->sendbuf || a->sendbuf == a->recvbuf)
 		return false;
-	switch (a->coll) {
-	case IBC_COLL_ALLREDUCE:
-	case IBC_COLL_REDUCE:
-		slen = b, rlen = b;
-		break;
-	case IBC_COLL_ALLGATHER:
-	case IBC_COLL_GATHER:
-		slen = b, rlen = b * n;
-		break;
-	case IBC_COLL_REDUCE_SCATTER:
-	case IBC_COLL_SCATTER:
-		slen = b * n, rlen = b;
-		break;
-	case IBC_COLL_ALLTOALL:
-		slen = b * n, rlen = b * n;
-		break;
-	default:
+	if (a->recvbuf && overlap(a->sendbuf, c->sbytes, a->recvbuf, c->rbytes))
 		return false;
-	}
-	if (a->recvbuf && overlap(a->sendbuf, slen, a->recvbuf, rlen))
-		return false;
-	h = ibc_regcache_find(a->comm, a->sendbuf, slen);
+	h = ibc_regcache_find(a->comm, a->sendbuf, c->sbytes);
 	if (!h)
 		return false;
-	tp->ops->set_zc_source(tp, a->sendbuf, slen, h);
+	tp->ops->set_zc_source(tp, a->sendbuf, c->sbytes, h);
 	return true;
 }
 
@@ -240,300 +279,182 @@ static ibcomm_status_t zc_end(struct ibc_coll_args *a, ibcomm_status_t st)
 	return st ? st : fst;
 }
 
-/* Runs the chosen algorithm. */
-static ibcomm_status_t run(struct ibc_coll_args *a, struct ibc_sig *sig, size_t bytes)
+/* Runs the chosen algorithm (a->algo), then completes the signature check. */
+static ibcomm_status_t run(struct coll_call *c)
 {
-	enum ibc_algo algo = ibc_algo_select(a->comm, a->coll, bytes);
-	ibc_algo_fn fn = ibc_algo_impl(a->coll, algo);
-
-	a->algo = algo;
+	struct ibc_coll_args *a = &c->a;
+	ibc_algo_fn fn = ibc_algo_impl(a->coll, a->algo);
 	ibcomm_status_t st;
 	bool zc;
 
-	ibc_trace("rank %d: %s #%u, %zu bytes, algorithm %s", a->rank, ibc_coll_name(a->coll), a->seq, bytes,
-		  ibc_algo_name(algo));
-	zc = zc_begin(a);
+	ibc_trace("rank %d: %s #%u, %zu bytes, algorithm %s", a->rank, ibc_coll_name(a->coll), a->seq, c->bytes,
+		  ibc_algo_name(a->algo));
+	zc = zc_begin(c);
 	st = fn(a);
 	if (!st)
-		st = ibc_sig_end(sig);
+		st = ibc_sig_end(&c->sig);
 	if (zc)
 		st = zc_end(a, st);
 	return settle(a, st);
 }
 
-static void local_copy(void *dst, const void *src, size_t bytes)
+/* Checks a buffer the calling rank uses: not NULL, and its size does not overflow. */
+static ibcomm_status_t check_use(struct ibcomm *comm, const struct coll_desc *d, enum coll_user use,
+				 const char *name, const void *buf, size_t count)
 {
-	if (dst != src && bytes)
-		memcpy(dst, src, bytes);
+	char what[48];
+
+	if (use != USE_ROOT)
+		return check_buf(comm, d->fn, name, buf, count);
+	snprintf(what, sizeof(what), "%s (at the root)", name);
+	return check_buf(comm, d->fn, what, buf, count);
+}
+
+/* The in-place layout of d, or else buffers that do not share a byte. */
+static ibcomm_status_t check_layout(struct ibcomm *comm, const struct coll_call *c, const void *sendbuf,
+				    const void *recvbuf, size_t count, size_t esz)
+{
+	const struct coll_desc *d = c->d;
+	size_t b = count * esz * (size_t)comm->rank; /* offset of this rank's block */
+
+	switch (d->inplace) {
+	case INPLACE_NONE:
+		return IBCOMM_OK;
+	case INPLACE_SAME:
+		if (sendbuf == recvbuf)
+			return IBCOMM_OK;
+		break;
+	case INPLACE_SEND_BLOCK:
+		if (sendbuf == (const char *)recvbuf + b)
+			return IBCOMM_OK;
+		break;
+	case INPLACE_RECV_BLOCK:
+		if (recvbuf == (const char *)sendbuf + b)
+			return IBCOMM_OK;
+		break;
+	case INPLACE_NEVER:
+		if (count && sendbuf == recvbuf)
+			return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: sendbuf == recvbuf, but %s is never "
+				       "in place", d->fn, comm->rank, ibc_coll_name(d->coll));
+		break;
+	}
+	return check_overlap(comm, d->fn, sendbuf, c->sbytes, recvbuf, c->rbytes);
+}
+
+/*
+ * Every collective: checks the arguments in the order of the prototype's concerns
+ * (communicator, datatype, op, root, count, the buffers this rank uses, their layout), agrees
+ * on the call with the other ranks, then moves the data: a local copy on one rank, else the
+ * algorithm; reductions end with the final step of AVG. A buffer this rank does not use is
+ * neither checked nor passed on.
+ */
+static ibcomm_status_t coll_call(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
+				 size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
+{
+	const struct coll_desc *d = &coll_descs[coll];
+	struct coll_call c = { .d = d };
+	struct ibc_coll_args *a = &c.a;
+	ibc_reduce_fn kernel = NULL;
+	size_t esz = 1, blocks, total = 0;
+	bool my_send, my_recv;
+	ibcomm_status_t st;
+
+	if ((st = check_comm(comm, d->fn)))
+		return st;
+	if (d->data) {
+		blocks = d->send_per_rank || d->recv_per_rank ? (size_t)comm->size : 1;
+		if ((st = check_dtype(comm, d->fn, dtype, &esz)) ||
+		    (d->reduces && (st = check_op(comm, d->fn, dtype, op, &kernel))) ||
+		    (d->rooted && (st = check_root(comm, d->fn, root))) ||
+		    (st = check_count(comm, d->fn, d->count_name, count, esz, blocks, &total)))
+			return st;
+	} else {
+		count = 0, dtype = IBCOMM_UINT8;
+	}
+	/* which buffers are this rank's, and their sizes (no overflow: total is the largest) */
+	my_send = d->send == USE_ALL || (d->send == USE_ROOT && comm->rank == root);
+	my_recv = d->recv == USE_ALL || (d->recv == USE_ROOT && comm->rank == root);
+	if (my_send)
+		c.sbytes = count * esz * (d->send_per_rank ? (size_t)comm->size : 1);
+	if (my_recv)
+		c.rbytes = count * esz * (d->recv_per_rank ? (size_t)comm->size : 1);
+	c.bytes = count * esz * (d->sel_per_rank ? (size_t)comm->size : 1);
+	if ((d->send == USE_ALL && (st = check_use(comm, d, d->send, d->send_name, sendbuf, count))) ||
+	    (d->recv == USE_ALL && (st = check_use(comm, d, d->recv, d->recv_name, recvbuf, count))) ||
+	    (d->send == USE_ROOT && my_send && (st = check_use(comm, d, d->send, d->send_name, sendbuf, count))) ||
+	    (d->recv == USE_ROOT && my_recv && (st = check_use(comm, d, d->recv, d->recv_name, recvbuf, count))) ||
+	    (my_send && my_recv && (st = check_layout(comm, &c, sendbuf, recvbuf, count, esz))))
+		return st;
+	args_init(a, comm, coll, d->send == USE_NONE ? recvbuf /* broadcast: the one buffer */ : my_send ? sendbuf : NULL,
+		  my_recv ? recvbuf : NULL, count, dtype, esz);
+	a->op = d->reduces ? op : IBCOMM_SUM;
+	a->reduce = kernel;
+	a->root = d->rooted ? root : 0;
+	if (comm->size > 1) {
+		/* before anything moves: every rank checks the call's signature */
+		a->algo = ibc_algo_select(comm, coll, c.bytes);
+		if ((st = settle(a, ibc_sig_begin(&c.sig, a, c.bytes))))
+			return st;
+	}
+	if (d->data && !count)
+		return IBCOMM_OK;
+	if (comm->size > 1)
+		st = run(&c);
+	else if (my_send && my_recv && sendbuf != recvbuf)
+		memcpy(recvbuf, sendbuf, IBC_MIN(c.sbytes, c.rbytes));
+	if (!st && d->reduces && my_recv)
+		ibc_reduce_finish(recvbuf, count, dtype, op, comm->size);
+	return st;
 }
 
 ibcomm_status_t ibcomm_allreduce(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
 				 ibcomm_dtype_t dtype, ibcomm_op_t op)
 {
-	static const char fn[] = "ibcomm_allreduce";
-	struct ibc_coll_args a;
-	struct ibc_sig sig;
-	ibc_reduce_fn kernel;
-	size_t esz = 0, bytes = 0;
-	ibcomm_status_t st;
-
-	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
-	    (st = check_op(comm, fn, dtype, op, &kernel)) ||
-	    (st = check_count(comm, fn, "count", count, esz, 1, &bytes)) ||
-	    (st = check_buf(comm, fn, "sendbuf", sendbuf, count)) ||
-	    (st = check_buf(comm, fn, "recvbuf", recvbuf, count)))
-		return st;
-	if (sendbuf != recvbuf && (st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, bytes)))
-		return st;
-	args_init(&a, comm, IBC_COLL_ALLREDUCE, sendbuf, recvbuf, count, dtype, esz);
-	a.op = op;
-	a.reduce = kernel;
-	if ((st = check_call(&a, &sig, bytes)))
-		return st;
-	if (!count)
-		return IBCOMM_OK;
-	if (comm->size == 1)
-		local_copy(recvbuf, sendbuf, bytes);
-	else if ((st = run(&a, &sig, bytes)))
-		return st;
-	ibc_reduce_finish(recvbuf, count, dtype, op, comm->size);
-	return IBCOMM_OK;
+	return coll_call(comm, IBC_COLL_ALLREDUCE, sendbuf, recvbuf, count, dtype, op, -1);
 }
 
 ibcomm_status_t ibcomm_broadcast(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int root)
 {
-	static const char fn[] = "ibcomm_broadcast";
-	struct ibc_coll_args a;
-	struct ibc_sig sig;
-	size_t esz = 0, bytes = 0;
-	ibcomm_status_t st;
-
-	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
-	    (st = check_root(comm, fn, root)) || (st = check_count(comm, fn, "count", count, esz, 1, &bytes)) ||
-	    (st = check_buf(comm, fn, "buf", buf, count)))
-		return st;
-	args_init(&a, comm, IBC_COLL_BROADCAST, buf, buf, count, dtype, esz);
-	a.root = root;
-	if ((st = check_call(&a, &sig, bytes)))
-		return st;
-	if (!count || comm->size == 1)
-		return IBCOMM_OK;
-	return run(&a, &sig, bytes);
+	return coll_call(comm, IBC_COLL_BROADCAST, NULL, buf, count, dtype, IBCOMM_SUM, root);
 }
 
 ibcomm_status_t ibcomm_reduce(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
 			      ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
 {
-	static const char fn[] = "ibcomm_reduce";
-	struct ibc_coll_args a;
-	struct ibc_sig sig;
-	ibc_reduce_fn kernel;
-	size_t esz = 0, bytes = 0;
-	ibcomm_status_t st;
-	bool at_root;
-
-	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
-	    (st = check_op(comm, fn, dtype, op, &kernel)) || (st = check_root(comm, fn, root)) ||
-	    (st = check_count(comm, fn, "count", count, esz, 1, &bytes)) ||
-	    (st = check_buf(comm, fn, "sendbuf", sendbuf, count)))
-		return st;
-	at_root = comm->rank == root;
-	if (at_root && ((st = check_buf(comm, fn, "recvbuf (at the root)", recvbuf, count)) ||
-			(sendbuf != recvbuf && (st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, bytes)))))
-		return st;
-	args_init(&a, comm, IBC_COLL_REDUCE, sendbuf, at_root ? recvbuf : NULL, count, dtype, esz);
-	a.op = op;
-	a.reduce = kernel;
-	a.root = root;
-	if ((st = check_call(&a, &sig, bytes)))
-		return st;
-	if (!count)
-		return IBCOMM_OK;
-	if (comm->size == 1)
-		local_copy(recvbuf, sendbuf, bytes);
-	else if ((st = run(&a, &sig, bytes)))
-		return st;
-	if (at_root)
-		ibc_reduce_finish(recvbuf, count, dtype, op, comm->size);
-	return IBCOMM_OK;
+	return coll_call(comm, IBC_COLL_REDUCE, sendbuf, recvbuf, count, dtype, op, root);
 }
 
 ibcomm_status_t ibcomm_allgather(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t sendcount,
 				 ibcomm_dtype_t dtype)
 {
-	static const char fn[] = "ibcomm_allgather";
-	struct ibc_coll_args a;
-	struct ibc_sig sig;
-	size_t esz = 0, bytes = 0, b;
-	ibcomm_status_t st;
-
-	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
-	    (st = check_count(comm, fn, "sendcount", sendcount, esz, (size_t)comm->size, &bytes)) ||
-	    (st = check_buf(comm, fn, "sendbuf", sendbuf, sendcount)) ||
-	    (st = check_buf(comm, fn, "recvbuf", recvbuf, sendcount)))
-		return st;
-	b = sendcount * esz;
-	if (sendbuf != (char *)recvbuf + (size_t)comm->rank * b &&
-	    (st = check_overlap(comm, fn, sendbuf, b, recvbuf, bytes)))
-		return st;
-	args_init(&a, comm, IBC_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, dtype, esz);
-	if ((st = check_call(&a, &sig, bytes)))
-		return st;
-	if (!sendcount)
-		return IBCOMM_OK;
-	if (comm->size == 1) {
-		local_copy(recvbuf, sendbuf, b);
-		return IBCOMM_OK;
-	}
-	return run(&a, &sig, bytes);
+	return coll_call(comm, IBC_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, dtype, IBCOMM_SUM, -1);
 }
 
 ibcomm_status_t ibcomm_reduce_scatter(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t recvcount,
 				      ibcomm_dtype_t dtype, ibcomm_op_t op)
 {
-	static const char fn[] = "ibcomm_reduce_scatter";
-	struct ibc_coll_args a;
-	struct ibc_sig sig;
-	ibc_reduce_fn kernel;
-	size_t esz = 0, bytes = 0, b;
-	ibcomm_status_t st;
-
-	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
-	    (st = check_op(comm, fn, dtype, op, &kernel)) ||
-	    (st = check_count(comm, fn, "recvcount", recvcount, esz, (size_t)comm->size, &bytes)) ||
-	    (st = check_buf(comm, fn, "sendbuf", sendbuf, recvcount)) ||
-	    (st = check_buf(comm, fn, "recvbuf", recvbuf, recvcount)))
-		return st;
-	b = recvcount * esz;
-	if (recvbuf != (const char *)sendbuf + (size_t)comm->rank * b &&
-	    (st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, b)))
-		return st;
-	args_init(&a, comm, IBC_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, dtype, esz);
-	a.op = op;
-	a.reduce = kernel;
-	if ((st = check_call(&a, &sig, bytes)))
-		return st;
-	if (!recvcount)
-		return IBCOMM_OK;
-	if (comm->size == 1)
-		local_copy(recvbuf, sendbuf, b);
-	else if ((st = run(&a, &sig, bytes)))
-		return st;
-	ibc_reduce_finish(recvbuf, recvcount, dtype, op, comm->size);
-	return IBCOMM_OK;
+	return coll_call(comm, IBC_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, dtype, op, -1);
 }
 
 ibcomm_status_t ibcomm_gather(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t sendcount,
 			      ibcomm_dtype_t dtype, int root)
 {
-	static const char fn[] = "ibcomm_gather";
-	struct ibc_coll_args a;
-	struct ibc_sig sig;
-	size_t esz = 0, bytes = 0, b;
-	ibcomm_status_t st;
-	bool at_root;
-
-	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
-	    (st = check_root(comm, fn, root)) ||
-	    (st = check_count(comm, fn, "sendcount", sendcount, esz, (size_t)comm->size, &bytes)) ||
-	    (st = check_buf(comm, fn, "sendbuf", sendbuf, sendcount)))
-		return st;
-	b = sendcount * esz;
-	at_root = comm->rank == root;
-	if (at_root && ((st = check_buf(comm, fn, "recvbuf (at the root)", recvbuf, sendcount)) ||
-			(sendbuf != (char *)recvbuf + (size_t)root * b &&
-			 (st = check_overlap(comm, fn, sendbuf, b, recvbuf, bytes)))))
-		return st;
-	args_init(&a, comm, IBC_COLL_GATHER, sendbuf, at_root ? recvbuf : NULL, sendcount, dtype, esz);
-	a.root = root;
-	if ((st = check_call(&a, &sig, bytes)))
-		return st;
-	if (!sendcount)
-		return IBCOMM_OK;
-	if (comm->size == 1) {
-		local_copy(recvbuf, sendbuf, b);
-		return IBCOMM_OK;
-	}
-	return run(&a, &sig, bytes);
+	return coll_call(comm, IBC_COLL_GATHER, sendbuf, recvbuf, sendcount, dtype, IBCOMM_SUM, root);
 }
 
 ibcomm_status_t ibcomm_scatter(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t recvcount,
 			       ibcomm_dtype_t dtype, int root)
 {
-	static const char fn[] = "ibcomm_scatter";
-	struct ibc_coll_args a;
-	struct ibc_sig sig;
-	size_t esz = 0, bytes = 0, b;
-	ibcomm_status_t st;
-	bool at_root;
-
-	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
-	    (st = check_root(comm, fn, root)) ||
-	    (st = check_count(comm, fn, "recvcount", recvcount, esz, (size_t)comm->size, &bytes)) ||
-	    (st = check_buf(comm, fn, "recvbuf", recvbuf, recvcount)))
-		return st;
-	b = recvcount * esz;
-	at_root = comm->rank == root;
-	if (at_root && ((st = check_buf(comm, fn, "sendbuf (at the root)", sendbuf, recvcount)) ||
-			(recvbuf != (const char *)sendbuf + (size_t)root * b &&
-			 (st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, b)))))
-		return st;
-	args_init(&a, comm, IBC_COLL_SCATTER, at_root ? sendbuf : NULL, recvbuf, recvcount, dtype, esz);
-	a.root = root;
-	if ((st = check_call(&a, &sig, bytes)))
-		return st;
-	if (!recvcount)
-		return IBCOMM_OK;
-	if (comm->size == 1) {
-		local_copy(recvbuf, sendbuf, b);
-		return IBCOMM_OK;
-	}
-	return run(&a, &sig, bytes);
+	return coll_call(comm, IBC_COLL_SCATTER, sendbuf, recvbuf, recvcount, dtype, IBCOMM_SUM, root);
 }
 
 ibcomm_status_t ibcomm_alltoall(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
 				ibcomm_dtype_t dtype)
 {
-	static const char fn[] = "ibcomm_alltoall";
-	struct ibc_coll_args a;
-	struct ibc_sig sig;
-	size_t esz = 0, bytes = 0;
-	ibcomm_status_t st;
-
-	if ((st = check_comm(comm, fn)) || (st = check_dtype(comm, fn, dtype, &esz)) ||
-	    (st = check_count(comm, fn, "count", count, esz, (size_t)comm->size, &bytes)) ||
-	    (st = check_buf(comm, fn, "sendbuf", sendbuf, count)) ||
-	    (st = check_buf(comm, fn, "recvbuf", recvbuf, count)))
-		return st;
-	if (count && sendbuf == recvbuf)
-		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: sendbuf == recvbuf, but alltoall is never in "
-			       "place", fn, comm->rank);
-	if ((st = check_overlap(comm, fn, sendbuf, bytes, recvbuf, bytes)))
-		return st;
-	args_init(&a, comm, IBC_COLL_ALLTOALL, sendbuf, recvbuf, count, dtype, esz);
-	if ((st = check_call(&a, &sig, count * esz)))
-		return st;
-	if (!count)
-		return IBCOMM_OK;
-	if (comm->size == 1) {
-		local_copy(recvbuf, sendbuf, bytes);
-		return IBCOMM_OK;
-	}
-	return run(&a, &sig, count * esz);
+	return coll_call(comm, IBC_COLL_ALLTOALL, sendbuf, recvbuf, count, dtype, IBCOMM_SUM, -1);
 }
 
 ibcomm_status_t ibcomm_barrier(ibcomm_t *comm)
 {
-	struct ibc_coll_args a;
-	struct ibc_sig sig;
-	ibcomm_status_t st;
-
-	if ((st = check_comm(comm, "ibcomm_barrier")))
-		return st;
-	args_init(&a, comm, IBC_COLL_BARRIER, NULL, NULL, 0, IBCOMM_UINT8, 1);
-	if ((st = check_call(&a, &sig, 0)))
-		return st;
-	if (comm->size == 1)
-		return IBCOMM_OK;
-	return run(&a, &sig, 0);
+	return coll_call(comm, IBC_COLL_BARRIER, NULL, NULL, 0, IBCOMM_UINT8, IBCOMM_SUM, -1);
 }
