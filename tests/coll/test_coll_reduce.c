@@ -247,13 +247,13 @@ static void test_pipeline(void)
 	hx_run_job(&job);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct hx_test tests[] = {
+	static const struct cm_test tests[] = {
 		{ "allreduce", test_allreduce },
 		{ "reduce", test_reduce },
 		{ "reduce_scatter", test_reduce_scatter },
 		{ "pipeline", test_pipeline },
 	};
-	return hx_main("coll_reduce", tests, IBC_ARRAY_SIZE(tests));
+	return CM_MAIN1(argc, argv, "coll_reduce", tests);
 }
