@@ -209,24 +209,37 @@ struct coll_desc {
 };
 
 static const struct coll_desc coll_descs[IBC_COLL_COUNT] = {
-	[IBC_COLL_ALLREDUCE] = { "ibcomm_allreduce", IBC_COLL_ALLREDUCE, true, false, true, "count",
-				 USE_ALL, USE_ALL, "sendbuf", "recvbuf", false, false, false, INPLACE_SAME },
-	[IBC_COLL_BROADCAST] = { "ibcomm_broadcast", IBC_COLL_BROADCAST, false, true, true, "count",
-				 USE_NONE, USE_ALL, NULL, "buf", false, false, false, INPLACE_NONE },
-	[IBC_COLL_REDUCE] = { "ibcomm_reduce", IBC_COLL_REDUCE, true, true, true, "count",
-			      USE_ALL, USE_ROOT, "sendbuf", "recvbuf", false, false, false, INPLACE_SAME },
-	[IBC_COLL_ALLGATHER] = { "ibcomm_allgather", IBC_COLL_ALLGATHER, false, false, true, "sendcount",
-				 USE_ALL, USE_ALL, "sendbuf", "recvbuf", false, true, true, INPLACE_SEND_BLOCK },
-	[IBC_COLL_REDUCE_SCATTER] = { "ibcomm_reduce_scatter", IBC_COLL_REDUCE_SCATTER, true, false, true, "recvcount",
-				      USE_ALL, USE_ALL, "sendbuf", "recvbuf", true, false, true, INPLACE_RECV_BLOCK },
-	[IBC_COLL_GATHER] = { "ibcomm_gather", IBC_COLL_GATHER, false, true, true, "sendcount",
-			      USE_ALL, USE_ROOT, "sendbuf", "recvbuf", false, true, true, INPLACE_SEND_BLOCK },
-	[IBC_COLL_SCATTER] = { "ibcomm_scatter", IBC_COLL_SCATTER, false, true, true, "recvcount",
-			       USE_ROOT, USE_ALL, "sendbuf", "recvbuf", true, false, true, INPLACE_RECV_BLOCK },
-	[IBC_COLL_ALLTOALL] = { "ibcomm_alltoall", IBC_COLL_ALLTOALL, false, false, true, "count",
-				USE_ALL, USE_ALL, "sendbuf", "recvbuf", true, true, false, INPLACE_NEVER },
-	[IBC_COLL_BARRIER] = { "ibcomm_barrier", IBC_COLL_BARRIER, false, false, false, NULL,
-			       USE_NONE, USE_NONE, NULL, NULL, false, false, false, INPLACE_NONE },
+	[IBC_COLL_ALLREDUCE] = { .fn = "ibcomm_allreduce", .coll = IBC_COLL_ALLREDUCE, .reduces = true, .data = true,
+				 .count_name = "count", .send = USE_ALL, .recv = USE_ALL, .send_name = "sendbuf",
+				 .recv_name = "recvbuf", .inplace = INPLACE_SAME },
+	[IBC_COLL_BROADCAST] = { .fn = "ibcomm_broadcast", .coll = IBC_COLL_BROADCAST, .rooted = true, .data = true,
+				 .count_name = "count", .send = USE_NONE, .recv = USE_ALL, .recv_name = "buf",
+				 .inplace = INPLACE_NONE },
+	[IBC_COLL_REDUCE] = { .fn = "ibcomm_reduce", .coll = IBC_COLL_REDUCE, .reduces = true, .rooted = true,
+			      .data = true, .count_name = "count", .send = USE_ALL, .recv = USE_ROOT,
+			      .send_name = "sendbuf", .recv_name = "recvbuf", .inplace = INPLACE_SAME },
+	[IBC_COLL_ALLGATHER] = { .fn = "ibcomm_allgather", .coll = IBC_COLL_ALLGATHER, .data = true,
+				 .count_name = "sendcount", .send = USE_ALL, .recv = USE_ALL, .send_name = "sendbuf",
+				 .recv_name = "recvbuf", .recv_per_rank = true, .sel_per_rank = true,
+				 .inplace = INPLACE_SEND_BLOCK },
+	[IBC_COLL_REDUCE_SCATTER] = { .fn = "ibcomm_reduce_scatter", .coll = IBC_COLL_REDUCE_SCATTER, .reduces = true,
+				      .data = true, .count_name = "recvcount", .send = USE_ALL, .recv = USE_ALL,
+				      .send_name = "sendbuf", .recv_name = "recvbuf", .send_per_rank = true,
+				      .sel_per_rank = true, .inplace = INPLACE_RECV_BLOCK },
+	[IBC_COLL_GATHER] = { .fn = "ibcomm_gather", .coll = IBC_COLL_GATHER, .rooted = true, .data = true,
+			      .count_name = "sendcount", .send = USE_ALL, .recv = USE_ROOT, .send_name = "sendbuf",
+			      .recv_name = "recvbuf", .recv_per_rank = true, .sel_per_rank = true,
+			      .inplace = INPLACE_SEND_BLOCK },
+	[IBC_COLL_SCATTER] = { .fn = "ibcomm_scatter", .coll = IBC_COLL_SCATTER, .rooted = true, .data = true,
+			       .count_name = "recvcount", .send = USE_ROOT, .recv = USE_ALL, .send_name = "sendbuf",
+			       .recv_name = "recvbuf", .send_per_rank = true, .sel_per_rank = true,
+			       .inplace = INPLACE_RECV_BLOCK },
+	/* alltoall chooses by the bytes to each peer */
+	[IBC_COLL_ALLTOALL] = { .fn = "ibcomm_alltoall", .coll = IBC_COLL_ALLTOALL, .data = true, .count_name = "count",
+				.send = USE_ALL, .recv = USE_ALL, .send_name = "sendbuf", .recv_name = "recvbuf",
+				.send_per_rank = true, .recv_per_rank = true, .inplace = INPLACE_NEVER },
+	[IBC_COLL_BARRIER] = { .fn = "ibcomm_barrier", .coll = IBC_COLL_BARRIER, .send = USE_NONE, .recv = USE_NONE,
+			       .inplace = INPLACE_NONE },
 };
 
 /* One call: its description, the algorithm's arguments, the signature check, the sizes. */
@@ -298,7 +311,7 @@ static ibcomm_status_t run(struct coll_call *c)
 	return settle(a, st);
 }
 
-/* Checks a buffer the calling rank uses: not NULL, and its size does not overflow. */
+/* Checks a buffer the calling rank uses: not NULL unless the count is 0. */
 static ibcomm_status_t check_use(struct ibcomm *comm, const struct coll_desc *d, enum coll_user use,
 				 const char *name, const void *buf, size_t count)
 {
