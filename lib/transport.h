@@ -95,9 +95,14 @@ struct ibc_tp_ops {
 	void *(*reg)(ibc_tp_t *tp, void *addr, size_t len, ibcomm_status_t *st);
 	void (*dereg)(ibc_tp_t *tp, void *h);
 	/*
-	 * Optional: waits until every put made from the zero-copy source (zc_* below) has
-	 * completed, so that the caller's buffer may change again. NULL: puts always copy.
+	 * Optional, with flush (NULL: puts always copy). set_zc_source() names the zero-copy
+	 * source of the collective in progress: the caller's sendbuf bytes [buf, buf+len), which
+	 * nobody writes during the call, and the reg() handle of a valid registration covering
+	 * them. A put whose buf lies inside may send from it in place and return before the bytes
+	 * left. flush() waits until every such put has completed, so that the caller's buffer may
+	 * change again; then set_zc_source(tp, NULL, 0, NULL) ends the call's source.
 	 */
+	void (*set_zc_source)(ibc_tp_t *tp, const void *buf, size_t len, void *handle);
 	ibcomm_status_t (*flush)(ibc_tp_t *tp, ibc_deadline_t deadline);
 };
 
@@ -108,15 +113,6 @@ struct ibc_tp {
 	size_t max_chunk;  /* largest put */
 	unsigned nslots;   /* slots per peer and channel */
 	ibc_tp_counters_t cnt;
-	/*
-	 * Zero-copy source of the collective in progress (coll.c sets it, NULL otherwise): the
-	 * caller's sendbuf bytes, which nobody writes during the call, and the reg() handle of a
-	 * valid registration covering them. A put whose buf lies inside may send from it in
-	 * place and return before the bytes left; flush() ends the call.
-	 */
-	const void *zc_buf;
-	size_t zc_len;
-	void *zc_handle;
 };
 
 extern const struct ibc_tp_ops ibc_tcp_ops;

@@ -16,10 +16,36 @@
 
 #include "ibc.h"
 
-#define IBC_SIG_MSG_LEN 50       /* a call signature message (coll.c) */
-#define IBC_SIG_TAG 0xfeu         /* collective byte of a chunk that is only a signature */
-#define IBC_SIG_FUSED 0x80u       /* collective byte flag: the chunk starts with a signature */
-#define IBC_SIG_FUSE_MAX 4096u    /* largest chunk that carries the signature in front */
+struct ibc_plan;
+
+/*
+ * What rides on a plan's messages without the algorithm knowing (the call signatures,
+ * sig.c): the engine hands the hook every chunk it puts and every chunk it takes. NULL in
+ * ibc_coll_args: nothing rides.
+ */
+#define IBC_HOOK_PASS 2        /* put: nothing to add, the engine puts the chunk as it is */
+#define IBC_HOOK_USED 2        /* take: the chunk was the hook's alone (no data): release it */
+#define IBC_HOOK_DROP 3        /* take: release the chunk and end its message unread */
+#define IBC_HOOK_MSG_MAX 4096u /* largest message of a plan whose hook rides on every message */
+
+struct ibc_xhook {
+	/*
+	 * Chunk c of the nchunks of a message to peer (len bytes at src): puts it itself, with
+	 * what rides in front, and returns as ibc_put() (0, IBC_AGAIN, an error < 0); or returns
+	 * IBC_HOOK_PASS.
+	 */
+	int (*put)(struct ibc_xhook *h, int peer, uint32_t c, uint32_t nchunks, const void *src, size_t len);
+	/*
+	 * Chunk c of a message from peer, just taken: strips what rides in front and returns 0
+	 * (ch then describes the data, to check and apply), or IBC_HOOK_USED, IBC_HOOK_DROP, an
+	 * error < 0.
+	 */
+	int (*take)(struct ibc_xhook *h, int peer, uint32_t c, ibc_chunk_t *ch);
+	/* Before the plan's first transfer; may block until the call's deadline. */
+	ibcomm_status_t (*start)(struct ibc_xhook *h, const struct ibc_plan *p);
+	bool every_msg; /* rides on every message: each is one chunk of at most IBC_HOOK_MSG_MAX bytes */
+	bool dropped;   /* data was dropped (IBC_HOOK_DROP): the plan's results are not to be used */
+};
 
 /* Everything an algorithm needs for one call (filled by coll.c). */
 struct ibc_coll_args {
@@ -40,28 +66,9 @@ struct ibc_coll_args {
 	ibc_reduce_fn reduce;  /* NULL for collectives that do not reduce */
 	int root;
 	int rank, size;
-	/*
-	 * Two ranks (coll.c): each rank's call signature travels in front of its first chunk to
-	 * the peer (in the same chunk when it fits, flagged by IBC_SIG_FUSED in the tag, else as
-	 * a chunk of its own). sig_out: this rank's signature still to go, sig_peer: the peer
-	 * whose signature must be checked (sig_check) before any of its data is used; -1 once done.
-	 */
-	int sig_peer, sig_out_peer;
-	uint8_t sig_out[IBC_SIG_MSG_LEN];
-	ibcomm_status_t (*sig_check)(struct ibc_coll_args *a, int peer, uint32_t tag, const void *sig, size_t len);
-	/*
-	 * More ranks (coll.c): the signatures are disseminated along the recursive-doubling
-	 * pattern (ibc_rd_plan), in front of the first chunk of every message of the plan
-	 * (sig_fuse; the plan's messages then have one chunk each). sig_out is what this rank
-	 * sends next (its signature, or the differing pair it has seen: sig_seen); sig_fold
-	 * takes a received signature (tag and data are the whole chunk's) into that state.
-	 * Once sig_seen, received data is dropped: the plan only runs on to tell the others.
-	 */
-	bool sig_fuse, sig_seen;
-	ibcomm_status_t (*sig_fold)(struct ibc_coll_args *a, int peer, uint32_t tag, const void *data, size_t len);
+	struct ibc_xhook *hook; /* what rides on the messages (the call signatures), or NULL */
 };
 
-IBC_HIDDEN ibcomm_status_t ibc_sig_send(struct ibc_coll_args *a, bool wait);
 #define IBC_COLL_TAG(seq, coll) ((((uint32_t)(seq) & 0xffffffu) << 8) | ((uint32_t)(coll) & 0xffu))
 
 typedef ibcomm_status_t (*ibc_algo_fn)(struct ibc_coll_args *a);
@@ -114,8 +121,8 @@ IBC_HIDDEN ibcomm_status_t ibc_recv_buf(struct ibc_coll_args *a, int peer, enum 
 /*
  * The recursive-doubling exchange pattern of n > 1 ranks (rd.c) over a len-byte vector:
  * `mine` is this rank's contribution, buf (len bytes; may be mine) receives the result. With
- * len 0 it is a pure dissemination of signatures in which every rank hears from every other
- * (coll.c). Returns p->status.
+ * len 0 it is a pure dissemination (of what the plan's hook carries: the call signatures,
+ * sig.c) in which every rank hears from every other. Returns p->status.
  */
 IBC_HIDDEN ibcomm_status_t ibc_rd_plan(struct ibc_plan *p, const void *mine, char *buf, size_t len);
 /* malloc that records IBCOMM_ERR_NOMEM on a's communicator (0 bytes gives a valid pointer). */

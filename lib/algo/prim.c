@@ -181,17 +181,6 @@ static void apply_chunk(struct ibc_plan *p, const struct ibc_xop *op, void *data
 }
 
 /* Sends what op may send now. Returns <0 on error, else whether anything went out. */
-/* Puts this rank's signature message and then len (<= IBC_SIG_FUSE_MAX) bytes of data as one chunk. */
-static int put_signed(struct ibc_coll_args *a, int peer, uint32_t tag, const char *src, size_t len)
-{
-	uint8_t buf[IBC_SIG_MSG_LEN + IBC_SIG_FUSE_MAX];
-
-	memcpy(buf, a->sig_out, IBC_SIG_MSG_LEN);
-	if (len)
-		memcpy(buf + IBC_SIG_MSG_LEN, src, len);
-	return ibc_put(a->tp, peer, IBC_CHAN_COLL, tag, buf, IBC_SIG_MSG_LEN + len, false, a->dl);
-}
-
 static int progress_send(struct ibc_plan *p, struct ibc_xop *op)
 {
 	struct ibc_coll_args *a = p->a;
@@ -200,29 +189,12 @@ static int progress_send(struct ibc_plan *p, struct ibc_xop *op)
 	while (op->done < op->nchunks && chunk_ready(p, op, op->done)) {
 		size_t off = (size_t)op->done * p->cs, len = chunk_len(p, op, op->done);
 		const char *src = op->src ? op->src + off : "";
-		int rc;
+		int rc = IBC_HOOK_PASS;
 
-		if (a->sig_fuse && op->done == 0) {
-			/* more ranks: what this rank knows of the signatures, in front of each message */
-			if (op->nchunks != 1 || len > IBC_SIG_FUSE_MAX)
-				return ibc_err(a->comm, IBCOMM_ERR_INVALID, "rank %d: %s #%u: a message of %zu bytes "
-					       "to rank %d cannot carry the call signature", a->rank,
-					       ibc_coll_name(a->coll), a->seq & 0xffffffu, op->len, op->peer);
-			rc = put_signed(a, op->peer, (a->tag & 0xffu) == IBC_SIG_TAG ? a->tag : a->tag | IBC_SIG_FUSED,
-					src, len);
-		} else if (a->sig_out_peer == op->peer && len <= IBC_SIG_FUSE_MAX) {
-			/* two ranks: the signature and this first chunk in one frame */
-			rc = put_signed(a, op->peer, a->tag | IBC_SIG_FUSED, src, len);
-			if (rc == IBCOMM_OK)
-				a->sig_out_peer = -1;
-		} else if (a->sig_out_peer == op->peer) {
-			rc = ibc_sig_send(a, false);
-			if (rc == IBCOMM_OK)
-				continue;
-		} else {
+		if (a->hook)
+			rc = a->hook->put(a->hook, op->peer, op->done, op->nchunks, src, len);
+		if (rc == IBC_HOOK_PASS)
 			rc = ibc_put(a->tp, op->peer, IBC_CHAN_COLL, a->tag, src, len, false, a->dl);
-		}
-
 		if (rc == IBC_AGAIN)
 			break;
 		if (rc < 0)
@@ -233,6 +205,7 @@ static int progress_send(struct ibc_plan *p, struct ibc_xop *op)
 	return moved;
 }
 
+/* Takes what op may take now. Returns <0 on error, else whether anything came in. */
 static int progress_recv(struct ibc_plan *p, struct ibc_xop *op)
 {
 	struct ibc_coll_args *a = p->a;
@@ -241,50 +214,23 @@ static int progress_recv(struct ibc_plan *p, struct ibc_xop *op)
 	while (op->done < op->nchunks && chunk_ready(p, op, op->done)) {
 		ibc_chunk_t ch;
 		ibcomm_status_t st;
-		int rc = ibc_get(a->tp, op->peer, IBC_CHAN_COLL, &ch, false, a->dl);
+		int hr, rc = ibc_get(a->tp, op->peer, IBC_CHAN_COLL, &ch, false, a->dl);
 
 		if (rc == IBC_AGAIN)
 			break;
 		if (rc < 0)
 			return rc;
-		if (a->sig_fuse && op->done == 0) {
-			/* more ranks: the peer's knowledge of the signatures, in front of its message */
-			st = a->sig_fold(a, op->peer, ch.tag, ch.data, ch.len);
-			if (st || a->sig_seen) {
-				/* after a mismatch the data is dropped: the plan runs on to tell the others */
-				rc = ibc_release(a->tp, &ch);
-				if (st)
-					return st;
-				if (rc < 0)
-					return rc;
+		if (a->hook && (hr = a->hook->take(a->hook, op->peer, op->done, &ch))) {
+			/* the hook's alone, or a message whose data is not to be used */
+			rc = ibc_release(a->tp, &ch);
+			if (hr < 0)
+				return hr;
+			if (rc < 0)
+				return rc;
+			if (hr == IBC_HOOK_DROP)
 				op->done = op->nchunks;
-				moved = 1;
-				continue;
-			}
-			ch.data = (char *)ch.data + IBC_SIG_MSG_LEN;
-			ch.len -= IBC_SIG_MSG_LEN;
-			if ((ch.tag & 0xffu) != IBC_SIG_TAG)
-				ch.tag &= ~IBC_SIG_FUSED;
-		} else if (a->sig_peer == op->peer) {
-			/* the peer's call signature comes first: nothing of its data is used before it */
-			bool fused = (ch.tag & 0xffu) != IBC_SIG_TAG && (ch.tag & IBC_SIG_FUSED) &&
-				     ch.len >= IBC_SIG_MSG_LEN;
-
-			a->sig_peer = -1;
-			st = a->sig_check(a, op->peer, fused ? ch.tag & ~IBC_SIG_FUSED : ch.tag, ch.data,
-					  fused ? IBC_SIG_MSG_LEN : ch.len);
-			if (st || !fused) {
-				rc = ibc_release(a->tp, &ch);
-				if (st)
-					return st;
-				if (rc < 0)
-					return rc;
-				moved = 1;
-				continue;
-			}
-			ch.data = (char *)ch.data + IBC_SIG_MSG_LEN;
-			ch.len -= IBC_SIG_MSG_LEN;
-			ch.tag &= ~IBC_SIG_FUSED;
+			moved = 1;
+			continue;
 		}
 		st = check_chunk(p, op, &ch);
 		if (!st)
@@ -364,18 +310,11 @@ ibcomm_status_t ibc_plan_run(struct ibc_plan *p)
 
 	if (p->status)
 		return p->status;
-	if (a->sig_out_peer >= 0) {
-		/* a plan that sends nothing to the peer sends the signature by itself, now */
-		bool sends = false;
+	if (a->hook) {
+		ibcomm_status_t st = a->hook->start(a->hook, p);
 
-		for (int i = 0; i < p->nops; i++)
-			sends |= p->ops[i].mode == IBC_X_SEND && p->ops[i].peer == a->sig_out_peer;
-		if (!sends) {
-			ibcomm_status_t st = ibc_sig_send(a, true);
-
-			if (st)
-				return st;
-		}
+		if (st)
+			return st;
 	}
 	for (;;) {
 		bool moved = false;

@@ -8,8 +8,8 @@
  * ends with a bit-identical result, also in floating point.
  *
  * With more than two ranks and a small vector the call signatures ride in front of each
- * message (a->sig_fuse, see coll.c): the rounds compare them as they reduce, so the result
- * is built in a scratch buffer and reaches recvbuf only when every signature matched.
+ * message (a hook with every_msg, see sig.c): the rounds compare them as they reduce, so the
+ * result is built in a scratch buffer and reaches recvbuf only when no data was dropped.
  */
 #include <string.h>
 
@@ -53,13 +53,14 @@ ibcomm_status_t ibc_rd_plan(struct ibc_plan *p, const void *src, char *buf, size
 ibcomm_status_t ibc_allreduce_rd(struct ibc_coll_args *a)
 {
 	size_t len = a->count * a->esz;
-	char tmp[IBC_SIG_FUSE_MAX];
+	char tmp[IBC_HOOK_MSG_MAX];
 	char *buf = a->recvbuf;
+	bool every_msg = a->hook && a->hook->every_msg;
 	struct ibc_plan p;
 	ibcomm_status_t st;
 
-	if (a->sig_fuse) {
-		/* coll.c fuses only messages of one chunk that fit here */
+	if (every_msg) {
+		/* such a hook rides only on messages of one chunk that fit here */
 		if (len > sizeof(tmp))
 			return ibc_err(a->comm, IBCOMM_ERR_INVALID, "rank %d: %s #%u: %zu bytes to reduce with fused "
 				       "signatures", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, len);
@@ -70,7 +71,7 @@ ibcomm_status_t ibc_allreduce_rd(struct ibc_coll_args *a)
 	if (!st)
 		st = ibc_plan_run(&p);
 	ibc_plan_free(&p);
-	if (!st && a->sig_fuse && !a->sig_seen)
+	if (!st && every_msg && !a->hook->dropped)
 		memcpy(a->recvbuf, tmp, len);
 	return st;
 }

@@ -14,8 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
-
 #include "harness.h"
 
 /* The transport the jobs run on: HX_TRANSPORT (the Soft-RoCE harness sets rdma), else tcp. */
@@ -906,33 +904,4 @@ void hx_run_plan(ibcomm_t *comm, const struct hx_plan *p, hx_case_fn run)
 		}
 out:
 	hx_force_algo(comm, p->coll, IBC_ALGO_AUTO);
-}
-
-/* ---- CUnit ---- */
-int hx_main(const char *suite, const struct hx_test *tests, size_t ntests)
-{
-	const char *only = getenv("HX_ONLY");
-	unsigned failed;
-	CU_pSuite s;
-
-	setvbuf(stderr, NULL, _IOLBF, 0);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	s = CU_add_suite(suite, NULL, NULL);
-	if (!s)
-		goto err;
-	for (size_t i = 0; i < ntests; i++) {
-		if (only && *only && !strstr(tests[i].name, only))
-			continue;
-		if (!CU_add_test(s, tests[i].name, tests[i].fn))
-			goto err;
-	}
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
-err:
-	CU_cleanup_registry();
-	return 99;
 }

@@ -16,6 +16,7 @@
 
 #include "ibc.h"
 #include "ibcomm.h"
+#include "../cunit_main.h"
 
 #define HX_MAX_RANKS 8
 #define HX_MAX_FAILS_PRINTED 10
@@ -169,12 +170,5 @@ struct hx_plan {
 };
 typedef bool (*hx_case_fn)(ibcomm_t *comm, const struct hx_case *c);
 void hx_run_plan(ibcomm_t *comm, const struct hx_plan *p, hx_case_fn run);
-
-/* CUnit main: one suite named suite of the given tests; returns the process exit code. */
-struct hx_test {
-	const char *name;
-	void (*fn)(void);
-};
-int hx_main(const char *suite, const struct hx_test *tests, size_t ntests);
 
 #endif

@@ -353,11 +353,11 @@ static void test_barrier(void)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct hx_test tests[] = {
+	static const struct cm_test tests[] = {
 		{ "broadcast", test_broadcast }, { "allgather", test_allgather }, { "gather", test_gather },
 		{ "scatter", test_scatter },     { "alltoall", test_alltoall },   { "barrier", test_barrier },
 	};
-	return hx_main("coll_move", tests, IBC_ARRAY_SIZE(tests));
+	return CM_MAIN1(argc, argv, "coll_move", tests);
 }

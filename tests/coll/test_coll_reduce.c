@@ -170,13 +170,18 @@ static void run_all_n(const char *name, const struct plan_job *pj)
 	}
 }
 
-/* The same cases (up to 65537) on 5 ranks with 1000-byte chunks and 2 credits per peer. */
+/* The same cases (up to 65537) on n ranks with 1000-byte chunks and 2 credits per peer. */
+static void run_small_chunks_n(const char *name, const struct plan_job *pj, int n)
+{
+	struct hx_job job = { .name = name, .n = n, .fn = plan_job_fn, .arg = (void *)pj, .env = hx_small_chunks_env };
+
+	if (hx_nmin() <= n && hx_nmax() >= n)
+		hx_run_job(&job);
+}
+
 static void run_small_chunks(const char *name, const struct plan_job *pj)
 {
-	struct hx_job job = { .name = name, .n = 5, .fn = plan_job_fn, .arg = (void *)pj, .env = hx_small_chunks_env };
-
-	if (hx_nmin() <= 5 && hx_nmax() >= 5)
-		hx_run_job(&job);
+	run_small_chunks_n(name, pj, 5);
 }
 
 static void test_allreduce(void)
@@ -187,6 +192,8 @@ static void test_allreduce(void)
 	};
 	run_all_n("allreduce", &pj);
 	run_small_chunks("allreduce, 1000-byte chunks", &pj);
+	/* two ranks: the call signature rides in front of a first chunk only when both fit */
+	run_small_chunks_n("allreduce, 1000-byte chunks", &pj, 2);
 }
 
 static void test_reduce(void)
@@ -247,13 +254,13 @@ static void test_pipeline(void)
 	hx_run_job(&job);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct hx_test tests[] = {
+	static const struct cm_test tests[] = {
 		{ "allreduce", test_allreduce },
 		{ "reduce", test_reduce },
 		{ "reduce_scatter", test_reduce_scatter },
 		{ "pipeline", test_pipeline },
 	};
-	return hx_main("coll_reduce", tests, IBC_ARRAY_SIZE(tests));
+	return CM_MAIN1(argc, argv, "coll_reduce", tests);
 }

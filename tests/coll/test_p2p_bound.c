@@ -233,12 +233,12 @@ static void test_liar(void)
 	hx_run_job(&job);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct hx_test tests[] = {
+	static const struct cm_test tests[] = {
 		{ "flood", test_flood },
 		{ "over_limit", test_over_limit },
 		{ "declared_size", test_liar },
 	};
-	return hx_main("p2p_bound", tests, IBC_ARRAY_SIZE(tests));
+	return CM_MAIN1(argc, argv, "p2p_bound", tests);
 }

@@ -615,8 +615,10 @@ static void test_init_env(void)
 {
 	struct hx_job job = { .name = "init_env", .n = 3, .fn = env_fn, .use_env = true };
 
-	if (getenv("IBCOMM_TRANSPORT") && strcmp(getenv("IBCOMM_TRANSPORT"), "tcp"))
-		return; /* env_fn expects tcp */
+	if (getenv("IBCOMM_TRANSPORT") && strcmp(getenv("IBCOMM_TRANSPORT"), "tcp")) {
+		cm_skip("env_fn expects IBCOMM_TRANSPORT=tcp, not %s", getenv("IBCOMM_TRANSPORT"));
+		return;
+	}
 	hx_run_job(&job);
 }
 
@@ -850,14 +852,14 @@ static void test_init_errors(void)
 	hx_run_job(&job);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct hx_test tests[] = {
+	static const struct cm_test tests[] = {
 		{ "sendrecv", test_sendrecv },       { "recv_mismatch", test_recv_mismatch },
 		{ "split", test_split },             { "dup", test_dup },
 		{ "count_zero", test_count_zero },   { "init_env", test_init_env },
 		{ "errors", test_errors },           { "init_errors", test_init_errors },
 		{ "auto", test_auto },
 	};
-	return hx_main("p2p_comm", tests, IBC_ARRAY_SIZE(tests));
+	return CM_MAIN1(argc, argv, "p2p_comm", tests);
 }

@@ -25,6 +25,7 @@
 #include "rendezvous.h"
 #include "tcp.h"
 #include "wire.h"
+#include "../cunit_main.h"
 
 #define NRANKS 3
 #define CHILD_ALARM_S 40
@@ -489,31 +490,14 @@ static void test_strangers(void)
 
 int main(int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		void (*fn)(void);
-	} tests[] = {
+	static const struct cm_test tests[] = {
 		{ "HMAC-SHA256, RFC 4231 case 2", test_hmac_vector },
 		{ "proofs and nonces", test_proofs },
 		{ "3 ranks with a job key", test_keyed_job },
 		{ "a wrong, missing or unexpected key", test_wrong_key },
 		{ "strangers are dropped, the job succeeds", test_strangers },
 	};
-	CU_pSuite s;
-	unsigned failed;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	s = CU_add_suite("auth", NULL, NULL);
-	if (!s)
-		return 99;
-	for (size_t i = 0; i < IBC_ARRAY_SIZE(tests); i++)
-		if ((argc < 2 || strstr(tests[i].name, argv[1])) && !CU_add_test(s, tests[i].name, tests[i].fn))
-			return 99;
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
+	return CM_MAIN1(argc, argv, "auth", tests);
 }

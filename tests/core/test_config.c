@@ -9,6 +9,7 @@
 
 #include "ibc.h"
 #include "rendezvous.h"
+#include "../cunit_main.h"
 
 static const char *const all_vars[] = {
 	"IBCOMM_RANK",	    "IBCOMM_SIZE",	    "IBCOMM_ROOT",	    "IBCOMM_TRANSPORT", "IBCOMM_DEVICE",
@@ -689,31 +690,24 @@ static void test_names(void)
 	CU_ASSERT_STRING_EQUAL(ibc_coll_name((enum ibc_coll)77), "?");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	CU_pSuite s;
-	unsigned failed;
+	static const struct cm_test tests[] = {
+		{ "defaults", test_defaults },
+		{ "rank and size", test_rank_size },
+		{ "launcher fallbacks", test_launchers },
+		{ "IBCOMM_ROOT", test_root },
+		{ "root parsing", test_root_parse },
+		{ "transport, device, gid, ifname", test_transport_device },
+		{ "timeout, debug, job key", test_timeout_debug_key },
+		{ "config struct", test_config_struct },
+		{ "transport knobs, memory cap, p2p bound", test_knobs },
+		{ "log level per communicator", test_log_per_comm },
+		{ "IBCOMM_ALGO per collective", test_algo_valid },
+		{ "IBCOMM_ALGO bare values", test_algo_bare },
+		{ "IBCOMM_ALGO errors", test_algo_invalid },
+		{ "names", test_names },
+	};
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	s = CU_add_suite("config", NULL, NULL);
-	if (!s || !CU_add_test(s, "defaults", test_defaults) || !CU_add_test(s, "rank and size", test_rank_size) ||
-	    !CU_add_test(s, "launcher fallbacks", test_launchers) || !CU_add_test(s, "IBCOMM_ROOT", test_root) ||
-	    !CU_add_test(s, "root parsing", test_root_parse) ||
-	    !CU_add_test(s, "transport, device, gid, ifname", test_transport_device) ||
-	    !CU_add_test(s, "timeout, debug, job key", test_timeout_debug_key) ||
-	    !CU_add_test(s, "config struct", test_config_struct) ||
-	    !CU_add_test(s, "transport knobs, memory cap, p2p bound", test_knobs) ||
-	    !CU_add_test(s, "log level per communicator", test_log_per_comm) ||
-	    !CU_add_test(s, "IBCOMM_ALGO per collective", test_algo_valid) ||
-	    !CU_add_test(s, "IBCOMM_ALGO bare values", test_algo_bare) ||
-	    !CU_add_test(s, "IBCOMM_ALGO errors", test_algo_invalid) || !CU_add_test(s, "names", test_names)) {
-		CU_cleanup_registry();
-		return 99;
-	}
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
+	return CM_MAIN1(argc, argv, "config", tests);
 }

@@ -23,6 +23,7 @@
 #include "ibc.h"
 #include "rendezvous.h"
 #include "wire.h"
+#include "../cunit_main.h"
 
 #define EXIT_PORT_TAKEN 42
 #define CHILD_ALARM_S 30
@@ -756,7 +757,7 @@ static void test_ipv6(void)
 	size_t len;
 
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || getsockname(fd, (struct sockaddr *)&sa, &sl)) {
-		fprintf(stderr, "(no IPv6 loopback: skipped) ");
+		cm_skip("no IPv6 loopback");
 		if (fd >= 0)
 			close(fd);
 		return;
@@ -812,29 +813,22 @@ static void test_unreachable(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "no-such-host.invalid"));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	CU_pSuite s;
-	unsigned failed;
+	static const struct cm_test tests[] = {
+		{ "encode/decode round trips", test_roundtrip },
+		{ "encode limits", test_encode_limits },
+		{ "truncated, oversized, wrong version rejected", test_reject },
+		{ "garbage rejected", test_garbage },
+		{ "job of one", test_single },
+		{ "IPv6", test_ipv6 },
+		{ "port taken", test_port_taken },
+		{ "unreachable", test_unreachable },
+		{ "4 ranks in shuffled order", test_job },
+		{ "size mismatch", test_size_mismatch },
+		{ "duplicate rank", test_dup_rank },
+	};
 
 	signal(SIGPIPE, SIG_IGN);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	s = CU_add_suite("rendezvous", NULL, NULL);
-	if (!s || !CU_add_test(s, "encode/decode round trips", test_roundtrip) ||
-	    !CU_add_test(s, "encode limits", test_encode_limits) ||
-	    !CU_add_test(s, "truncated, oversized, wrong version rejected", test_reject) ||
-	    !CU_add_test(s, "garbage rejected", test_garbage) || !CU_add_test(s, "job of one", test_single) ||
-	    !CU_add_test(s, "IPv6", test_ipv6) || !CU_add_test(s, "port taken", test_port_taken) || !CU_add_test(s, "unreachable", test_unreachable) ||
-	    !CU_add_test(s, "4 ranks in shuffled order", test_job) ||
-	    !CU_add_test(s, "size mismatch", test_size_mismatch) ||
-	    !CU_add_test(s, "duplicate rank", test_dup_rank)) {
-		CU_cleanup_registry();
-		return 99;
-	}
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
+	return CM_MAIN1(argc, argv, "rendezvous", tests);
 }

@@ -693,7 +693,7 @@ static void test_qp_error(void)
 	struct hx_job job = { .name = "QP error", .n = 4, .fn = qperr_fn, .no_init = true, .timeout_s = fp.job_s };
 
 	if (!fp.rdma) {
-		fprintf(stderr, "    skipped: needs the RDMA transport (HX_TRANSPORT=rdma, in tests/rxe/rxe-run)\n");
+		cm_skip("needs the RDMA transport (HX_TRANSPORT=rdma, in tests/rxe/rxe-run)");
 		return;
 	}
 #ifndef IBCOMM_TEST_HOOKS
@@ -705,9 +705,9 @@ static void test_qp_error(void)
 	print_times("QP error on rank 1 -> error on the others", 4, QPERR_RANK);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct hx_test tests[] = {
+	static const struct cm_test tests[] = {
 		{ "kill -9 rank 2 of 4 during allreduce", test_kill_rank2 },
 		{ "kill -9 rank 0 (rendezvous server) during allreduce", test_kill_rank0 },
 		{ "timeout names the op, seq and missing rank", test_timeout },
@@ -721,5 +721,5 @@ int main(void)
 	fs = mmap(NULL, sizeof(*fs), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (fs == MAP_FAILED)
 		return 99;
-	return hx_main("fault", tests, IBC_ARRAY_SIZE(tests));
+	return CM_MAIN1(argc, argv, "fault", tests);
 }

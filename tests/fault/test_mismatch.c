@@ -220,14 +220,14 @@ static void test_6(void)
 	run_n(6);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct hx_test tests[] = {
+	static const struct cm_test tests[] = {
 		{ "mismatches on 2 ranks", test_2 },
 		{ "mismatches on 3 ranks", test_3 },
 		{ "mismatches on 4 ranks", test_4 },
 		{ "mismatches on 6 ranks", test_6 },
 	};
 
-	return hx_main("mismatch", tests, IBC_ARRAY_SIZE(tests));
+	return CM_MAIN1(argc, argv, "mismatch", tests);
 }

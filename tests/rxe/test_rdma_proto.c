@@ -11,6 +11,7 @@
 #include <CUnit/Basic.h>
 
 #include "rdma_proto.h"
+#include "../cunit_main.h"
 
 static void gid_v4(uint8_t g[16], int a, int b, int c, int d)
 {
@@ -276,27 +277,20 @@ static void test_hdr(void)
 	CU_ASSERT_EQUAL(slot[4], 0x0d); /* little-endian */
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	unsigned failures;
-	CU_pSuite s;
+	static const struct cm_test tests[] = {
+		{ "GID choice: rxe table", test_gid_rxe },
+		{ "GID choice: v1/v2 pairs", test_gid_mlx },
+		{ "GID choice: nothing routable", test_gid_none },
+		{ "GID helpers", test_gid_helpers },
+		{ "path MTU", test_mtu },
+		{ "QP info round trip", test_info_roundtrip },
+		{ "QP info rejects bad input", test_info_reject },
+		{ "QP info random input", test_info_garbage },
+		{ "immediate data and credits", test_imm_credit },
+		{ "slot header", test_hdr },
+	};
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	s = CU_add_suite("rdma_proto", NULL, NULL);
-	CU_add_test(s, "GID choice: rxe table", test_gid_rxe);
-	CU_add_test(s, "GID choice: v1/v2 pairs", test_gid_mlx);
-	CU_add_test(s, "GID choice: nothing routable", test_gid_none);
-	CU_add_test(s, "GID helpers", test_gid_helpers);
-	CU_add_test(s, "path MTU", test_mtu);
-	CU_add_test(s, "QP info round trip", test_info_roundtrip);
-	CU_add_test(s, "QP info rejects bad input", test_info_reject);
-	CU_add_test(s, "QP info random input", test_info_garbage);
-	CU_add_test(s, "immediate data and credits", test_imm_credit);
-	CU_add_test(s, "slot header", test_hdr);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failures = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failures ? 1 : 0;
+	return CM_MAIN1(argc, argv, "rdma_proto", tests);
 }

@@ -410,8 +410,11 @@ static void test_speed(void)
 {
 	struct hx_job job = { .name = "allreduce speed, registered or not", .n = 2, .fn = job_speed };
 
-	if (hx_env_long("HX_REG_SPEED", 0))
-		hx_run_job(&job);
+	if (!hx_env_long("HX_REG_SPEED", 0)) {
+		cm_skip("a measurement: HX_REG_SPEED=1 runs it");
+		return;
+	}
+	hx_run_job(&job);
 }
 
 /* HX_TRANSPORT=rdma without a device: skip. A 1-rank communicator on a free port tells. */
@@ -448,9 +451,9 @@ static bool rdma_missing(char *why, size_t len)
 	return st == IBCOMM_ERR_UNSUPPORTED;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct hx_test tests[] = {
+	static const struct cm_test tests[] = {
 		{ "allreduce from registered memory, deregister, munmap, remap", test_unmap },
 		{ "allreduce registration handles, dup, destroy", test_handles },
 		{ "allreduce and every collective from registered memory", test_colls },
@@ -460,9 +463,7 @@ int main(void)
 	char why[512];
 
 	rdma = tp && !strcmp(tp, "rdma");
-	if (rdma && rdma_missing(why, sizeof(why))) {
-		printf("SKIP: no RDMA transport here: %s\n", why);
-		return 77;
-	}
-	return hx_main("registered memory", tests, IBC_ARRAY_SIZE(tests));
+	if (rdma && rdma_missing(why, sizeof(why)))
+		return cm_skip_all("no RDMA transport here: %s", why);
+	return CM_MAIN1(argc, argv, "registered memory", tests);
 }

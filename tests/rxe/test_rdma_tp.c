@@ -18,6 +18,7 @@
 
 #include "ibc.h"
 #include "fake_rdv.h"
+#include "../cunit_main.h"
 
 #define NMSG 150
 #define WAIT_MS 60000
@@ -301,7 +302,7 @@ static void test_death(void)
 	int status, failed = 0;
 
 	if (getenv("RXE_TP_QUICK")) {
-		printf("(skipped: RXE_TP_QUICK) ");
+		cm_skip("RXE_TP_QUICK");
 		return;
 	}
 	for (int r = 0; r < 2; r++) {
@@ -377,13 +378,18 @@ static void remove_dir(const char *dir)
 	rmdir(dir);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	static const struct cm_test tests[] = {
+		{ "bad device name", test_bad_device },
+		{ "ranks exchange chunks", test_exchange },
+		{ "a dead peer is an error, not a hang", test_death },
+	};
 	struct ibcomm comm;
 	ibc_tp_t *tp = NULL;
 	const char *n = getenv("RXE_TP_RANKS");
-	unsigned failures;
 	char tmpl[] = "/tmp/ibc-rdv-XXXXXX";
+	int rc;
 
 	if (n)
 		nranks = atoi(n);
@@ -391,31 +397,22 @@ int main(void)
 		nranks = 3;
 	if (!mkdtemp(tmpl)) {
 		perror("mkdtemp");
-		return 99;
+		return CM_EXIT_ERROR;
 	}
 	snprintf(rdv_dir, sizeof(rdv_dir), "%s", tmpl);
 
 	/* Skip without a usable device. */
 	init_comm(&comm, 0, 1, "probe");
 	if (ibc_rdma_ops.create(&comm, &tp)) {
-		printf("SKIP: %s\n", comm.err);
+		rc = cm_skip_all("%s", comm.err);
 		fake_rdv_free(comm.rdv);
 		remove_dir(rdv_dir);
-		return 77;
+		return rc;
 	}
 	ibc_rdma_ops.destroy(tp);
 	fake_rdv_free(comm.rdv);
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	CU_pSuite s = CU_add_suite("rdma_transport", NULL, NULL);
-	CU_add_test(s, "bad device name", test_bad_device);
-	CU_add_test(s, "ranks exchange chunks", test_exchange);
-	CU_add_test(s, "a dead peer is an error, not a hang", test_death);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failures = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
+	rc = CM_MAIN1(argc, argv, "rdma_transport", tests);
 	remove_dir(rdv_dir);
-	return failures ? 1 : 0;
+	return rc;
 }

@@ -10,6 +10,8 @@
 #include "config.h"
 
 #include <CUnit/Basic.h>
+
+#include "../cunit_main.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -233,7 +235,7 @@ static void test_plot(void)
 	char *text;
 
 	if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
-		fprintf(stderr, "test_bench: gnuplot not installed: the plot itself is not tested\n");
+		cm_skip("gnuplot not installed: the plot itself is not tested");
 		return;
 	}
 	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
@@ -401,27 +403,17 @@ static void test_progress(void)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	CU_pSuite suite;
-	unsigned int failed;
+	static const struct cm_test tests[] = {
+		{ "--json on stdout", test_json_stdout },
+		{ "--json=FILE, usage errors", test_json_file },
+		{ "--plot with gnuplot", test_plot },
+		{ "--plot without gnuplot, failing gnuplot", test_plot_failures },
+		{ "-R 1", test_register },
+		{ "progress line only on a terminal", test_progress },
+	};
 
 	signal(SIGPIPE, SIG_IGN);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	suite = CU_add_suite("ibcomm_bench outputs", NULL, NULL);
-	if (!suite || !CU_add_test(suite, "--json on stdout", test_json_stdout) ||
-	    !CU_add_test(suite, "--json=FILE, usage errors", test_json_file) ||
-	    !CU_add_test(suite, "--plot with gnuplot", test_plot) ||
-	    !CU_add_test(suite, "--plot without gnuplot, failing gnuplot", test_plot_failures) ||
-	    !CU_add_test(suite, "-R 1", test_register) ||
-	    !CU_add_test(suite, "progress line only on a terminal", test_progress)) {
-		CU_cleanup_registry();
-		return 99;
-	}
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed > 0 ? 1 : 0;
+	return CM_MAIN1(argc, argv, "ibcomm_bench outputs", tests);
 }

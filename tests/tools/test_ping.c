@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "ping_diag.h"
+#include "../cunit_main.h"
 
 #ifndef IBCOMM_PING_PATH
 #error "IBCOMM_PING_PATH must name the built ibcomm_ping"
@@ -660,7 +661,7 @@ static bool need_rdma(char *dev, size_t cap)
 {
 	if (rdma_device(dev, cap))
 		return true;
-	printf("no RDMA device: checked in the Soft-RoCE guest (tests/rxe/rxe-run) ... ");
+	cm_skip("no RDMA device: checked in the Soft-RoCE guest (tests/rxe/rxe-run)");
 	return false;
 }
 
@@ -738,7 +739,7 @@ static void test_rdma_gid_link_local(void)
 		fclose(f);
 	}
 	if (strncmp(gid0, "fe80:", 5)) {
-		printf("GID 0 of %s is not link-local (%s): nothing to break this way ... ", dev, gid0);
+		cm_skip("GID 0 of %s is not link-local (%s): nothing to break this way", dev, gid0);
 		return;
 	}
 	run(argv, "IBCOMM_GID_INDEX", "0", &o);
@@ -767,7 +768,7 @@ static void test_rdma_memlock(void)
 	if (!need_rdma(dev, sizeof(dev)))
 		return;
 	if (geteuid() != 0) {
-		printf("not root: cannot run ibcomm_ping as another user to test the memlock diagnosis ... ");
+		cm_skip("not root: cannot run ibcomm_ping as another user to test the memlock diagnosis");
 		return;
 	}
 	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
@@ -822,41 +823,39 @@ static void test_rdma_bad_device(void)
 	free(o.text);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	CU_pSuite unit, tool, rdma;
-	int failed;
+	static const struct cm_test unit[] = {
+		{ "GID table: link-local only", test_gid_link_local_only },
+		{ "GID table: IBCOMM_GID_INDEX on link-local, v1, missing", test_gid_forced_link_local },
+		{ "GID table: RoCEv1 only", test_gid_roce_v1_only },
+		{ "GID table: good RoCEv2 IPv4", test_gid_good_v2 },
+		{ "GID tables: IPv4 on another subnet than the peer", test_gid_other_subnet },
+		{ "pair: MTU and GID type mismatch", test_pair_mtu_and_type },
+		{ "memlock", test_memlock },
+		{ "no active port", test_no_active_port },
+		{ "report wire form", test_report_wire },
+	};
+	static const struct cm_test tool[] = {
+		{ "4 ranks under ibcomm_run", test_run_4_ranks },
+		{ "--json", test_json },
+		{ "pair mode --server --port 0 / HOST:PORT", test_pair_mode },
+		{ "unreachable rendezvous", test_unreachable },
+		{ "nonexistent IBCOMM_IFNAME", test_bad_ifname },
+		{ "nonexistent IBCOMM_DEVICE", test_bad_device },
+	};
+	static const struct cm_test rdma[] = {
+		{ "2 ranks over RDMA: rows measured, rdma in use", test_rdma_pair },
+		{ "IBCOMM_GID_INDEX=0: link-local GID diagnosed", test_rdma_gid_link_local },
+		{ "uid 65534 with memlock 8 MiB / 256 KiB: diagnosed", test_rdma_memlock },
+		{ "IBCOMM_DEVICE=nosuch0 with a device present", test_rdma_bad_device },
+	};
+	static const struct cm_suite suites[] = {
+		CM_SUITE("ping_diag", unit),
+		CM_SUITE("ibcomm_ping", tool),
+		CM_SUITE("ibcomm_ping on an RDMA device", rdma),
+	};
 
 	signal(SIGPIPE, SIG_IGN);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	unit = CU_add_suite("ping_diag", NULL, NULL);
-	tool = CU_add_suite("ibcomm_ping", NULL, NULL);
-	rdma = CU_add_suite("ibcomm_ping on an RDMA device", NULL, NULL);
-	if (!unit || !tool || !rdma)
-		return 99;
-	CU_add_test(unit, "GID table: link-local only", test_gid_link_local_only);
-	CU_add_test(unit, "GID table: IBCOMM_GID_INDEX on link-local, v1, missing", test_gid_forced_link_local);
-	CU_add_test(unit, "GID table: RoCEv1 only", test_gid_roce_v1_only);
-	CU_add_test(unit, "GID table: good RoCEv2 IPv4", test_gid_good_v2);
-	CU_add_test(unit, "GID tables: IPv4 on another subnet than the peer", test_gid_other_subnet);
-	CU_add_test(unit, "pair: MTU and GID type mismatch", test_pair_mtu_and_type);
-	CU_add_test(unit, "memlock", test_memlock);
-	CU_add_test(unit, "no active port", test_no_active_port);
-	CU_add_test(unit, "report wire form", test_report_wire);
-	CU_add_test(tool, "4 ranks under ibcomm_run", test_run_4_ranks);
-	CU_add_test(tool, "--json", test_json);
-	CU_add_test(tool, "pair mode --server --port 0 / HOST:PORT", test_pair_mode);
-	CU_add_test(tool, "unreachable rendezvous", test_unreachable);
-	CU_add_test(tool, "nonexistent IBCOMM_IFNAME", test_bad_ifname);
-	CU_add_test(tool, "nonexistent IBCOMM_DEVICE", test_bad_device);
-	CU_add_test(rdma, "2 ranks over RDMA: rows measured, rdma in use", test_rdma_pair);
-	CU_add_test(rdma, "IBCOMM_GID_INDEX=0: link-local GID diagnosed", test_rdma_gid_link_local);
-	CU_add_test(rdma, "uid 65534 with memlock 8 MiB / 256 KiB: diagnosed", test_rdma_memlock);
-	CU_add_test(rdma, "IBCOMM_DEVICE=nosuch0 with a device present", test_rdma_bad_device);
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = (int)(CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed());
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
+	return cm_main(argc, argv, suites, CM_COUNT(suites));
 }

@@ -18,6 +18,7 @@
 #include "ping_local.h"
 #include "rdma_info.h"
 #include "tcp_addr.h"
+#include "../cunit_main.h"
 
 #define ROOT "10.0.0.1:29500"
 
@@ -351,22 +352,12 @@ static void test_tcp_agree(void)
 	clear_env();
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	CU_pSuite s;
-	unsigned failed;
+	static const struct cm_test tests[] = {
+		{ "RDMA device, port, GID: ping = library (40-entry GID table)", test_rdma_agree },
+		{ "TCP interface and address: ping = library", test_tcp_agree },
+	};
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	s = CU_add_suite("ping_choice", NULL, NULL);
-	if (!s || !CU_add_test(s, "RDMA device, port, GID: ping = library (40-entry GID table)", test_rdma_agree) ||
-	    !CU_add_test(s, "TCP interface and address: ping = library", test_tcp_agree)) {
-		CU_cleanup_registry();
-		return 99;
-	}
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
+	return CM_MAIN1(argc, argv, "ping_choice", tests);
 }

@@ -9,6 +9,8 @@
 #include "config.h"
 
 #include <CUnit/Basic.h>
+
+#include "../cunit_main.h"
 #include <ctype.h>
 #include <errno.h>
 #include <signal.h>
@@ -418,35 +420,30 @@ static void test_example(void)
 	proc_out_free(&o);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	CU_pSuite launcher, tools;
-	unsigned int failed;
+	static const struct cm_test launcher[] = {
+		{ "line prefixes", test_prefix },
+		{ "partial and long lines", test_partial_and_long_lines },
+		{ "IBCOMM_* variables", test_env },
+		{ "first failure, nothing left", test_first_failure },
+		{ "rank killed by a signal", test_killed_by_signal },
+		{ "rank ignoring SIGTERM", test_ignores_sigterm },
+		{ "--timeout", test_timeout },
+		{ "success, exec failure", test_success_and_exec_failure },
+		{ "signals forwarded", test_forward_signal },
+		{ "usage errors", test_usage },
+	};
+	static const struct cm_test tools[] = {
+		{ "every collective, checked", test_bench_collectives },
+		{ "datatypes and ops, checked", test_bench_types_ops },
+		{ "examples/allreduce", test_example },
+	};
+	static const struct cm_suite suites[] = {
+		CM_SUITE("ibcomm_run", launcher),
+		CM_SUITE("ibcomm_bench and the example, under ibcomm_run", tools),
+	};
 
 	signal(SIGPIPE, SIG_IGN);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	launcher = CU_add_suite("ibcomm_run", NULL, NULL);
-	tools = CU_add_suite("ibcomm_bench and the example, under ibcomm_run", NULL, NULL);
-	if (!launcher || !tools || !CU_add_test(launcher, "line prefixes", test_prefix) ||
-	    !CU_add_test(launcher, "partial and long lines", test_partial_and_long_lines) ||
-	    !CU_add_test(launcher, "IBCOMM_* variables", test_env) ||
-	    !CU_add_test(launcher, "first failure, nothing left", test_first_failure) ||
-	    !CU_add_test(launcher, "rank killed by a signal", test_killed_by_signal) ||
-	    !CU_add_test(launcher, "rank ignoring SIGTERM", test_ignores_sigterm) ||
-	    !CU_add_test(launcher, "--timeout", test_timeout) ||
-	    !CU_add_test(launcher, "success, exec failure", test_success_and_exec_failure) ||
-	    !CU_add_test(launcher, "signals forwarded", test_forward_signal) ||
-	    !CU_add_test(launcher, "usage errors", test_usage) ||
-	    !CU_add_test(tools, "every collective, checked", test_bench_collectives) ||
-	    !CU_add_test(tools, "datatypes and ops, checked", test_bench_types_ops) ||
-	    !CU_add_test(tools, "examples/allreduce", test_example)) {
-		CU_cleanup_registry();
-		return 99;
-	}
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed > 0 ? 1 : 0;
+	return cm_main(argc, argv, suites, CM_COUNT(suites));
 }

@@ -24,6 +24,7 @@
 #include "tcp.h"
 #include "fake_rdv.h"
 #include "wire.h"
+#include "../cunit_main.h"
 
 void fake_rdv_free(struct ibc_rdv *rdv);
 
@@ -279,7 +280,7 @@ static void test_order_ipv6(void)
 	if (fd >= 0)
 		close(fd);
 	if (!have) {
-		printf("(skipped: no IPv6 loopback) ");
+		cm_skip("no IPv6 loopback");
 		return;
 	}
 	g_root = "[::1]:0";
@@ -839,10 +840,7 @@ static void test_create_errors(void)
 /* Usage: test_tcp [WORD]: runs only the tests whose name contains WORD ("stream" to measure). */
 int main(int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		CU_TestFunc fn;
-	} tests[] = {
+	static const struct cm_test tests[] = {
 		{ "create: addresses, bad knobs", test_create_errors },
 		{ "order and tags, 2 ranks", test_order_2 },
 		{ "order and tags, 3 ranks", test_order_3 },
@@ -858,25 +856,7 @@ int main(int argc, char **argv)
 		{ "garbage connections", test_garbage },
 		{ "protocol error", test_protocol },
 	};
-	unsigned failed;
-	CU_pSuite s;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	s = CU_add_suite("tcp transport", NULL, NULL);
-	if (!s)
-		goto err_registry;
-	for (size_t i = 0; i < IBC_ARRAY_SIZE(tests); i++)
-		if ((argc < 2 || strstr(tests[i].name, argv[1])) && !CU_add_test(s, tests[i].name, tests[i].fn))
-			goto err_registry;
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
-
-err_registry:
-	CU_cleanup_registry();
-	return 99;
+	return CM_MAIN1(argc, argv, "tcp transport", tests);
 }

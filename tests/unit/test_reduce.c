@@ -13,6 +13,7 @@
 #include <CUnit/Basic.h>
 
 #include "ibc.h"
+#include "../cunit_main.h"
 
 static const size_t counts[] = { 0, 1, 7, 33, 1001 };
 /* Byte offsets of dst and src from an aligned base: aligned, one element off, odd bytes. */
@@ -763,12 +764,9 @@ static void test_names(void)
 				    ibc_reduce_kernel((ibcomm_dtype_t)dt, IBCOMM_SUM));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		CU_TestFunc fn;
-	} tests[] = {
+	static const struct cm_test tests[] = {
 		{ "fp16 round trip of every pattern", test_half_roundtrip },
 		{ "bf16 round trip of every pattern", test_bf16_roundtrip },
 		{ "fp16 rounding to nearest even", test_half_rounding },
@@ -789,24 +787,6 @@ int main(void)
 		{ "AVG of three ranks, every dtype", test_avg_all },
 		{ "names, sizes, validity", test_names },
 	};
-	CU_pSuite suite;
-	unsigned failed;
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	suite = CU_add_suite("reduce", NULL, NULL);
-	if (!suite)
-		goto err_registry;
-	for (size_t i = 0; i < IBC_ARRAY_SIZE(tests); i++)
-		if (!CU_add_test(suite, tests[i].name, tests[i].fn))
-			goto err_registry;
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
-
-err_registry:
-	CU_cleanup_registry();
-	return 99;
+	return CM_MAIN1(argc, argv, "reduce", tests);
 }

@@ -14,6 +14,7 @@
 
 #include "ibc.h"
 #include "regcache.h"
+#include "../cunit_main.h"
 
 /* ---- the fake transport ---- */
 struct fake_tp {
@@ -272,12 +273,9 @@ static void test_destroy_live(void)
 	CU_ASSERT_EQUAL(ibc_regcache_live(), 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		void (*fn)(void);
-	} tests[] = {
+	static const struct cm_test tests[] = {
 		{ "reuse and reference counts", test_reuse_refcount },
 		{ "overlapping and partial ranges", test_overlap_partial },
 		{ "deregister, unmap, map again, register", test_contract_same_address },
@@ -286,20 +284,6 @@ int main(void)
 		{ "transport without reg", test_no_reg_op },
 		{ "destroy with live handles", test_destroy_live },
 	};
-	CU_pSuite s;
-	unsigned failed;
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	s = CU_add_suite("regcache", NULL, NULL);
-	if (!s)
-		return 99;
-	for (size_t i = 0; i < IBC_ARRAY_SIZE(tests); i++)
-		if (!CU_add_test(s, tests[i].name, tests[i].fn))
-			return 99;
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
+	return CM_MAIN1(argc, argv, "regcache", tests);
 }

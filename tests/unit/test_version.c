@@ -9,6 +9,7 @@
 #include <CUnit/Basic.h>
 
 #include "ibcomm.h"
+#include "../cunit_main.h"
 
 static void test_macros(void)
 {
@@ -27,20 +28,12 @@ static void test_function(void)
 	printf("\n    ibcomm_version() = %d (headers: %s)\n", ibcomm_version(), IBCOMM_VERSION_STRING);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	CU_pSuite s;
-	unsigned failed;
+	static const struct cm_test tests[] = {
+		{ "macros agree with AC_INIT", test_macros },
+		{ "ibcomm_version() of the shared library", test_function },
+	};
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	s = CU_add_suite("version", NULL, NULL);
-	if (!s || !CU_add_test(s, "macros agree with AC_INIT", test_macros) ||
-	    !CU_add_test(s, "ibcomm_version() of the shared library", test_function))
-		return 99;
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
+	return CM_MAIN1(argc, argv, "version", tests);
 }

@@ -8,6 +8,7 @@
 #include <CUnit/Basic.h>
 
 #include "wire.h"
+#include "../cunit_main.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -218,12 +219,9 @@ static void test_done(void)
 	CU_ASSERT_EQUAL(IBC_WIRE_VERSION, 1);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	static const struct {
-		const char *name;
-		CU_TestFunc fn;
-	} tests[] = {
+	static const struct cm_test tests[] = {
 		{ "round trip", test_roundtrip },
 		{ "round trip of extremes", test_roundtrip_values },
 		{ "little-endian byte order", test_little_endian },
@@ -231,24 +229,6 @@ int main(void)
 		{ "reader truncated input", test_reader_truncated },
 		{ "ibc_r_done", test_done },
 	};
-	CU_pSuite suite;
-	unsigned failed;
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	suite = CU_add_suite("wire", NULL, NULL);
-	if (!suite)
-		goto err_registry;
-	for (size_t i = 0; i < ARRAY_SIZE(tests); i++)
-		if (!CU_add_test(suite, tests[i].name, tests[i].fn))
-			goto err_registry;
-	CU_basic_set_mode(CU_BRM_VERBOSE);
-	CU_basic_run_tests();
-	failed = CU_get_number_of_tests_failed() + CU_get_number_of_suites_failed();
-	CU_cleanup_registry();
-	return failed ? 1 : 0;
-
-err_registry:
-	CU_cleanup_registry();
-	return 99;
+	return CM_MAIN1(argc, argv, "wire", tests);
 }

@@ -109,6 +109,9 @@ struct rdma_tp {
 	int dead_peer;                 /* first member the rendezvous reported dead, or -1 */
 	char dead_why[320];
 	uint64_t test_qp_error_after;  /* test hook, see test_force_qp_error(); 0: off */
+	const void *zc_buf;            /* zero-copy source of the collective (set_zc_source) */
+	size_t zc_len;
+	struct ibv_mr *zc_handle;      /* its registration, NULL: none */
 };
 
 static inline struct rdma_tp *to_rdma(ibc_tp_t *tp)
@@ -551,17 +554,25 @@ static int check_args(struct rdma_tp *t, const char *op, int peer, int chan)
 
 /*
  * The MR to send [buf, buf+len) from in place: when it lies in the collective's zero-copy
- * source (tp->zc_*, set by coll.c to a registered, read-only sendbuf) and is worth more than
- * an inline write. Such writes are signaled and flush() waits for them.
+ * source (set_zc_source(): a registered, read-only sendbuf) and is worth more than an inline
+ * write. Such writes are signaled and flush() waits for them.
  */
 static struct ibv_mr *zc_mr(struct rdma_tp *t, const void *buf, size_t len)
 {
-	uintptr_t b = (uintptr_t)buf, s = (uintptr_t)t->base.zc_buf;
+	uintptr_t b = (uintptr_t)buf, s = (uintptr_t)t->zc_buf;
 
-	if (!t->base.zc_handle || len <= RDMA_WANT_INLINE || b < s || b - s > t->base.zc_len ||
-	    len > t->base.zc_len - (b - s))
+	if (!t->zc_handle || len <= RDMA_WANT_INLINE || b < s || b - s > t->zc_len || len > t->zc_len - (b - s))
 		return NULL;
-	return t->base.zc_handle;
+	return t->zc_handle;
+}
+
+static void rdma_set_zc_source(ibc_tp_t *tp, const void *buf, size_t len, void *handle)
+{
+	struct rdma_tp *t = to_rdma(tp);
+
+	t->zc_buf = handle ? buf : NULL;
+	t->zc_len = handle ? len : 0;
+	t->zc_handle = handle;
 }
 
 static void *rdma_reg(ibc_tp_t *tp, void *addr, size_t len, ibcomm_status_t *st)
@@ -1367,5 +1378,6 @@ const struct ibc_tp_ops ibc_rdma_ops = {
 	.interrupt = rdma_interrupt,
 	.reg = rdma_reg,
 	.dereg = rdma_dereg,
+	.set_zc_source = rdma_set_zc_source,
 	.flush = rdma_flush,
 };
