@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "ibc.h"
-#include "rendezvous.h"
+#include "sock.h"
 
 static const char *const all_vars[] = {
 	"IBCOMM_RANK",	    "IBCOMM_SIZE",	    "IBCOMM_ROOT",	    "IBCOMM_TRANSPORT", "IBCOMM_DEVICE",

@@ -331,6 +331,7 @@ static void settings(ibc_settings_t *s, int rank, int size, int port, long timeo
 	s->nranks = size;
 	snprintf(s->root, sizeof(s->root), "127.0.0.1:%d", port);
 	s->gid_index = -1;
+	s->listen_fd = -1;
 	s->timeout_ms = timeout_ms;
 }
 
@@ -568,7 +569,7 @@ static void job_main(int rank, int size)
 	ibc_rdv_unref(rdv);
 	snprintf(key, sizeof(key), "after unref %d", rank);
 	put_str(rdv, key, "still open");
-	ibc_rdv_unref(rdv); /* rank 0: serves until the others are gone */
+	ibc_rdv_unref(rdv); /* rank 0: returns at once; the exit waits until the others are gone */
 }
 
 /* Size mismatch: rank 1 claims 3 ranks, rank 0 serves 2. */
@@ -649,7 +650,7 @@ static int run_job(job_fn fn, int size, const int *order, const int *delay_ms)
 				g_rank = r;
 				msleep(delay_ms[r]);
 				fn(r, size);
-				_exit(0);
+				exit(0); /* a normal exit: rank 0's waits for its server's last clients */
 			}
 			pids[r] = pid;
 		}

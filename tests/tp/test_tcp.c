@@ -25,8 +25,6 @@
 #include "fake_rdv.h"
 #include "wire.h"
 
-void fake_rdv_free(struct ibc_rdv *rdv);
-
 typedef int (*rank_fn)(struct ibcomm *comm, ibc_tp_t *tp);
 
 static struct ibcomm *g_comm;
@@ -94,7 +92,7 @@ static int child(int rank, int size, rank_fn fn, const char *chunk, const char *
 	comm->set.nranks = size;
 	comm->set.timeout_ms = 20000;
 	snprintf(comm->set.root, sizeof(comm->set.root), "%s", g_root);
-	comm->rdv = fake_rdv_new(g_dir);
+	comm->boot = fake_rdv_new(g_dir);
 	g_comm = comm;
 	st = ibc_tcp_ops.create(comm, &tp);
 	if (st) {
@@ -104,7 +102,7 @@ static int child(int rank, int size, rank_fn fn, const char *chunk, const char *
 	comm->tp = tp;
 	rc = fn(comm, tp);
 	tp->ops->destroy(tp);
-	fake_rdv_free(comm->rdv);
+	fake_rdv_free(comm->boot);
 	free(comm);
 	return rc;
 }
@@ -588,7 +586,7 @@ static int raw_connect(struct ibcomm *comm, int rank)
 	int fd;
 
 	snprintf(key, sizeof(key), "%s/tcp/%d", comm->id, rank);
-	if (ibc_rdv_get(comm->rdv, key, addr, sizeof(addr) - 1, &len, in_ms(5000), err, sizeof(err)))
+	if (ibc_boot_get(comm->boot, key, addr, sizeof(addr) - 1, &len, in_ms(5000), NULL, err, sizeof(err)))
 		return -1;
 	addr[IBC_MIN(len, sizeof(addr) - 1)] = '\0';
 	colon = strrchr(addr, ':');
@@ -755,7 +753,7 @@ static int published(struct ibcomm *comm, const char *prefix)
 	size_t len;
 
 	snprintf(key, sizeof(key), "%s/tcp/%d", comm->id, comm->rank);
-	if (ibc_rdv_get(comm->rdv, key, addr, sizeof(addr) - 1, &len, in_ms(1000), err, sizeof(err)))
+	if (ibc_boot_get(comm->boot, key, addr, sizeof(addr) - 1, &len, in_ms(1000), NULL, err, sizeof(err)))
 		return 0;
 	addr[IBC_MIN(len, sizeof(addr) - 1)] = '\0';
 	printf("(%s) ", addr);
@@ -787,7 +785,7 @@ static void test_create_errors(void)
 	unsetenv("IBCOMM_TCP_SLOTS");
 
 	/* a real interface: lo */
-	comm->rdv = fake_rdv_new(dir);
+	comm->boot = fake_rdv_new(dir);
 	CU_ASSERT_EQUAL_FATAL(ibc_tcp_ops.create(comm, &tp), IBCOMM_OK);
 	CU_ASSERT_EQUAL(tp->max_chunk, IBC_TCP_DEFAULT_CHUNK);
 	CU_ASSERT_EQUAL(tp->nslots, IBC_TCP_DEFAULT_SLOTS);
@@ -811,7 +809,7 @@ static void test_create_errors(void)
 	CU_ASSERT_EQUAL_FATAL(ibc_tcp_ops.create(comm, &tp), IBCOMM_OK);
 	CU_ASSERT_EQUAL(published(comm, ""), 1);
 	tp->ops->destroy(tp);
-	fake_rdv_free(comm->rdv);
+	fake_rdv_free(comm->boot);
 	free(comm);
 	rm_dir(dir);
 }
