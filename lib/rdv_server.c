@@ -246,6 +246,8 @@ static void srv_get(struct rdv_server *srv, struct srv_client *c, const struct i
 
 static void srv_handle_one(struct rdv_server *srv, struct srv_client *c, const struct ibc_rdv_msg *m)
 {
+	size_t deleted;
+
 	switch (m->type) {
 	case IBC_RDV_JOIN:
 		srv_join(srv, c, m);
@@ -270,8 +272,9 @@ static void srv_handle_one(struct rdv_server *srv, struct srv_client *c, const s
 			rdv_srv_drop_client(c, "DROP for more members than the job has ranks");
 			return;
 		}
+		deleted = rdv_store_drop(&srv->store, m->key, m->keylen, m->size);
 		ibc_trace("rendezvous server: rank %d drops %.*s (%zu keys deleted)", c->rank, (int)m->keylen, m->key,
-			  rdv_store_drop(&srv->store, m->key, m->keylen, m->size));
+			  deleted);
 		break;
 	case IBC_RDV_LEAVE:
 		c->left = true;
@@ -675,7 +678,7 @@ static void srv_free(struct rdv_server *srv)
 }
 
 /* How long rank 0's destroy waits for the other ranks to leave before serving in the background. */
-#define SRV_STOP_WAIT_MS 50
+#define SRV_STOP_WAIT_MS 25
 
 /*
  * Servers rank 0 no longer holds but that still serve other ranks (see the top of this file).
@@ -855,7 +858,7 @@ void ibc_rdv_srv_stop(struct rdv_server *srv, bool linger)
 	 * are usually gone within a few milliseconds: then the server stops here, cleanly.
 	 */
 	for (uint64_t until = ibc_now_ms() + SRV_STOP_WAIT_MS; linger && srv_others(srv) && ibc_now_ms() < until;)
-		poll(NULL, 0, 2);
+		poll(NULL, 0, 1);
 	if (!linger || !srv_others(srv)) {
 		srv_wake(srv, 2);
 		pthread_join(srv->thread, NULL);
