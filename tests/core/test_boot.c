@@ -2,7 +2,7 @@
  * The bootstrap through the whole library (real jobs of forked ranks on 127.0.0.1, TCP):
  * - the rendezvous server's key table stays bounded over 1000 dups and splits, each used by
  *   a collective and destroyed (DROP deletes a communicator's keys once all its members are
- *   done);
+ *   done); the bootstrap's all-gather;
  * - rank 0's ibcomm_destroy is not collective: it returns within 100 ms while the others
  *   still run, and its process may then end (_exit): ranks 1..3 go on with collectives on a
  *   sub-communicator without rank 0; what needs the rendezvous (a dup) and the communicator
@@ -166,6 +166,22 @@ static void rank_bounded(int rank, int nranks, void *arg)
 		}
 	}
 	CHECK_OK(comm, ibcomm_barrier(comm));
+	{ /* the bootstrap's all-gather of small blobs, in comm's namespace (dropped with it) */
+		char mine[16], all[3][16], err[IBC_ERRLEN];
+		size_t lens[3];
+
+		CHECK(nranks <= 3);
+		snprintf(mine, sizeof(mine), "blob of %d", rank);
+		if (ibc_boot_allgather(comm->boot, "0/ag", rank, nranks, mine, strlen(mine) + 1, all, sizeof(all[0]),
+				       lens, ibc_deadline(10000), &comm->aborted, err, sizeof(err))) {
+			fprintf(stderr, "rank %d: all-gather: %s\n", rank, err);
+			_exit(1);
+		}
+		for (int r = 0; r < nranks; r++) {
+			snprintf(mine, sizeof(mine), "blob of %d", r);
+			CHECK(lens[r] == strlen(mine) + 1 && !strcmp(all[r], mine));
+		}
+	}
 	if (rank == 0) {
 		printf("\n    server keys: %zu after the first child, at most %zu over %d children ", first, most,
 		       NCHILDREN);
