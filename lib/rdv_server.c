@@ -816,7 +816,6 @@ ibcomm_status_t ibc_rdv_srv_start(const ibc_settings_t *s, const char *host, con
 	st = srv_listen(srv, s, host, port, err, errlen);
 	if (st)
 		goto err_free;
-	pthread_once(&lingering_once, lingering_init);
 
 	/* the server thread takes no signals: they belong to the application's threads */
 	sigfillset(&all);
@@ -865,6 +864,12 @@ void ibc_rdv_srv_stop(struct rdv_server *srv, bool linger)
 		srv_free(srv);
 		return;
 	}
+	/*
+	 * Registered now, after OpenSSL's own exit handler (the job-key handshake initialised it),
+	 * so that this one runs first: the server thread ends while OpenSSL can still free its
+	 * per-thread state.
+	 */
+	pthread_once(&lingering_once, lingering_init);
 	pthread_mutex_lock(&lingering_lock);
 	srv->next_lingering = lingering;
 	lingering = srv;
