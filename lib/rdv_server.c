@@ -35,6 +35,12 @@ static void client_put_ref(struct srv_client *c)
 	}
 }
 
+/* Publishes the size of the key table (before any reply, so that a client sees it current). */
+static void srv_count(struct rdv_server *srv)
+{
+	atomic_store(&srv->nkeys, srv->store.nentries + srv->store.ndrops);
+}
+
 static void release_owner(void *owner)
 {
 	client_put_ref(owner);
@@ -205,6 +211,7 @@ static void srv_put(struct rdv_server *srv, struct srv_client *c, const struct i
 	e->val = v;
 	e->vallen = m->vallen;
 	e->has_val = true;
+	srv_count(srv);
 
 	while ((w = e->waiters)) {
 		struct ibc_rdv_msg value = { .type = IBC_RDV_VALUE, .req = w->req, .val = e->val, .vallen = e->vallen };
@@ -226,6 +233,7 @@ static void srv_get(struct rdv_server *srv, struct srv_client *c, const struct i
 		rdv_srv_error(srv, c, m->req, "the rendezvous server (rank 0) is out of memory");
 		return;
 	}
+	srv_count(srv);
 	if (e->has_val) {
 		struct ibc_rdv_msg value = { .type = IBC_RDV_VALUE, .req = m->req, .val = e->val, .vallen = e->vallen };
 
@@ -244,7 +252,7 @@ static void srv_get(struct rdv_server *srv, struct srv_client *c, const struct i
 	c->refs++;
 }
 
-static void srv_handle_one(struct rdv_server *srv, struct srv_client *c, const struct ibc_rdv_msg *m)
+static void srv_handle(struct rdv_server *srv, struct srv_client *c, const struct ibc_rdv_msg *m)
 {
 	size_t deleted;
 
@@ -273,6 +281,7 @@ static void srv_handle_one(struct rdv_server *srv, struct srv_client *c, const s
 			return;
 		}
 		deleted = rdv_store_drop(&srv->store, m->key, m->keylen, m->size);
+		srv_count(srv);
 		ibc_trace("rendezvous server: rank %d drops %.*s (%zu keys deleted)", c->rank, (int)m->keylen, m->key,
 			  deleted);
 		break;
@@ -293,12 +302,6 @@ static void srv_handle_one(struct rdv_server *srv, struct srv_client *c, const s
 		rdv_srv_drop_client(c, "sent a message only the server sends");
 		break;
 	}
-}
-
-static void srv_handle(struct rdv_server *srv, struct srv_client *c, const struct ibc_rdv_msg *m)
-{
-	srv_handle_one(srv, c, m);
-	atomic_store(&srv->nkeys, srv->store.nentries + srv->store.ndrops);
 }
 
 static void client_read(struct rdv_server *srv, struct srv_client *c)
