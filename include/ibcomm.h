@@ -131,10 +131,10 @@ IBCOMM_API const char *ibcomm_transport(const ibcomm_t *comm);
  * server serves on in the background while its process runs, until the other ranks have
  * destroyed theirs (or IBCOMM_TIMEOUT_MS passes); a normal exit of rank 0's process waits for
  * that. Once rank 0's process is gone (_exit, a signal, a crash), the other ranks learn it at
- * once; communicators without rank 0 keep working over the connections they have, and what
- * needs the rendezvous (a split, a dup, a first connection) fails with
- * IBCOMM_ERR_RENDEZVOUS or IBCOMM_ERR_PEER naming rank 0; communicators with rank 0 fail
- * with IBCOMM_ERR_PEER.
+ * once (not as a death: rank 0's destroy told them it may go); communicators without rank 0
+ * keep working over the connections they have, and what needs the rendezvous (a split, a
+ * dup, a first connection) fails with IBCOMM_ERR_RENDEZVOUS naming rank 0. Rank 0 dying
+ * before its destroy is a death: communicators with it fail with IBCOMM_ERR_PEER.
  */
 IBCOMM_API ibcomm_status_t ibcomm_destroy(ibcomm_t *comm);
 

@@ -86,7 +86,7 @@ static void rdv_lost(struct ibc_rdv *rdv, const char *why)
 	rdv->broken = true;
 	if (rdv->bye) {
 		snprintf(rdv->broken_why, sizeof(rdv->broken_why),
-			 "the rendezvous server at %s (rank 0) has stopped: rank 0's process exited or failed after destroying its communicators; lookups and new communicators need it",
+			 "the rendezvous server at %s (rank 0) has stopped: rank 0 destroyed its communicators and its process has ended (or its server's timeout passed); new communicators and first connections need it",
 			 rdv->root);
 		return;
 	}

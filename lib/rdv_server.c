@@ -252,6 +252,21 @@ static void srv_get(struct rdv_server *srv, struct srv_client *c, const struct i
 	c->refs++;
 }
 
+/*
+ * Rank 0 has destroyed its communicators: from now on this server may go with its process at
+ * any moment. BYE tells the others so, before it happens: its going is then not a death of
+ * rank 0 (collectives still finishing with rank 0's data go on), only the end of the
+ * rendezvous.
+ */
+static void srv_owner_left(struct rdv_server *srv)
+{
+	struct ibc_rdv_msg bye = { .type = IBC_RDV_BYE };
+
+	for (int i = 0; i < srv->nclients; i++)
+		if (srv->clients[i]->rank > 0 && !srv->clients[i]->left)
+			rdv_srv_send(srv, srv->clients[i], &bye);
+}
+
 static void srv_handle(struct rdv_server *srv, struct srv_client *c, const struct ibc_rdv_msg *m)
 {
 	size_t deleted;
@@ -288,6 +303,8 @@ static void srv_handle(struct rdv_server *srv, struct srv_client *c, const struc
 	case IBC_RDV_LEAVE:
 		c->left = true;
 		ibc_trace("rendezvous server: %s (rank %d) leaves", c->addr, c->rank);
+		if (c->rank == 0)
+			srv_owner_left(srv);
 		break;
 	case IBC_RDV_AUTH_HELLO:
 		rdv_srv_auth_hello(srv, c, m);

@@ -23,7 +23,9 @@
  *	LEAVE   client -> server   (empty)             (a clean goodbye: no reply)
  *	DEAD    server -> client   u32 rank            (notice: that rank's connection dropped
  *	                                                without a LEAVE: it died)
- *	BYE     server -> client   (empty)             (notice: the server stops on purpose)
+ *	BYE     server -> client   (empty)             (notice: the server stops on purpose, or
+ *	                                                rank 0 has left and it may stop at any
+ *	                                                time: its going is not a death of rank 0)
  *	DROP    client -> server   key, u32 count      (version 2; no reply: this rank is done with
  *	                                                every key starting with `key`; once `count`
  *	                                                ranks have sent the same DROP, those keys are
