@@ -134,7 +134,20 @@ IBCOMM_API int ibcomm_size(const ibcomm_t *comm);
 /* "rdma" or "tcp": the transport this communicator really uses. Never NULL. */
 IBCOMM_API const char *ibcomm_transport(const ibcomm_t *comm);
 
-/* Frees the communicator and everything it holds; not collective. NULL is accepted. */
+/*
+ * Frees the communicator and everything it holds; not collective, on every rank: it never
+ * waits for the other ranks (rank 0's returns within 100 ms too). NULL is accepted.
+ *
+ * Rank 0 serves the job's rendezvous, which the others need to create communicators and to
+ * make a communicator's first connection between two ranks. After rank 0's last destroy its
+ * server serves on in the background while its process runs, until the other ranks have
+ * destroyed theirs (or IBCOMM_TIMEOUT_MS passes); a normal exit of rank 0's process waits for
+ * that. Once rank 0's process is gone (_exit, a signal, a crash), the other ranks learn it at
+ * once (not as a death: rank 0's destroy told them it may go); communicators without rank 0
+ * keep working over the connections they have, and what needs the rendezvous (a split, a
+ * dup, a first connection) fails with IBCOMM_ERR_RENDEZVOUS naming rank 0. Rank 0 dying
+ * before its destroy is a death: communicators with it fail with IBCOMM_ERR_PEER.
+ */
 IBCOMM_API ibcomm_status_t ibcomm_destroy(ibcomm_t *comm);
 
 /*

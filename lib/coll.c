@@ -130,12 +130,12 @@ static void timeout_blame(struct ibc_coll_args *a)
 	ibc_deadline_t dl;
 	int nabsent = 0;
 
-	if (!comm->rdv || a->size > 256 || grace <= 0)
+	if (!comm->boot || a->size > 256 || grace <= 0)
 		return;
 	snprintf(msg, sizeof(msg), "%s",
 		 strncmp(comm->err, prefix, sizeof(prefix) - 1) ? comm->err : comm->err + sizeof(prefix) - 1);
 	snprintf(key, sizeof(key), "%s/stuck/%u/%d", comm->id, a->seq, a->rank);
-	if (ibc_rdv_put(comm->rdv, key, "1", 1, err, sizeof(err)))
+	if (ibc_boot_put(comm->boot, key, "1", 1, err, sizeof(err)))
 		return;
 	dl = ibc_deadline(grace);
 	for (int r = 0; r < a->size; r++) {
@@ -145,7 +145,7 @@ static void timeout_blame(struct ibc_coll_args *a)
 		if (r == a->rank)
 			continue;
 		snprintf(key, sizeof(key), "%s/stuck/%u/%d", comm->id, a->seq, r);
-		st = ibc_rdv_get_cancel(comm->rdv, key, NULL, 0, NULL, dl, &comm->aborted, err, sizeof(err));
+		st = ibc_boot_get(comm->boot, key, NULL, 0, NULL, dl, &comm->aborted, err, sizeof(err));
 		if (st == IBCOMM_OK)
 			continue;
 		if (st != IBCOMM_ERR_TIMEOUT)

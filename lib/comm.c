@@ -2,8 +2,8 @@
  * The communicator's life cycle: init (settings, rendezvous, transport), split and dup
  * (collective over the parent), abort, destroy; memory registration handles.
  *
- * Every communicator of a job shares one rendezvous client (reference counted). A
- * communicator's id names its keys in the rendezvous: "0" for the first, then
+ * Every communicator of a job shares one bootstrap (bootstrap.h, reference counted). A
+ * communicator's id names its keys in the bootstrap: "0" for the first, then
  * "<parent id>.<n>.<color>" for the n-th split or dup of the parent, so the ranks of a child
  * agree on its id without talking.
  */
@@ -13,7 +13,6 @@
 
 #include "ibc.h"
 #include "regcache.h"
-#include "rendezvous.h"
 
 /* Creates comm's transport with ops; on failure comm->err says why. */
 static ibcomm_status_t tp_create(struct ibcomm *comm, const struct ibc_tp_ops *ops)
@@ -52,13 +51,13 @@ static ibcomm_status_t agree_rdma(struct ibcomm *comm, int *first_bad, char *why
 		ibc_cwarn(comm, "rank %d: IBCOMM_TRANSPORT=auto: cannot use RDMA as configured: %s", comm->rank, comm->err);
 	comm->err[0] = '\0';
 	snprintf(key, sizeof(key), "%s/tp-auto/%d", comm->id, comm->rank);
-	st = ibc_rdv_put(comm->rdv, key, val, len, err, sizeof(err));
+	st = ibc_boot_put(comm->boot, key, val, len, err, sizeof(err));
 	if (st)
 		return ibc_err(comm, st, "rank %d: IBCOMM_TRANSPORT=auto: %s", comm->rank, err);
 	*first_bad = -1;
 	for (int r = 0; r < comm->size; r++) {
 		snprintf(key, sizeof(key), "%s/tp-auto/%d", comm->id, r);
-		st = ibc_rdv_get(comm->rdv, key, val, sizeof(val) - 1, &len, dl, err, sizeof(err));
+		st = ibc_boot_get(comm->boot, key, val, sizeof(val) - 1, &len, dl, NULL, err, sizeof(err));
 		if (st)
 			return ibc_err(comm, st, "rank %d: IBCOMM_TRANSPORT=auto: waiting for rank %d's answer: %s",
 				       comm->rank, r, err);
@@ -100,13 +99,19 @@ static ibcomm_status_t comm_transport(struct ibcomm *comm)
 	return tp_create(comm, &ibc_tcp_ops);
 }
 
-/* Drops comm's hold on the rendezvous; a broken job does not wait for its other ranks. */
-static void comm_release_rdv(struct ibcomm *comm)
+/*
+ * Drops comm's hold on the bootstrap, and its keys once every member is done with them; a
+ * broken job does not wait for its other ranks. Never waits for another rank.
+ */
+static void comm_release_boot(struct ibcomm *comm)
 {
-	if (atomic_load(&comm->aborted) || comm->failed)
-		ibc_rdv_abandon(comm->rdv);
-	else
-		ibc_rdv_unref(comm->rdv);
+	char ns[sizeof(comm->id) + 1];
+	bool broken = atomic_load(&comm->aborted) || comm->failed;
+
+	snprintf(ns, sizeof(ns), "%s/", comm->id);
+	if (!broken)
+		comm->boot->ops->drop(comm->boot, ns, comm->size);
+	comm->boot->ops->unref(comm->boot, broken);
 }
 
 ibcomm_status_t ibcomm_init(const ibcomm_config_t *cfg, ibcomm_t **comm)
@@ -131,7 +136,7 @@ ibcomm_status_t ibcomm_init(const ibcomm_config_t *cfg, ibcomm_t **comm)
 	c->size = c->set.nranks;
 	snprintf(c->id, sizeof(c->id), "0");
 
-	st = ibc_rdv_open(&c->set, ibc_deadline(c->set.timeout_ms), &c->rdv, err, sizeof(err));
+	st = ibc_boot_rdv_open(&c->set, ibc_deadline(c->set.timeout_ms), &c->boot, err, sizeof(err));
 	if (st) {
 		ibc_err_thread(st, "ibcomm_init: %s", err);
 		goto err_free;
@@ -145,7 +150,7 @@ ibcomm_status_t ibcomm_init(const ibcomm_config_t *cfg, ibcomm_t **comm)
 	return IBCOMM_OK;
 
 err_rdv:
-	ibc_rdv_abandon(c->rdv);
+	c->boot->ops->unref(c->boot, true);
 err_free:
 	free(c);
 	return st;
@@ -178,8 +183,8 @@ ibcomm_status_t ibcomm_abort(ibcomm_t *comm)
 	atomic_store(&comm->aborted, 1);
 	if (comm->tp && comm->tp->ops->interrupt)
 		comm->tp->ops->interrupt(comm->tp);
-	if (comm->rdv) /* a call blocked in the rendezvous (a lazy connect looking up an address) */
-		ibc_rdv_interrupt(comm->rdv);
+	if (comm->boot) /* a call blocked in the bootstrap (a lazy connect looking up an address) */
+		comm->boot->ops->interrupt(comm->boot);
 	return IBCOMM_OK;
 }
 
@@ -191,8 +196,8 @@ ibcomm_status_t ibcomm_destroy(ibcomm_t *comm)
 	if (comm->tp)
 		comm->tp->ops->destroy(comm->tp);
 	ibc_p2p_cleanup(comm);
-	if (comm->rdv)
-		comm_release_rdv(comm);
+	if (comm->boot)
+		comm_release_boot(comm);
 	free(comm->world);
 	free(comm);
 	return IBCOMM_OK;
@@ -271,8 +276,8 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 			     comm->rank, comm->id, sizeof(c->id) - 1);
 		goto err_child;
 	}
-	c->rdv = comm->rdv;
-	ibc_rdv_ref(c->rdv);
+	c->boot = comm->boot;
+	c->boot->ops->ref(c->boot);
 	/* the parent's transport kind: the ranks already agree on it */
 	st = tp_create(c, comm->tp->ops);
 	if (st) {
@@ -285,7 +290,7 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 	return IBCOMM_OK;
 
 err_rdv:
-	ibc_rdv_unref(c->rdv);
+	c->boot->ops->unref(c->boot, false);
 err_child:
 	free(c->world);
 	free(c);

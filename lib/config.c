@@ -13,7 +13,7 @@
 #include <strings.h>
 
 #include "ibc.h"
-#include "rendezvous.h"
+#include "sock.h"
 
 /* ---- algorithms ---- */
 
@@ -194,97 +194,6 @@ done:
 bad_bare:
 	snprintf(err, errlen, "IBCOMM_ALGO='%s' is not an algorithm of any collective", str);
 	return IBCOMM_ERR_INVALID;
-}
-
-/* ---- "host:port" ---- */
-
-int ibc_root_parse(const char *root, char *host, size_t hostlen, char *port, size_t portlen, const char **why)
-{
-	const char *h, *colon, *ps;
-	size_t hn;
-	char *end;
-	long v;
-
-	if (!root || !*root) {
-		*why = "it is empty";
-		return -1;
-	}
-	if (root[0] == '[') {
-		const char *close = strchr(root, ']');
-
-		if (!close) {
-			*why = "'[' without ']' (write an IPv6 address as [addr]:port)";
-			return -1;
-		}
-		h = root + 1;
-		hn = (size_t)(close - h);
-		if (!hn) {
-			*why = "the address between [ and ] is empty";
-			return -1;
-		}
-		for (size_t i = 0; i < hn; i++) {
-			unsigned char ch = (unsigned char)h[i];
-			if (!isxdigit(ch) && ch != ':' && ch != '.' && ch != '%' && !isalnum(ch)) {
-				*why = "the IPv6 address holds a character that is not hex, ':', '.' or a %zone";
-				return -1;
-			}
-		}
-		if (!memchr(h, ':', hn)) {
-			*why = "the address between [ and ] is not IPv6 (brackets are for IPv6 only)";
-			return -1;
-		}
-		if (close[1] != ':') {
-			*why = "no ':port' after ']'";
-			return -1;
-		}
-		colon = close + 1;
-	} else {
-		colon = strrchr(root, ':');
-		if (!colon) {
-			*why = "no ':port' (expected host:port, ipv4:port or [ipv6]:port)";
-			return -1;
-		}
-		if (memchr(root, ':', (size_t)(colon - root))) {
-			*why = "more than one ':' (write an IPv6 address as [addr]:port)";
-			return -1;
-		}
-		h = root;
-		hn = (size_t)(colon - root);
-		if (!hn) {
-			*why = "the host before ':' is empty";
-			return -1;
-		}
-		for (size_t i = 0; i < hn; i++) {
-			unsigned char ch = (unsigned char)h[i];
-			if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_') {
-				*why = "the host holds a character that is not a letter, digit, '.', '-' or '_'";
-				return -1;
-			}
-		}
-	}
-	ps = colon + 1;
-	if (!isdigit((unsigned char)*ps)) {
-		*why = "the port is not a number";
-		return -1;
-	}
-	errno = 0;
-	v = strtol(ps, &end, 10);
-	if (*end) {
-		*why = "the port is not a number";
-		return -1;
-	}
-	if (errno || v < 1 || v > 65535) {
-		*why = "the port is out of range (1..65535)";
-		return -1;
-	}
-	if (hn + 1 > hostlen || strlen(ps) + 1 > portlen) {
-		*why = "it is too long";
-		return -1;
-	}
-	memcpy(host, h, hn);
-	host[hn] = '\0';
-	snprintf(port, portlen, "%ld", v);
-	return 0;
 }
 
 /* ---- settings ---- */
@@ -499,6 +408,7 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 	t.nranks = -1;
 	t.transport = IBC_TP_AUTO;
 	t.gid_index = -1;
+	t.listen_fd = -1;
 	t.timeout_ms = IBCOMM_DEFAULT_TIMEOUT_MS;
 	t.debug = IBC_LOG_WARN;
 	t.tcp_spin_us = IBC_DEFAULT_TCP_SPIN_US;

@@ -11,6 +11,7 @@
 
 #include "ibcomm.h"
 #include "transport.h"
+#include "bootstrap.h"
 
 #define IBC_HIDDEN __attribute__((visibility("hidden")))
 #define IBC_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -49,6 +50,8 @@ enum ibc_algo {
 typedef struct ibc_settings {
 	int rank, nranks;
 	char root[256];         /* host:port of the rendezvous */
+	int listen_fd;          /* >= 0: a listening socket rank 0's rendezvous server adopts
+				 * instead of binding root (ibcomm_get_id, PMIx publication); -1: none */
 	enum ibc_tp_kind transport;
 	char device[64];
 	int ib_port;            /* 0: first active */
@@ -129,7 +132,6 @@ IBC_HIDDEN ibc_deadline_t ibc_deadline(long timeout_ms);
 IBC_HIDDEN int ibc_deadline_left(ibc_deadline_t dl);
 
 /* ---- the communicator (comm.c) ---- */
-struct ibc_rdv;
 struct ibc_p2p_msg;
 struct ibc_p2p_state;
 struct ibc_regcache;
@@ -138,7 +140,7 @@ struct ibcomm {
 	int rank, size;
 	char id[64];              /* rendezvous namespace of this communicator ("0", "0.s1.3", ...) */
 	ibc_settings_t set;
-	struct ibc_rdv *rdv;      /* rendezvous client (shared by the communicators of one job) */
+	ibc_boot_t *boot;         /* the job's bootstrap (bootstrap.h; shared by its communicators) */
 	ibc_tp_t *tp;
 	uint32_t seq;             /* collective sequence number */
 	uint32_t nchildren;       /* split/dup counter, part of children's ids */
@@ -179,47 +181,15 @@ static inline ibc_deadline_t ibc_call_deadline(const struct ibcomm *comm)
 	return ibc_deadline(comm->set.timeout_ms);
 }
 
-/* ---- rendezvous (rendezvous.c): a key-value store served by rank 0 ---- */
-/* Rank 0 starts the server; every rank connects (retrying until the deadline) and joins. */
-IBC_HIDDEN ibcomm_status_t ibc_rdv_open(const ibc_settings_t *s, ibc_deadline_t dl, struct ibc_rdv **rdv,
-					char *err, size_t errlen);
-IBC_HIDDEN void ibc_rdv_ref(struct ibc_rdv *rdv);
-IBC_HIDDEN void ibc_rdv_unref(struct ibc_rdv *rdv);
-IBC_HIDDEN ibcomm_status_t ibc_rdv_put(struct ibc_rdv *rdv, const char *key, const void *val, size_t len,
-				       char *err, size_t errlen);
-/* Waits until key exists; copies at most cap bytes into val, sets *len to its length. */
-IBC_HIDDEN ibcomm_status_t ibc_rdv_get(struct ibc_rdv *rdv, const char *key, void *val, size_t cap, size_t *len,
-				       ibc_deadline_t dl, char *err, size_t errlen);
-/*
- * ibc_rdv_get() that also returns IBCOMM_ERR_ABORTED once *cancel is non-zero (woken by
- * ibc_rdv_interrupt()) and IBCOMM_ERR_PEER when a rank dies while it waits.
- */
-IBC_HIDDEN ibcomm_status_t ibc_rdv_get_cancel(struct ibc_rdv *rdv, const char *key, void *val, size_t cap,
-					      size_t *len, ibc_deadline_t dl, const atomic_int *cancel, char *err,
-					      size_t errlen);
-/* Wakes the threads blocked in the rendezvous (they check their cancel flags). Async-signal-safe. */
-IBC_HIDDEN void ibc_rdv_interrupt(struct ibc_rdv *rdv);
-/*
- * Failure notices. The rendezvous server tells every rank when another rank's connection to
- * it drops without a goodbye (the rank died); when rank 0 itself dies, the others lose the
- * connection. Ranks are world ranks (the job's, as in ibc_settings_t).
- * ibc_rdv_fd(): the connection to watch with poll() (POLLIN: a notice may be there), or -1.
- * ibc_rdv_poll(): processes what arrived, never blocking (reads only when `readable`);
- * returns a counter that grows whenever a rank is found dead (cheap: compare it).
- * ibc_rdv_dead(): whether world rank `rank` is known dead; if so, why names it.
- */
-IBC_HIDDEN int ibc_rdv_fd(struct ibc_rdv *rdv);
-IBC_HIDDEN unsigned ibc_rdv_poll(struct ibc_rdv *rdv, bool readable);
-IBC_HIDDEN bool ibc_rdv_dead(struct ibc_rdv *rdv, int rank, char *why, size_t whylen);
-/* The first rank >= from of comm, not this one, the rendezvous knows dead (why names it), or -1. */
+/* The first rank >= from of comm, not this one, the bootstrap knows dead (why names it), or -1. */
 static inline int ibc_dead_rank(struct ibcomm *comm, int from, char *why, size_t whylen)
 {
 	char w_why[160];
 
-	for (int r = from; comm->rdv && r < comm->size; r++) {
+	for (int r = from; comm->boot && r < comm->size; r++) {
 		int w = ibc_world_rank(comm, r);
 
-		if (r == comm->rank || !ibc_rdv_dead(comm->rdv, w, w_why, sizeof(w_why)))
+		if (r == comm->rank || !ibc_boot_dead(comm->boot, w, w_why, sizeof(w_why)))
 			continue;
 		if (w != r)
 			snprintf(why, whylen, "rank %d of communicator %s is world rank %d: %s", r, comm->id, w, w_why);

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sock.h"
 #include "tool_util.h"
 
 #define RUN_MAX_RANKS 4096
@@ -261,45 +262,12 @@ static void run_reap(struct run_job *job)
 /* Binds host:0, reads the port the system chose, releases it. Writes "host:port" to out. */
 static int run_pick_root(const char *host, char *out, size_t outlen)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
-	struct addrinfo *res, *ai;
-	int err = getaddrinfo(host, "0", &hints, &res);
-	int port = -1;
+	char why[256];
 
-	if (err != 0) {
-		fprintf(stderr, "ibcomm_run: cannot resolve --host %s: %s\n", host, gai_strerror(err));
+	if (ibc_sock_free_port(host, out, outlen, why, sizeof(why))) {
+		fprintf(stderr, "ibcomm_run: --host: %s\n", why);
 		return -1;
 	}
-	for (ai = res; ai && port < 0; ai = ai->ai_next) {
-		struct sockaddr_storage ss = { 0 };
-		socklen_t sl = sizeof(ss);
-		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-
-		if (fd < 0) {
-			err = errno;
-			continue;
-		}
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-		    getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-			if (ss.ss_family == AF_INET)
-				port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-			else if (ss.ss_family == AF_INET6)
-				port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-		} else {
-			err = errno;
-		}
-		close(fd);
-	}
-	freeaddrinfo(res);
-	if (port < 0) {
-		fprintf(stderr, "ibcomm_run: cannot bind a port on --host %s: %s\n", host,
-			err ? strerror(err) : "no usable address");
-		return -1;
-	}
-	if (strchr(host, ':') && host[0] != '[')
-		snprintf(out, outlen, "[%s]:%d", host, port);
-	else
-		snprintf(out, outlen, "%s:%d", host, port);
 	return 0;
 }
 

@@ -378,7 +378,7 @@ static void strangers_at_data_port(ibcomm_t *comm, int *idle_fd)
 	ssize_t got;
 	int fd;
 
-	CHECK(ibc_rdv_get(comm->rdv, "0/tcp/1", addr, sizeof(addr) - 1, &len, ibc_deadline(5000), err,
+	CHECK(ibc_boot_get(comm->boot, "0/tcp/1", addr, sizeof(addr) - 1, &len, ibc_deadline(5000), NULL, err,
 			  sizeof(err)) == IBCOMM_OK);
 	addr[IBC_MIN(len, sizeof(addr) - 1)] = '\0';
 	colon = strrchr(addr, ':');

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "ibc.h"
-#include "rendezvous.h"
+#include "sock.h"
 #include "../cunit_main.h"
 
 static const char *const all_vars[] = {

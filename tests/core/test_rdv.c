@@ -9,6 +9,7 @@
 #include <CUnit/Basic.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "ibc.h"
+#include "rdv_store.h"
 #include "rendezvous.h"
 #include "wire.h"
 #include "../cunit_main.h"
@@ -110,6 +112,56 @@ static void test_roundtrip(void)
 	CU_ASSERT_EQUAL_FATAL(ibc_rdv_decode(frame, n, &out, &why), IBCOMM_OK);
 	CU_ASSERT_EQUAL(out.textlen, 16);
 	CU_ASSERT_EQUAL(memcmp(out.text, "duplicate rank 1", 16), 0);
+
+	in = (struct ibc_rdv_msg){ .type = IBC_RDV_DROP, .key = "0.3.1/", .keylen = 6, .size = 5 };
+	n = ibc_rdv_encode(&in, frame, sizeof(frame));
+	CU_ASSERT_EQUAL(n, IBC_RDV_HDR_LEN + 2 + 6 + 4);
+	CU_ASSERT_EQUAL_FATAL(ibc_rdv_decode(frame, n, &out, &why), IBCOMM_OK);
+	CU_ASSERT_EQUAL(out.type, IBC_RDV_DROP);
+	CU_ASSERT_EQUAL(out.size, 5);
+	CU_ASSERT(out.keylen == 6 && !memcmp(out.key, "0.3.1/", 6));
+	in.size = 0; /* a namespace of nobody */
+	CU_ASSERT_EQUAL(ibc_rdv_encode(&in, frame, sizeof(frame)), 0);
+}
+
+static void store_release(void *owner);
+
+/* The server's table: a namespace goes at its count-th DROP, but not the keys GETs wait for. */
+static void test_store_drop(void)
+{
+	struct rdv_store st;
+	struct rdv_entry *e;
+	struct rdv_waiter *w = calloc(1, sizeof(*w));
+	int released = 0;
+
+	CU_ASSERT_FATAL(rdv_store_init(&st, 4) == 0 && w);
+	for (int i = 0; i < 200; i++) { /* past a few table growths */
+		char k[32];
+
+		snprintf(k, sizeof(k), "%s/tcp/%d", i % 2 ? "0.1.0" : "0.1.0.2.0", i);
+		e = rdv_store_lookup(&st, k, strlen(k), true);
+		CU_ASSERT_FATAL(e != NULL);
+		e->has_val = true;
+	}
+	e = rdv_store_lookup(&st, "0.1.0/wait", 10, true); /* a parked GET */
+	w->owner = &released;
+	e->waiters = w;
+	CU_ASSERT_EQUAL(st.nentries, 201);
+	CU_ASSERT_EQUAL(rdv_store_drop(&st, "0.1.0/", 6, 2), 0);
+	CU_ASSERT_EQUAL(st.ndrops, 1);
+	CU_ASSERT_EQUAL(rdv_store_drop(&st, "0.1.0/", 6, 2), 100);
+	CU_ASSERT_EQUAL(st.ndrops, 0);
+	CU_ASSERT_EQUAL(st.nentries, 101);
+	CU_ASSERT_PTR_NOT_NULL(rdv_store_lookup(&st, "0.1.0/wait", 10, false));
+	CU_ASSERT_PTR_NOT_NULL(rdv_store_lookup(&st, "0.1.0.2.0/tcp/0", 15, false));
+	CU_ASSERT_EQUAL(rdv_store_drop(&st, "0.1.0.2.0/", 10, 1), 100);
+	rdv_store_free(&st, store_release);
+	CU_ASSERT_EQUAL(released, 1);
+}
+
+static void store_release(void *owner)
+{
+	(*(int *)owner)++;
 }
 
 static void test_encode_limits(void)
@@ -332,6 +384,7 @@ static void settings(ibc_settings_t *s, int rank, int size, int port, long timeo
 	s->nranks = size;
 	snprintf(s->root, sizeof(s->root), "127.0.0.1:%d", port);
 	s->gid_index = -1;
+	s->listen_fd = -1;
 	s->timeout_ms = timeout_ms;
 }
 
@@ -569,7 +622,7 @@ static void job_main(int rank, int size)
 	ibc_rdv_unref(rdv);
 	snprintf(key, sizeof(key), "after unref %d", rank);
 	put_str(rdv, key, "still open");
-	ibc_rdv_unref(rdv); /* rank 0: serves until the others are gone */
+	ibc_rdv_unref(rdv); /* rank 0: returns at once; the exit waits until the others are gone */
 }
 
 /* Size mismatch: rank 1 claims 3 ranks, rank 0 serves 2. */
@@ -650,7 +703,7 @@ static int run_job(job_fn fn, int size, const int *order, const int *delay_ms)
 				g_rank = r;
 				msleep(delay_ms[r]);
 				fn(r, size);
-				_exit(0);
+				exit(0); /* a normal exit: rank 0's waits for its server's last clients */
 			}
 			pids[r] = pid;
 		}
@@ -745,6 +798,70 @@ static void test_single(void)
 	ibc_rdv_unref(rdv);
 }
 
+/* Rank 0's server on a socket handed to it (ibcomm_get_id, a launcher's port-0 address). */
+static void test_adopt(void)
+{
+	int fd = -1, n = 0;
+	struct ibc_rdv *rdv = NULL;
+	char err[IBC_ERRLEN], val[8];
+	ibc_settings_t s;
+	size_t len = 0;
+
+	CU_ASSERT_EQUAL_FATAL(ibc_sock_listen("127.0.0.1", "0", &fd, 1, &n, err, sizeof(err)), IBCOMM_OK);
+	settings(&s, 0, 1, 1, 5000);
+	CU_ASSERT_EQUAL_FATAL(ibc_sock_bound(fd, s.root, sizeof(s.root)), 0);
+	CU_ASSERT(strncmp(s.root, "127.0.0.1:", 10) == 0 && ibc_sock_port(fd) > 0);
+	s.listen_fd = fd;
+	CU_ASSERT_EQUAL_FATAL(ibc_rdv_open(&s, ibc_deadline(5000), &rdv, err, sizeof(err)), IBCOMM_OK);
+	CU_ASSERT_EQUAL(ibc_rdv_put(rdv, "k", "v", 2, err, sizeof(err)), IBCOMM_OK);
+	CU_ASSERT_EQUAL(ibc_rdv_get(rdv, "k", val, sizeof(val), &len, ibc_deadline(1000), err, sizeof(err)),
+			IBCOMM_OK);
+	CU_ASSERT_EQUAL(len, 2);
+	ibc_rdv_unref(rdv); /* the server closes the socket it adopted */
+	CU_ASSERT(fcntl(fd, F_GETFD) < 0);
+
+	/* a socket that is not listening is refused, saying so */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	settings(&s, 0, 1, 1, 300);
+	s.listen_fd = fd;
+	CU_ASSERT_EQUAL(ibc_rdv_open(&s, ibc_deadline(300), &rdv, err, sizeof(err)), IBCOMM_ERR_INVALID);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a listening"));
+	close(fd);
+}
+
+/* DROP through a real server: the namespace's keys go, the others stay. */
+static void test_drop(void)
+{
+	ibc_settings_t s;
+	struct ibc_rdv *rdv = NULL;
+	struct rdv_server *srv;
+	char err[IBC_ERRLEN], val[8];
+	ibcomm_status_t st;
+	uint64_t until;
+
+	for (int attempt = 0; attempt < 5; attempt++) {
+		settings(&s, 0, 1, free_port(), 5000);
+		st = ibc_rdv_open(&s, ibc_deadline(5000), &rdv, err, sizeof(err));
+		if (!(st == IBCOMM_ERR_RENDEZVOUS && strstr(err, "taken")))
+			break;
+	}
+	CU_ASSERT_EQUAL_FATAL(st, IBCOMM_OK);
+	srv = ibc_rdv_server(rdv);
+	CU_ASSERT_EQUAL(ibc_rdv_put(rdv, "7/a", "1", 1, err, sizeof(err)), IBCOMM_OK);
+	CU_ASSERT_EQUAL(ibc_rdv_put(rdv, "7/b", "1", 1, err, sizeof(err)), IBCOMM_OK);
+	CU_ASSERT_EQUAL(ibc_rdv_put(rdv, "7.1/a", "1", 1, err, sizeof(err)), IBCOMM_OK);
+	CU_ASSERT_EQUAL(ibc_rdv_srv_keys(srv), 3);
+	ibc_rdv_drop(rdv, "7/", 1);
+	for (until = ibc_now_ms() + 5000; ibc_rdv_srv_keys(srv) != 1 && ibc_now_ms() < until;)
+		poll(NULL, 0, 1);
+	CU_ASSERT_EQUAL(ibc_rdv_srv_keys(srv), 1);
+	CU_ASSERT_EQUAL(ibc_rdv_get(rdv, "7.1/a", val, sizeof(val), NULL, ibc_deadline(1000), err, sizeof(err)),
+			IBCOMM_OK);
+	CU_ASSERT_EQUAL(ibc_rdv_get(rdv, "7/a", val, sizeof(val), NULL, ibc_deadline(50), err, sizeof(err)),
+			IBCOMM_ERR_TIMEOUT);
+	ibc_rdv_unref(rdv);
+}
+
 /* IPv6 loopback, "[::1]:port", when the machine has it. */
 static void test_ipv6(void)
 {
@@ -821,6 +938,9 @@ int main(int argc, char **argv)
 		{ "truncated, oversized, wrong version rejected", test_reject },
 		{ "garbage rejected", test_garbage },
 		{ "job of one", test_single },
+		{ "key table: DROP", test_store_drop },
+		{ "adopted listening socket", test_adopt },
+		{ "DROP through the server", test_drop },
 		{ "IPv6", test_ipv6 },
 		{ "port taken", test_port_taken },
 		{ "unreachable", test_unreachable },

@@ -62,6 +62,7 @@ static void gen_rdv(void)
 	rdv("leave", &(struct ibc_rdv_msg){ .type = IBC_RDV_LEAVE });
 	rdv("dead", &(struct ibc_rdv_msg){ .type = IBC_RDV_DEAD, .rank = 2 });
 	rdv("bye", &(struct ibc_rdv_msg){ .type = IBC_RDV_BYE });
+	rdv("drop", &(struct ibc_rdv_msg){ .type = IBC_RDV_DROP, .key = "0.3.1/", .keylen = 6, .size = 4 });
 	rdv("auth_hello", &(struct ibc_rdv_msg){ .type = IBC_RDV_AUTH_HELLO, .req = 1, .rank = 2, .size = 4,
 						 .nonce = nonce });
 	rdv("auth_challenge", &(struct ibc_rdv_msg){ .type = IBC_RDV_AUTH_CHALLENGE, .req = 1, .nonce = nonce,

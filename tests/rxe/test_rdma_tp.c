@@ -82,7 +82,7 @@ static void init_comm(struct ibcomm *comm, int rank, int size, const char *id)
 	comm->set.debug = ibc_log_default();
 	if (dev)
 		snprintf(comm->set.device, sizeof(comm->set.device), "%s", dev);
-	comm->rdv = fake_rdv_new(rdv_dir);
+	comm->boot = fake_rdv_new(rdv_dir);
 }
 
 static int run_rank(int rank)
@@ -225,11 +225,11 @@ static int run_rank(int rank)
 
 	/* Everyone finished before anyone destroys its QPs. */
 	snprintf(key, sizeof(key), "done/%d", rank);
-	if (ibc_rdv_put(comm->rdv, key, "1", 1, comm->err, sizeof(comm->err)))
+	if (ibc_boot_put(comm->boot, key, "1", 1, comm->err, sizeof(comm->err)))
 		FAILF("done put");
 	for (int p = 0; p < size; p++) {
 		snprintf(key, sizeof(key), "done/%d", p);
-		if (ibc_rdv_get(comm->rdv, key, val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), comm->err,
+		if (ibc_boot_get(comm->boot, key, val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), NULL, comm->err,
 				sizeof(comm->err)))
 			FAILF("done get %d", p);
 	}
@@ -241,7 +241,7 @@ out:
 	if (tp)
 		ops->destroy(tp);
 	free(buf);
-	fake_rdv_free(comm->rdv);
+	fake_rdv_free(comm->boot);
 	return ret;
 }
 
@@ -267,12 +267,12 @@ static int run_death(int rank)
 	if (rank == 1) {
 		ops->destroy(tp);
 		tp = NULL;
-		if (ibc_rdv_put(comm->rdv, "death/gone", "1", 1, comm->err, sizeof(comm->err)))
+		if (ibc_boot_put(comm->boot, "death/gone", "1", 1, comm->err, sizeof(comm->err)))
 			FAILF("gone put");
 		ret = 0;
 		goto out;
 	}
-	if (ibc_rdv_get(comm->rdv, "death/gone", val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), comm->err,
+	if (ibc_boot_get(comm->boot, "death/gone", val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), NULL, comm->err,
 			sizeof(comm->err)))
 		FAILF("gone get");
 	dl = ibc_deadline(90000);
@@ -292,7 +292,7 @@ static int run_death(int rank)
 out:
 	if (tp)
 		ops->destroy(tp);
-	fake_rdv_free(comm->rdv);
+	fake_rdv_free(comm->boot);
 	return ret;
 }
 
@@ -358,7 +358,7 @@ static void test_bad_device(void)
 	CU_ASSERT_EQUAL(ibc_rdma_ops.create(&comm, &tp), IBCOMM_ERR_INVALID);
 	CU_ASSERT_PTR_NOT_NULL(strstr(comm.err, "nosuchdev9"));
 	CU_ASSERT_PTR_NULL(tp);
-	fake_rdv_free(comm.rdv);
+	fake_rdv_free(comm.boot);
 }
 
 static void remove_dir(const char *dir)
@@ -405,12 +405,12 @@ int main(int argc, char **argv)
 	init_comm(&comm, 0, 1, "probe");
 	if (ibc_rdma_ops.create(&comm, &tp)) {
 		rc = cm_skip_all("%s", comm.err);
-		fake_rdv_free(comm.rdv);
+		fake_rdv_free(comm.boot);
 		remove_dir(rdv_dir);
 		return rc;
 	}
 	ibc_rdma_ops.destroy(tp);
-	fake_rdv_free(comm.rdv);
+	fake_rdv_free(comm.boot);
 
 	rc = CM_MAIN1(argc, argv, "rdma_transport", tests);
 	remove_dir(rdv_dir);

@@ -26,8 +26,6 @@
 #include "wire.h"
 #include "../cunit_main.h"
 
-void fake_rdv_free(struct ibc_rdv *rdv);
-
 typedef int (*rank_fn)(struct ibcomm *comm, ibc_tp_t *tp);
 
 static struct ibcomm *g_comm;
@@ -97,7 +95,7 @@ static int child(int rank, int size, rank_fn fn, const char *chunk, const char *
 	comm->set.nranks = size;
 	comm->set.timeout_ms = 20000;
 	snprintf(comm->set.root, sizeof(comm->set.root), "%s", g_root);
-	comm->rdv = fake_rdv_new(g_dir);
+	comm->boot = fake_rdv_new(g_dir);
 	g_comm = comm;
 	st = ibc_tcp_ops.create(comm, &tp);
 	if (st) {
@@ -107,7 +105,7 @@ static int child(int rank, int size, rank_fn fn, const char *chunk, const char *
 	comm->tp = tp;
 	rc = fn(comm, tp);
 	tp->ops->destroy(tp);
-	fake_rdv_free(comm->rdv);
+	fake_rdv_free(comm->boot);
 	free(comm);
 	return rc;
 }
@@ -591,7 +589,7 @@ static int raw_connect(struct ibcomm *comm, int rank)
 	int fd;
 
 	snprintf(key, sizeof(key), "%s/tcp/%d", comm->id, rank);
-	if (ibc_rdv_get(comm->rdv, key, addr, sizeof(addr) - 1, &len, in_ms(5000), err, sizeof(err)))
+	if (ibc_boot_get(comm->boot, key, addr, sizeof(addr) - 1, &len, in_ms(5000), NULL, err, sizeof(err)))
 		return -1;
 	addr[IBC_MIN(len, sizeof(addr) - 1)] = '\0';
 	colon = strrchr(addr, ':');
@@ -758,7 +756,7 @@ static int published(struct ibcomm *comm, const char *prefix)
 	size_t len;
 
 	snprintf(key, sizeof(key), "%s/tcp/%d", comm->id, comm->rank);
-	if (ibc_rdv_get(comm->rdv, key, addr, sizeof(addr) - 1, &len, in_ms(1000), err, sizeof(err)))
+	if (ibc_boot_get(comm->boot, key, addr, sizeof(addr) - 1, &len, in_ms(1000), NULL, err, sizeof(err)))
 		return 0;
 	addr[IBC_MIN(len, sizeof(addr) - 1)] = '\0';
 	printf("(%s) ", addr);
@@ -796,19 +794,19 @@ static void test_create_errors(void)
 	/* defaults shrink to fit it: 8 peers x 2 channels x 4 slots x 512 KiB = 32 MiB > 16 MiB */
 	comm->set.tcp_chunk = comm->set.tcp_slots = 0;
 	comm->set.mem_limit = 16ull << 20;
-	comm->rdv = fake_rdv_new(dir);
+	comm->boot = fake_rdv_new(dir);
 	CU_ASSERT_EQUAL_FATAL(ibc_tcp_ops.create(comm, &tp), IBCOMM_OK);
 	CU_ASSERT_EQUAL(tp->max_chunk, IBC_TCP_DEFAULT_CHUNK / 2);
 	CU_ASSERT_EQUAL(tp->nslots, IBC_TCP_DEFAULT_SLOTS);
 	tp->ops->destroy(tp);
-	fake_rdv_free(comm->rdv);
-	comm->rdv = NULL;
+	fake_rdv_free(comm->boot);
+	comm->boot = NULL;
 	comm->size = 1;
 	comm->set.mem_limit = 0;
 	snprintf(comm->id, sizeof(comm->id), "c");
 
 	/* a real interface: lo */
-	comm->rdv = fake_rdv_new(dir);
+	comm->boot = fake_rdv_new(dir);
 	CU_ASSERT_EQUAL_FATAL(ibc_tcp_ops.create(comm, &tp), IBCOMM_OK);
 	CU_ASSERT_EQUAL(tp->max_chunk, IBC_TCP_DEFAULT_CHUNK);
 	CU_ASSERT_EQUAL(tp->nslots, IBC_TCP_DEFAULT_SLOTS);
@@ -832,7 +830,7 @@ static void test_create_errors(void)
 	CU_ASSERT_EQUAL_FATAL(ibc_tcp_ops.create(comm, &tp), IBCOMM_OK);
 	CU_ASSERT_EQUAL(published(comm, ""), 1);
 	tp->ops->destroy(tp);
-	fake_rdv_free(comm->rdv);
+	fake_rdv_free(comm->boot);
 	free(comm);
 	rm_dir(dir);
 }

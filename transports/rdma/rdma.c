@@ -105,7 +105,7 @@ struct rdma_tp {
 	bool cq_armed;
 	bool woken;                    /* something arrived since the last wait() */
 	ibcomm_status_t failed;        /* sticky first error */
-	unsigned dead_gen;             /* ibc_rdv_poll() counter last looked at */
+	unsigned dead_gen;             /* ibc_boot_poll() counter last looked at */
 	int dead_peer;                 /* first member the rendezvous reported dead, or -1 */
 	char dead_why[320];
 	uint64_t test_qp_error_after;  /* test hook, see test_force_qp_error(); 0: off */
@@ -201,9 +201,9 @@ static ibcomm_status_t wc_error(struct rdma_tp *t, const struct ibv_wc *wc)
 	st = (wc->status == IBV_WC_RETRY_EXC_ERR || wc->status == IBV_WC_RNR_RETRY_EXC_ERR) ? IBCOMM_ERR_PEER
 											      : IBCOMM_ERR_TRANSPORT;
 	/* The rendezvous may know why: the peer died (the hint's guesses are then moot). */
-	if (comm->rdv && peer >= 0 && peer < comm->size && peer != comm->rank) {
-		ibc_rdv_poll(comm->rdv, true);
-		if (ibc_rdv_dead(comm->rdv, ibc_world_rank(comm, peer), why, sizeof(why))) {
+	if (comm->boot && peer >= 0 && peer < comm->size && peer != comm->rank) {
+		ibc_boot_poll(comm->boot, true);
+		if (ibc_boot_dead(comm->boot, ibc_world_rank(comm, peer), why, sizeof(why))) {
 			ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: RDMA %s peer %d failed on %s QP 0x%x: %s: %s",
 				comm->rank, (wc->wr_id & WRID_RECV) ? "receive from" : "write to", peer, t->devname,
 				wc->qp_num, ibv_wc_status_str(wc->status), why);
@@ -229,9 +229,9 @@ static int notices_check(struct rdma_tp *t, bool readable, const char *op, int p
 	unsigned gen;
 
 	if (t->dead_peer < 0) {
-		if (!comm->rdv)
+		if (!comm->boot)
 			return 0;
-		gen = ibc_rdv_poll(comm->rdv, readable);
+		gen = ibc_boot_poll(comm->boot, readable);
 		if (gen == t->dead_gen)
 			return 0;
 		t->dead_gen = gen;
@@ -476,8 +476,8 @@ static int block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int peer,
 	pfd[0] = (struct pollfd){ .fd = t->chan->fd, .events = POLLIN };
 	pfd[1] = (struct pollfd){ .fd = t->pipefd[0], .events = POLLIN };
 	/* the rendezvous connection: failure notices (a dead writer completes nothing here) */
-	if (t->base.comm->rdv)
-		rdv_fd = ibc_rdv_fd(t->base.comm->rdv);
+	if (t->base.comm->boot)
+		rdv_fd = ibc_boot_fd(t->base.comm->boot);
 	pfd[2] = (struct pollfd){ .fd = rdv_fd, .events = POLLIN }; /* fd -1: ignored by poll() */
 	n = poll(pfd, 3, left);
 	if (n < 0 && errno != EINTR) {
@@ -1005,7 +1005,7 @@ static ibcomm_status_t publish(struct rdma_tp *t, struct rdma_peer *p)
 	in.credit_rkey = t->mr->rkey;
 	len = ibc_rdma_info_encode(&in, buf, sizeof(buf));
 	snprintf(key, sizeof(key), "%s/rdma/%d/%d", comm->id, comm->rank, p->rank);
-	if (ibc_rdv_put(comm->rdv, key, buf, len, err, sizeof(err)))
+	if (ibc_boot_put(comm->boot, key, buf, len, err, sizeof(err)))
 		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: publishing RDMA QP info for peer %d: %s", comm->rank,
 			       p->rank, err);
 	return IBCOMM_OK;
@@ -1024,7 +1024,7 @@ static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_
 	int mask;
 
 	snprintf(key, sizeof(key), "%s/rdma/%d/%d", comm->id, p->rank, comm->rank);
-	st = ibc_rdv_get_cancel(comm->rdv, key, buf, sizeof(buf), &len, dl, &comm->aborted, err, sizeof(err));
+	st = ibc_boot_get(comm->boot, key, buf, sizeof(buf), &len, dl, &comm->aborted, err, sizeof(err));
 	if (st)
 		return ibc_err(comm, st, "rank %d: waiting for the RDMA QP info of peer %d (key %s): %s (does peer %d use RDMA too?)",
 			       comm->rank, p->rank, key, err, p->rank);
@@ -1104,13 +1104,13 @@ static ibcomm_status_t wait_peers_ready(struct rdma_tp *t, ibc_deadline_t dl)
 	size_t len;
 
 	snprintf(key, sizeof(key), "%s/rdma/ready/%d", comm->id, comm->rank);
-	if (ibc_rdv_put(comm->rdv, key, "1", 1, err, sizeof(err)))
+	if (ibc_boot_put(comm->boot, key, "1", 1, err, sizeof(err)))
 		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: publishing RDMA readiness: %s", comm->rank, err);
 	for (int r = 0; r < comm->size; r++) {
 		if (r == comm->rank)
 			continue;
 		snprintf(key, sizeof(key), "%s/rdma/ready/%d", comm->id, r);
-		st = ibc_rdv_get_cancel(comm->rdv, key, val, sizeof(val), &len, dl, &comm->aborted, err, sizeof(err));
+		st = ibc_boot_get(comm->boot, key, val, sizeof(val), &len, dl, &comm->aborted, err, sizeof(err));
 		if (st)
 			return ibc_err(comm, st, "rank %d: waiting for peer %d to connect its RDMA queue pairs: %s",
 				       comm->rank, r, err);

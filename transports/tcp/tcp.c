@@ -36,6 +36,7 @@
 
 #include "auth.h"
 #include "ibc.h"
+#include "sock.h"
 #include "wire.h"
 #include "tcp.h"
 #include "tcp_addr.h"
@@ -121,7 +122,7 @@ struct tcp {
 	struct tcp_conn **pcon;
 	unsigned cappfd;
 	unsigned spin_us; /* how long progress() polls without sleeping before it blocks */
-	unsigned dead_gen; /* ibc_rdv_poll() counter last looked at */
+	unsigned dead_gen; /* ibc_boot_poll() counter last looked at */
 	int dead_peer;     /* first member the rendezvous reported dead, or -1 */
 	char dead_why[320];
 };
@@ -230,11 +231,11 @@ static ibcomm_status_t dead_err(struct tcp *t, int peer, const char *op, int cha
 	 * trail the socket error by a few milliseconds (a refused connection to a rank just
 	 * killed), so wait briefly for it.
 	 */
-	if (p->dead_st == IBCOMM_ERR_PEER && t->comm->rdv) {
+	if (p->dead_st == IBCOMM_ERR_PEER && t->comm->boot) {
 		uint64_t until = ibc_now_ms() + DEAD_NOTICE_GRACE_MS;
 
 		for (;;) {
-			struct pollfd pf = { .fd = ibc_rdv_fd(t->comm->rdv), .events = POLLIN };
+			struct pollfd pf = { .fd = ibc_boot_fd(t->comm->boot), .events = POLLIN };
 			uint64_t now;
 
 			if (notices_check(t, true) == IBCOMM_ERR_PEER)
@@ -261,9 +262,9 @@ static ibcomm_status_t notices_check(struct tcp *t, bool readable)
 	unsigned gen;
 
 	if (t->dead_peer < 0) {
-		if (!comm->rdv)
+		if (!comm->boot)
 			return IBCOMM_OK;
-		gen = ibc_rdv_poll(comm->rdv, readable);
+		gen = ibc_boot_poll(comm->boot, readable);
 		if (gen == t->dead_gen)
 			return IBCOMM_OK;
 		t->dead_gen = gen;
@@ -883,7 +884,7 @@ static ibcomm_status_t progress(struct tcp *t, struct tcp_conn *wout, int timeou
 	}
 	/* the rendezvous connection, last: failure notices about ranks this one never talks to */
 	rdv_idx = n;
-	if (t->comm->rdv && (rdv_fd = ibc_rdv_fd(t->comm->rdv)) >= 0) {
+	if (t->comm->boot && (rdv_fd = ibc_boot_fd(t->comm->boot)) >= 0) {
 		t->pfd[n] = (struct pollfd){ .fd = rdv_fd, .events = POLLIN };
 		t->pcon[n++] = NULL;
 	}
@@ -1039,63 +1040,6 @@ static ibcomm_status_t send_frame(struct tcp *t, int peer, int chan, const uint8
 	}
 }
 
-static ibcomm_status_t parse_hostport(const char *s, char *host, size_t hostcap, char *port, size_t portcap)
-{
-	const char *colon, *h = s;
-	size_t hl;
-
-	if (*s == '[') {
-		const char *end = strchr(s, ']');
-
-		if (!end || end[1] != ':')
-			return IBCOMM_ERR_INVALID;
-		h = s + 1;
-		hl = (size_t)(end - h);
-		colon = end + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon)
-			return IBCOMM_ERR_INVALID;
-		hl = (size_t)(colon - s);
-	}
-	if (!hl || hl >= hostcap || !colon[1] || strlen(colon + 1) >= portcap)
-		return IBCOMM_ERR_INVALID;
-	memcpy(host, h, hl);
-	host[hl] = '\0';
-	strcpy(port, colon + 1);
-	return IBCOMM_OK;
-}
-
-/* Blocks (deadline, abort) until fd's non-blocking connect completes; returns 0 or an errno. */
-static int connect_wait(struct tcp *t, int fd, ibc_deadline_t dl)
-{
-	for (;;) {
-		struct pollfd pfd[2] = { { .fd = fd, .events = POLLOUT }, { .fd = t->pipe[0], .events = POLLIN } };
-		int rc, err = 0;
-		socklen_t sl = sizeof(err);
-
-		if (aborted(t))
-			return ECANCELED;
-		rc = poll(pfd, 2, ibc_deadline_left(dl));
-		if (rc < 0 && errno != EINTR)
-			return errno;
-		if (pfd[1].revents) {
-			char buf[64];
-
-			while (read(t->pipe[0], buf, sizeof(buf)) > 0)
-				;
-			continue;
-		}
-		if (rc > 0 && pfd[0].revents) {
-			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl))
-				return errno;
-			return err;
-		}
-		if (rc == 0 && ibc_deadline_left(dl) == 0)
-			return ETIMEDOUT;
-	}
-}
-
 /*
  * The connector's half of the job-key handshake, after its HELLO: waits (serving every other
  * socket, so that two ranks connecting to each other both progress) for the acceptor's
@@ -1153,14 +1097,13 @@ static ibcomm_status_t tcp_connect(struct tcp *t, int peer, int chan, ibc_deadli
 	struct tcp_peer *p = &t->peers[peer];
 	char key[128], addr[128], host[INET6_ADDRSTRLEN + 32], port[16], err[256];
 	uint8_t frame[IBC_TCP_HDR_LEN + IBC_TCP_HELLO_MAX];
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
-	struct addrinfo *ai;
+	const char *why;
 	size_t alen = 0, idlen = strlen(comm->id), n;
 	struct ibc_tcp_hello hello = { .rank = (uint32_t)comm->rank, .size = (uint32_t)comm->size,
 				       .max_chunk = (uint32_t)t->tp.max_chunk, .nslots = t->tp.nslots,
 				       .id = comm->id, .idlen = (uint8_t)idlen };
 	ibcomm_status_t st;
-	int fd, rc, one = 1;
+	int fd;
 
 	if (idlen > UINT8_MAX)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: communicator id \"%s\" too long for the TCP hello",
@@ -1178,44 +1121,29 @@ static ibcomm_status_t tcp_connect(struct tcp *t, int peer, int chan, ibc_deadli
 
 	snprintf(key, sizeof(key), "%s/tcp/%d", comm->id, peer);
 	err[0] = '\0';
-	st = ibc_rdv_get_cancel(comm->rdv, key, addr, sizeof(addr) - 1, &alen, dl, &comm->aborted, err, sizeof(err));
+	st = ibc_boot_get(comm->boot, key, addr, sizeof(addr) - 1, &alen, dl, &comm->aborted, err, sizeof(err));
 	if (st)
 		return ibc_err(comm, st, "rank %d: looking up the TCP address of peer rank %d (key %s): %s", comm->rank,
 			       peer, key, err);
 	addr[IBC_MIN(alen, sizeof(addr) - 1)] = '\0';
-	if (parse_hostport(addr, host, sizeof(host), port, sizeof(port)))
-		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: peer rank %d published a bad TCP address \"%s\"",
-			       comm->rank, peer, addr);
-	rc = getaddrinfo(host, port, &hints, &ai);
-	if (rc)
+	if (ibc_root_parse(addr, host, sizeof(host), port, sizeof(port), &why))
 		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: peer rank %d published a bad TCP address \"%s\": %s",
-			       comm->rank, peer, addr, gai_strerror(rc));
-
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			       comm->rank, peer, addr, why);
+	why = NULL;
+	fd = ibc_sock_connect(host, port, true, dl, t->pipe[0], &comm->aborted, &why);
+	if (fd < 0 && why)
+		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: peer rank %d published a bad TCP address \"%s\": %s",
+			       comm->rank, peer, addr, why);
+	if (fd < 0 && errno == ECANCELED)
+		return abort_err(t, "connect");
+	if (fd < 0 && errno == ETIMEDOUT && ibc_deadline_left(dl) == 0)
+		return ibc_err(comm, IBCOMM_ERR_TIMEOUT, "rank %d: timed out connecting to peer rank %d at %s", comm->rank,
+			       peer, addr);
 	if (fd < 0) {
-		st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: socket for peer rank %d: %m", comm->rank, peer);
-		goto err_free_ai;
-	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	rc = connect(fd, ai->ai_addr, ai->ai_addrlen) ? errno : 0;
-	if (rc == EINPROGRESS || rc == EINTR)
-		rc = connect_wait(t, fd, dl);
-	if (rc == ECANCELED) {
-		st = abort_err(t, "connect");
-		goto err_close;
-	}
-	if (rc == ETIMEDOUT && ibc_deadline_left(dl) == 0) {
-		st = ibc_err(comm, IBCOMM_ERR_TIMEOUT, "rank %d: timed out connecting to peer rank %d at %s", comm->rank,
-			     peer, addr);
-		goto err_close;
-	}
-	if (rc) {
 		peer_mark_dead(p, IBCOMM_ERR_PEER, "could not be connected to at %s (%s: is it still running?)", addr,
-			       strerror(rc));
-		st = dead_err(t, peer, "connect", chan);
-		goto err_close;
+			       strerror(errno));
+		return dead_err(t, peer, "connect", chan);
 	}
-	freeaddrinfo(ai);
 
 	p->out.fd = fd;
 	conn_list(t, &p->out);
@@ -1226,12 +1154,6 @@ static ibcomm_status_t tcp_connect(struct tcp *t, int peer, int chan, ibc_deadli
 	if (st || !hello.nonce)
 		return st;
 	return connect_auth(t, peer, chan, dl);
-
-err_close:
-	close(fd);
-err_free_ai:
-	freeaddrinfo(ai);
-	return st;
 }
 
 /* ---- the ops ---- */
@@ -1509,26 +1431,6 @@ static ibcomm_status_t choose_addr(struct ibcomm *comm, struct sockaddr_storage 
 	return IBCOMM_OK;
 }
 
-/* Formats the bound address as "host:port" or "[v6]:port" (with %scope when link-local). */
-static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t cap)
-{
-	char host[INET6_ADDRSTRLEN], scope[IF_NAMESIZE + 1] = "";
-
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-
-		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-		snprintf(buf, cap, "%s:%u", host, ntohs(a->sin_port));
-	} else {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-
-		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-		if (a->sin6_scope_id && if_indextoname(a->sin6_scope_id, scope + 1))
-			scope[0] = '%';
-		snprintf(buf, cap, "[%s%s]:%u", host, scope, ntohs(a->sin6_port));
-	}
-}
-
 /*
  * Chunk and slots from the settings (config.c reads IBCOMM_TCP_CHUNK/_SLOTS), within the
  * memory cap: the receive rings, allocated as peers write, hold at most peers x channels x
@@ -1560,7 +1462,7 @@ static ibcomm_status_t tcp_geometry(struct ibcomm *comm, unsigned long *chunk, u
 static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 {
 	struct sockaddr_storage ss;
-	socklen_t sl;
+	socklen_t sl = 0;
 	unsigned long chunk, nslots, spin;
 	char key[128], err[256] = "";
 	ibcomm_status_t st;
@@ -1607,25 +1509,19 @@ static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	st = choose_addr(comm, &ss, &sl);
 	if (st)
 		goto err_close_pipe;
-	t->lfd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	ibc_sock_format((struct sockaddr *)&ss, t->addr, sizeof(t->addr));
+	t->lfd = ibc_sock_listen_addr((struct sockaddr *)&ss, sl);
 	if (t->lfd < 0) {
-		st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: TCP transport: socket: %m", comm->rank);
+		st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: TCP transport: listening on %s: %m", comm->rank, t->addr);
 		goto err_close_pipe;
 	}
-	format_addr(&ss, t->addr, sizeof(t->addr));
-	if (bind(t->lfd, (struct sockaddr *)&ss, sl) || listen(t->lfd, SOMAXCONN)) {
-		st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: TCP transport: listening on %s: %m", comm->rank, t->addr);
-		goto err_close_listen;
-	}
-	sl = sizeof(ss);
-	if (getsockname(t->lfd, (struct sockaddr *)&ss, &sl)) {
+	if (ibc_sock_bound(t->lfd, t->addr, sizeof(t->addr))) {
 		st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: TCP transport: getsockname: %m", comm->rank);
 		goto err_close_listen;
 	}
-	format_addr(&ss, t->addr, sizeof(t->addr));
 
 	snprintf(key, sizeof(key), "%s/tcp/%d", comm->id, comm->rank);
-	st = ibc_rdv_put(comm->rdv, key, t->addr, strlen(t->addr), err, sizeof(err));
+	st = ibc_boot_put(comm->boot, key, t->addr, strlen(t->addr), err, sizeof(err));
 	if (st) {
 		st = ibc_err(comm, st, "rank %d: publishing the TCP address %s: %s", comm->rank, t->addr, err);
 		goto err_close_listen;
