@@ -383,6 +383,7 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 	t.gid_index = -1;
 	t.timeout_ms = IBCOMM_DEFAULT_TIMEOUT_MS;
 	t.debug = ibc_log_level;
+	t.listen_fd = -1;
 
 	if (cfg && cfg->size < offsetof(ibcomm_config_t, rank) + sizeof(cfg->rank)) {
 		snprintf(err, errlen,

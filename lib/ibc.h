@@ -58,6 +58,8 @@ typedef struct ibc_settings {
 	enum ibc_algo algo[IBC_COLL_COUNT];
 	char job_key[256];
 	int debug;              /* enum ibc_log_level */
+	int listen_fd;          /* rank 0: a socket already listening at root that the rendezvous
+				 * server adopts (and closes) instead of binding root; -1: none */
 } ibc_settings_t;
 
 /* Fills s from cfg (may be NULL) and the environment; on a bad value returns

@@ -1368,9 +1368,15 @@ static ibcomm_status_t srv_start(const ibc_settings_t *s, const char *host, cons
 		goto err_free;
 	}
 	srv->pfds[0] = (struct pollfd){ .fd = srv->wake[0], .events = POLLIN };
-	st = srv_listen(srv, host, port, err, errlen);
-	if (st)
-		goto err_free;
+	if (s->listen_fd >= 0) { /* already listening at root (ibcomm_get_id, a launcher's port 0) */
+		srv->pfds[1] = (struct pollfd){ .fd = s->listen_fd, .events = POLLIN };
+		srv->nlisten = 1;
+		fcntl(s->listen_fd, F_SETFL, fcntl(s->listen_fd, F_GETFL) | O_NONBLOCK);
+	} else {
+		st = srv_listen(srv, host, port, err, errlen);
+		if (st)
+			goto err_free;
+	}
 
 	/* the server thread takes no signals: they belong to the application's threads */
 	sigfillset(&all);

@@ -332,6 +332,7 @@ static void settings(ibc_settings_t *s, int rank, int size, int port, long timeo
 	snprintf(s->root, sizeof(s->root), "127.0.0.1:%d", port);
 	s->gid_index = -1;
 	s->timeout_ms = timeout_ms;
+	s->listen_fd = -1;
 }
 
 static int g_rank, g_port;
