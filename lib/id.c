@@ -1,0 +1,311 @@
+/*
+ * ibcomm_get_id / ibcomm_init_rank: a job started by the caller's own channel (NCCL's
+ * pattern). The creator keeps the listening socket of each id it made, keyed by the id's
+ * job key, until its ibcomm_init_rank as rank 0 hands it to the rendezvous server: the port
+ * cannot be taken in between, and an id is good for one communicator.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "id.h"
+#include "launch/launch.h"
+#include "rendezvous.h"
+#include "wire.h"
+
+static uint32_t fnv1a(const uint8_t *p, size_t n)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return h;
+}
+
+void ibc_id_encode(const struct ibc_id *d, ibcomm_id_t *id)
+{
+	ibc_wbuf_t w = ibc_wbuf(id->bytes, sizeof(id->bytes));
+
+	memset(id, 0, sizeof(*id));
+	ibc_w_u32(&w, IBC_ID_MAGIC);
+	ibc_w_u8(&w, IBC_ID_VERSION);
+	ibc_w_u8(&w, d->family);
+	ibc_w_u16(&w, d->port);
+	ibc_w_bytes(&w, d->addr, 16);
+	ibc_w_bytes(&w, d->key, IBC_ID_KEY_LEN);
+	ibc_w_u32(&w, d->pid);
+	ibc_w_bytes(&w, d->boot_id, 16);
+	ibc_w_u32(&w, d->scope);
+	w.len = IBCOMM_ID_BYTES - 4;
+	ibc_w_u32(&w, fnv1a(id->bytes, IBCOMM_ID_BYTES - 4));
+}
+
+ibcomm_status_t ibc_id_decode(const ibcomm_id_t *id, struct ibc_id *d, const char **why)
+{
+	ibc_rbuf_t r = ibc_rbuf(id->bytes, sizeof(id->bytes));
+	struct ibc_id t;
+	uint32_t magic, sum;
+	uint8_t version;
+	const uint8_t *p;
+
+	magic = ibc_r_u32(&r);
+	version = ibc_r_u8(&r);
+	if (magic != IBC_ID_MAGIC) {
+		*why = "it is not an ibcomm id (bad magic: not made by ibcomm_get_id, or not copied whole)";
+		return IBCOMM_ERR_INVALID;
+	}
+	if (version != IBC_ID_VERSION) {
+		*why = "it was made by another version of ibcomm (unknown id version)";
+		return IBCOMM_ERR_INVALID;
+	}
+	if (fnv1a(id->bytes, IBCOMM_ID_BYTES - 4) != (sum = (uint32_t)id->bytes[124] | (uint32_t)id->bytes[125] << 8 |
+							       (uint32_t)id->bytes[126] << 16 |
+							       (uint32_t)id->bytes[127] << 24)) {
+		*why = "its checksum does not match (the bytes were changed or truncated on the way)";
+		return IBCOMM_ERR_INVALID;
+	}
+	t.family = ibc_r_u8(&r);
+	t.port = ibc_r_u16(&r);
+	p = ibc_r_bytes(&r, 16);
+	if (p)
+		memcpy(t.addr, p, 16);
+	p = ibc_r_bytes(&r, IBC_ID_KEY_LEN);
+	if (p)
+		memcpy(t.key, p, IBC_ID_KEY_LEN);
+	t.pid = ibc_r_u32(&r);
+	p = ibc_r_bytes(&r, 16);
+	if (p)
+		memcpy(t.boot_id, p, 16);
+	t.scope = ibc_r_u32(&r);
+	p = ibc_r_bytes(&r, IBCOMM_ID_BYTES - 4 - r.off);
+	if (!r.ok || !p) {
+		*why = "it is truncated";
+		return IBCOMM_ERR_INVALID;
+	}
+	for (size_t i = 0; i < IBCOMM_ID_BYTES - 4 - 80; i++) {
+		if (p[i]) {
+			*why = "its reserved bytes are not zero";
+			return IBCOMM_ERR_INVALID;
+		}
+	}
+	if (t.family != 4 && t.family != 6) {
+		*why = "its address family is neither IPv4 nor IPv6";
+		return IBCOMM_ERR_INVALID;
+	}
+	if (!t.port) {
+		*why = "its port is 0";
+		return IBCOMM_ERR_INVALID;
+	}
+	if (t.family == 4) {
+		for (int i = 4; i < 16; i++)
+			if (t.addr[i]) {
+				*why = "its IPv4 address has stray bytes";
+				return IBCOMM_ERR_INVALID;
+			}
+		if (t.scope) {
+			*why = "an IPv4 address with an IPv6 scope";
+			return IBCOMM_ERR_INVALID;
+		}
+	}
+	(void)sum;
+	*d = t;
+	return IBCOMM_OK;
+}
+
+void ibc_id_root(const struct ibc_id *d, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN], scope[IF_NAMESIZE + 1] = "";
+
+	if (d->family == 4) {
+		inet_ntop(AF_INET, d->addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, d->port);
+		return;
+	}
+	inet_ntop(AF_INET6, d->addr, host, sizeof(host));
+	if (d->scope && if_indextoname(d->scope, scope + 1))
+		scope[0] = '%';
+	snprintf(buf, len, "[%s%s]:%u", host, scope, d->port);
+}
+
+/* This boot's identity: an id from another machine or boot never names this process. */
+static void boot_id(uint8_t out[16])
+{
+	char s[64];
+	int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, s, sizeof(s) - 1) : -1;
+	int j = 0;
+
+	memset(out, 0, 16);
+	if (fd >= 0)
+		close(fd);
+	for (ssize_t i = 0; i < n && j < 32; i++) {
+		unsigned v;
+		char c = s[i];
+
+		if (c >= '0' && c <= '9')
+			v = (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v = (unsigned)(c - 'a' + 10);
+		else
+			continue;
+		out[j / 2] |= (uint8_t)(v << (j % 2 ? 0 : 4));
+		j++;
+	}
+}
+
+/* The ids this process made and has not used yet. */
+struct made {
+	struct made *next;
+	uint8_t key[IBC_ID_KEY_LEN];
+	int fd;                     /* listening; -1 once used */
+};
+static pthread_mutex_t made_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct made *made;
+
+ibcomm_status_t ibcomm_get_id(ibcomm_id_t *id)
+{
+	char addr[300], err[IBC_ERRLEN - 64], host[256], port[8];
+	struct ibc_id d = { 0 };
+	struct made *m;
+	const char *why;
+	ibcomm_status_t st;
+	int fd;
+
+	if (!id)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_get_id: id is NULL");
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return ibc_err_thread(IBCOMM_ERR_NOMEM, "ibcomm_get_id: out of memory");
+	if (ibc_auth_nonce(d.key)) {
+		free(m);
+		return ibc_err_thread(IBCOMM_ERR_SYSTEM, "ibcomm_get_id: no random bytes for the job key");
+	}
+	st = ibc_launch_listen(getenv("IBCOMM_IFNAME"), false, 0, &fd, addr, sizeof(addr), err, sizeof(err));
+	if (st) {
+		free(m);
+		return ibc_err_thread(st, "ibcomm_get_id: %s", err);
+	}
+	if (ibc_root_parse(addr, host, sizeof(host), port, sizeof(port), &why)) {
+		close(fd);
+		free(m);
+		return ibc_err_thread(IBCOMM_ERR_SYSTEM, "ibcomm_get_id: %s: %s", addr, why);
+	}
+	if (strchr(host, ':')) {
+		char *pct = strchr(host, '%');
+
+		d.family = 6;
+		if (pct) {
+			d.scope = if_nametoindex(pct + 1);
+			*pct = '\0';
+		}
+		inet_pton(AF_INET6, host, d.addr);
+	} else {
+		d.family = 4;
+		inet_pton(AF_INET, host, d.addr);
+	}
+	d.port = (uint16_t)atoi(port);
+	d.pid = (uint32_t)getpid();
+	boot_id(d.boot_id);
+	memcpy(m->key, d.key, IBC_ID_KEY_LEN);
+	m->fd = fd;
+	pthread_mutex_lock(&made_lock);
+	m->next = made;
+	made = m;
+	pthread_mutex_unlock(&made_lock);
+	ibc_id_encode(&d, id);
+	ibc_info("ibcomm_get_id: the rendezvous of the new id is at %s", addr);
+	return IBCOMM_OK;
+}
+
+/* Takes the listening socket of the id with key, made by this process; -1 when none. */
+static int take_fd(const uint8_t *key, bool *used)
+{
+	int fd = -1;
+
+	*used = false;
+	pthread_mutex_lock(&made_lock);
+	for (struct made *m = made; m; m = m->next) {
+		if (memcmp(m->key, key, IBC_ID_KEY_LEN))
+			continue;
+		fd = m->fd;
+		*used = fd < 0;
+		m->fd = -1;
+		break;
+	}
+	pthread_mutex_unlock(&made_lock);
+	return fd;
+}
+
+ibcomm_status_t ibcomm_init_rank(const ibcomm_id_t *id, int rank, int nranks, const ibcomm_config_t *cfg,
+				 ibcomm_t **comm)
+{
+	ibcomm_config_t c = IBCOMM_CONFIG_INIT;
+	char root[300], key[2 * IBC_ID_KEY_LEN + 1];
+	uint8_t boot[16];
+	struct ibc_id d;
+	const char *why;
+	ibcomm_status_t st;
+	int fd = -1;
+
+	if (!id)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_init_rank: id is NULL");
+	if (!comm)
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_init_rank: comm is NULL");
+	if (ibc_id_decode(id, &d, &why))
+		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_init_rank: the id is not usable: %s", why);
+	if (nranks < 1 || rank < 0 || rank >= nranks)
+		return ibc_err_thread(IBCOMM_ERR_INVALID,
+				      "ibcomm_init_rank: rank %d of nranks %d is out of range (0 <= rank < nranks)", rank,
+				      nranks);
+	ibc_id_root(&d, root, sizeof(root));
+	if (cfg) {
+		if (cfg->size < offsetof(ibcomm_config_t, rank) + sizeof(cfg->rank))
+			return ibc_err_thread(IBCOMM_ERR_INVALID,
+					      "ibcomm_init_rank: ibcomm_config_t.size=%zu is too small: initialise the config with IBCOMM_CONFIG_INIT",
+					      cfg->size);
+		if (cfg->rank >= 0 && cfg->rank != rank)
+			return ibc_err_thread(IBCOMM_ERR_INVALID,
+					      "ibcomm_init_rank: ibcomm_config_t.rank=%d disagrees with the argument rank=%d",
+					      cfg->rank, rank);
+		if (cfg->nranks >= 0 && cfg->nranks != nranks)
+			return ibc_err_thread(IBCOMM_ERR_INVALID,
+					      "ibcomm_init_rank: ibcomm_config_t.nranks=%d disagrees with the argument nranks=%d",
+					      cfg->nranks, nranks);
+		if (cfg->root && *cfg->root && strcmp(cfg->root, root))
+			return ibc_err_thread(IBCOMM_ERR_INVALID,
+					      "ibcomm_init_rank: ibcomm_config_t.root='%s' disagrees with the id's rendezvous address %s",
+					      cfg->root, root);
+		memcpy(&c, cfg, IBC_MIN(cfg->size, sizeof(c)));
+		c.size = sizeof(c);
+	}
+	if (rank == 0) {
+		bool used;
+
+		boot_id(boot);
+		fd = take_fd(d.key, &used);
+		if (fd < 0 && used)
+			return ibc_err_thread(IBCOMM_ERR_INVALID,
+					      "ibcomm_init_rank: rank 0: this id was already used for a communicator (an id is good for one: call ibcomm_get_id again)");
+		if (fd < 0)
+			return ibc_err_thread(IBCOMM_ERR_INVALID,
+					      "ibcomm_init_rank: rank 0 must be the process that called ibcomm_get_id (pid %u%s), not pid %u: pass the id to the other ranks and make its creator rank 0",
+					      (unsigned)d.pid, memcmp(boot, d.boot_id, 16) ? " on another machine or boot" : "",
+					      (unsigned)getpid());
+	}
+	for (int i = 0; i < IBC_ID_KEY_LEN; i++)
+		snprintf(key + 2 * i, 3, "%02x", d.key[i]);
+	c.rank = rank;
+	c.nranks = nranks;
+	c.root = root;
+	c.job_key = key;
+	st = ibc_comm_init(&c, fd, comm);
+	explicit_bzero(key, sizeof(key));
+	return st;
+}
