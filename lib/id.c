@@ -286,11 +286,12 @@ ibcomm_status_t ibcomm_init_rank(const ibcomm_id_t *id, int rank, int nranks, co
 		c.size = sizeof(c);
 	}
 	if (rank == 0) {
-		bool used;
+		bool used = false;
 
 		boot_id(boot);
-		fd = take_fd(d.key, &used);
-		if (fd < 0 && used)
+		/* a forked child holds a copy of its parent's ids: the pid tells them apart */
+		fd = d.pid == (uint32_t)getpid() && !memcmp(boot, d.boot_id, 16) ? take_fd(d.key, &used) : -1;
+		if (fd < 0 && used && d.pid == (uint32_t)getpid())
 			return ibc_err_thread(IBCOMM_ERR_INVALID,
 					      "ibcomm_init_rank: rank 0: this id was already used for a communicator (an id is good for one: call ibcomm_get_id again)");
 		if (fd < 0)

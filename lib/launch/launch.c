@@ -104,8 +104,10 @@ ibcomm_status_t ibc_launch_listen(const char *ifname, bool any, int port, int *f
 		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
 
 		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-		if (any && !(ifname && *ifname))
+		if (any && !(ifname && *ifname)) {
 			a->sin_addr.s_addr = htonl(INADDR_ANY);
+			strcpy(host, "0.0.0.0");
+		}
 		a->sin_port = htons((uint16_t)port);
 	} else {
 		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;

@@ -172,7 +172,8 @@ static ibcomm_status_t send_line(const char *line, ibc_deadline_t dl, char *err,
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n <= 0) {
-			snprintf(err, errlen, "PMI-1: cannot write to PMI_FD=%d: %s", pmi.fd, n < 0 ? strerror(errno) : "?");
+			snprintf(err, errlen, "PMI-1: cannot write to PMI_FD=%d: %s (has the launcher gone?)", pmi.fd,
+				 n < 0 ? strerror(errno) : "nothing written");
 			return IBCOMM_ERR_RENDEZVOUS;
 		}
 		off += (size_t)n;
@@ -217,8 +218,14 @@ static ibcomm_status_t recv_reply(const char *want, struct ibc_pmi1_msg *m, ibc_
 		pmi.inlen += (size_t)n;
 	}
 	if (ibc_pmi1_decode(pmi.in, (size_t)(nl - pmi.in), m, &why)) {
-		snprintf(err, errlen, "PMI-1: the launcher at PMI_FD=%d answered '%.60s' to %s: %s", pmi.fd, pmi.in,
-			 want, why);
+		char shown[61];
+		size_t k;
+
+		for (k = 0; k < sizeof(shown) - 1 && pmi.in + k < nl; k++) /* never echo control bytes */
+			shown[k] = pmi.in[k] >= 0x20 && pmi.in[k] < 0x7f ? pmi.in[k] : '?';
+		shown[k] = '\0';
+		snprintf(err, errlen, "PMI-1: the launcher at PMI_FD=%d answered '%s' to %s: %s", pmi.fd, shown, want,
+			 why);
 		return IBCOMM_ERR_RENDEZVOUS;
 	}
 	if (m->pair[0].vallen != strlen(want) || memcmp(m->pair[0].val, want, strlen(want))) {
