@@ -4,8 +4,9 @@
  * get_maxes, get_my_kvsname, put, barrier_in/barrier_out and get. Every reply is decoded with
  * bounds checks (ibc_pmi1_decode, fuzzed in tests/fuzz/fuzz_pmi1.c) and every wait has the
  * init deadline: a launcher that answers garbage or nothing is an error naming PMI_FD.
- * The connection stays open for the life of the process (Hydra takes a closed PMI_FD
- * before exit as a failed process); each exchange uses a key of its own.
+ * The connection stays open for the life of the process and says finalize at exit (Hydra
+ * takes a process that initialised PMI and exits without it as failed); each exchange uses
+ * a key of its own.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -264,8 +265,23 @@ static ibcomm_status_t call(const char *line, const char *want, struct ibc_pmi1_
 	return st;
 }
 
+/* Hydra takes a process that initialised PMI and exits without finalize as failed (and kills its job). */
+static void pmi_finalize(void)
+{
+	struct ibc_pmi1_msg m;
+	char err[IBC_ERRLEN];
+
+	pthread_mutex_lock(&pmi.lock);
+	if (pmi.fd >= 0 && !call("cmd=finalize\n", "finalize_ack", &m, ibc_deadline(5000), err, sizeof(err)))
+		consume_line();
+	pmi.fd = -1;
+	pthread_mutex_unlock(&pmi.lock);
+}
+
 static ibcomm_status_t pmi_init(ibc_deadline_t dl, char *err, size_t errlen)
 {
+	static bool registered;
+
 	struct ibc_pmi1_msg m;
 	ibcomm_status_t st;
 
@@ -290,6 +306,10 @@ static ibcomm_status_t pmi_init(ibc_deadline_t dl, char *err, size_t errlen)
 		goto fail;
 	}
 	consume_line();
+	if (!registered) {
+		registered = true;
+		atexit(pmi_finalize);
+	}
 	return IBCOMM_OK;
 fail:
 	pmi.fd = -1; /* try again from scratch next time (the connection is likely unusable) */
