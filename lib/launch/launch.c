@@ -202,7 +202,8 @@ ibcomm_status_t ibc_launch_root(const struct ibc_launch *l, const char *ifname, 
 		snprintf(err, errlen, "no launcher");
 		return IBCOMM_ERR_INVALID;
 	}
-	ibc_info("rank %d: rendezvous at %s, agreed through %s", l->rank, root, l->name);
+	ibc_info("rank %d of %d (local rank %d of %d; -1: not given): rendezvous at %s, agreed through %s", l->rank,
+		 l->size, l->local_rank, l->local_size, root, l->name);
 	*listen_fd = fd;
 	return IBCOMM_OK;
 }
