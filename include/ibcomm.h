@@ -87,11 +87,22 @@ typedef struct ibcomm_config {
 	long timeout_ms;      /* deadline of each blocking call; 0: none; -1: default */
 	const char *algo;     /* IBCOMM_ALGO: algorithm overrides, see README */
 	const char *job_key;  /* shared secret; NULL or "": no authentication */
+	/* Added in 0.1 (after job_key; the size field tells which a caller has). Strings NULL and
+	 * numbers -1: take IBCOMM_<NAME> from the environment, else the default (see README). */
+	const char *debug;          /* IBCOMM_DEBUG: "WARN", "INFO" or "TRACE" */
+	long tcp_chunk;             /* IBCOMM_TCP_CHUNK: TCP chunk bytes */
+	long tcp_slots;             /* IBCOMM_TCP_SLOTS: TCP receive slots per peer and channel */
+	long tcp_spin_us;           /* IBCOMM_TCP_SPIN_US: polling before sleeping, microseconds */
+	long rdma_chunk;            /* IBCOMM_RDMA_CHUNK: RDMA chunk bytes */
+	long rdma_slots;            /* IBCOMM_RDMA_SLOTS: RDMA slots per peer and channel */
+	int64_t mem_limit;          /* IBCOMM_MEM_LIMIT: bytes a transport may allocate and pin */
+	int64_t p2p_unexpected_max; /* IBCOMM_P2P_UNEXPECTED_MAX: bytes of unexpected messages held */
 } ibcomm_config_t;
 
-#define IBCOMM_CONFIG_INIT                                                                 \
-	{                                                                                  \
-		sizeof(ibcomm_config_t), -1, -1, NULL, NULL, NULL, -1, NULL, -1, NULL, NULL \
+#define IBCOMM_CONFIG_INIT                                                                          \
+	{                                                                                           \
+		sizeof(ibcomm_config_t), -1, -1, NULL, NULL, NULL, -1, NULL, -1, NULL, NULL, NULL, -1, \
+			-1, -1, -1, -1, -1, -1                                                      \
 	}
 
 /* Default of timeout_ms / IBCOMM_TIMEOUT_MS: five minutes, enough for an emulated fabric. */
@@ -112,7 +123,9 @@ IBCOMM_API ibcomm_status_t ibcomm_init(const ibcomm_config_t *cfg, ibcomm_t **co
  * IBCOMM_ROOT, or else from the launcher that started the process (PMIx, PMI-1 over PMI_FD,
  * Slurm's SLURM_* variables: see README "Running on a cluster");
  * IBCOMM_TRANSPORT, IBCOMM_DEVICE, IBCOMM_GID_INDEX, IBCOMM_IFNAME, IBCOMM_TIMEOUT_MS,
- * IBCOMM_ALGO, IBCOMM_JOB_KEY, IBCOMM_DEBUG.
+ * IBCOMM_ALGO, IBCOMM_JOB_KEY, IBCOMM_DEBUG, IBCOMM_TCP_CHUNK, IBCOMM_TCP_SLOTS,
+ * IBCOMM_TCP_SPIN_US, IBCOMM_RDMA_CHUNK, IBCOMM_RDMA_SLOTS, IBCOMM_MEM_LIMIT,
+ * IBCOMM_P2P_UNEXPECTED_MAX (the README's table gives each default).
  */
 IBCOMM_API ibcomm_status_t ibcomm_init_env(ibcomm_t **comm);
 

@@ -592,7 +592,7 @@ static ibcomm_status_t run(struct ibc_coll_args *a, size_t bytes)
 	a->algo = algo;
 	ibcomm_status_t st;
 
-	ibc_trace("rank %d: %s #%u, %zu bytes, algorithm %s", a->rank, ibc_coll_name(a->coll), a->seq, bytes,
+	ibc_ctrace(a->comm, "rank %d: %s #%u, %zu bytes, algorithm %s", a->rank, ibc_coll_name(a->coll), a->seq, bytes,
 		  ibc_algo_name(algo));
 	zc_begin(a);
 	st = fn(a);

@@ -50,7 +50,7 @@ static ibcomm_status_t agree_rdma(struct ibcomm *comm, int *first_bad, char *why
 	val[0] = st == IBCOMM_OK ? '1' : '0';
 	len = 1 + strlen(strcpy(val + 1, comm->err));
 	if (st == IBCOMM_ERR_INVALID) /* a setting names something that is not there */
-		ibc_warn("rank %d: IBCOMM_TRANSPORT=auto: cannot use RDMA as configured: %s", comm->rank, comm->err);
+		ibc_cwarn(comm, "rank %d: IBCOMM_TRANSPORT=auto: cannot use RDMA as configured: %s", comm->rank, comm->err);
 	comm->err[0] = '\0';
 	snprintf(key, sizeof(key), "%s/tp-auto/%d", comm->id, comm->rank);
 	st = ibc_rdv_put(comm->rdv, key, val, len, err, sizeof(err));
@@ -93,10 +93,10 @@ static ibcomm_status_t comm_transport(struct ibcomm *comm)
 	if (st)
 		return st;
 	if (bad < 0) {
-		ibc_info("rank %d: IBCOMM_TRANSPORT=auto: every rank has a usable RDMA device: using RDMA", comm->rank);
+		ibc_cinfo(comm, "rank %d: IBCOMM_TRANSPORT=auto: every rank has a usable RDMA device: using RDMA", comm->rank);
 		return tp_create(comm, &ibc_rdma_ops);
 	}
-	ibc_info("rank %d: IBCOMM_TRANSPORT=auto: using TCP: %s%s", comm->rank,
+	ibc_cinfo(comm, "rank %d: IBCOMM_TRANSPORT=auto: using TCP: %s%s", comm->rank,
 		 bad == comm->rank ? "" : "another rank cannot use RDMA: ", why);
 	return tp_create(comm, &ibc_tcp_ops);
 }
@@ -155,7 +155,7 @@ ibcomm_status_t ibc_comm_init(const ibcomm_config_t *cfg, int listen_fd, ibcomm_
 	st = comm_transport(c);
 	if (st)
 		goto err_rdv;
-	ibc_info("rank %d of %d: communicator ready (transport %s, rendezvous %s)", c->rank, c->size,
+	ibc_cinfo(c, "rank %d of %d: communicator ready (transport %s, rendezvous %s)", c->rank, c->size,
 		 c->tp->ops->name, c->set.root);
 	*comm = c;
 	return IBCOMM_OK;
@@ -299,7 +299,7 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 		memcpy(comm->err, c->err, sizeof(comm->err));
 		goto err_rdv;
 	}
-	ibc_trace("rank %d: split color %d key %d: rank %d of %d in communicator %s", comm->rank, color, key,
+	ibc_ctrace(comm, "rank %d: split color %d key %d: rank %d of %d in communicator %s", comm->rank, color, key,
 		  c->rank, c->size, c->id);
 	*newcomm = c;
 	return IBCOMM_OK;

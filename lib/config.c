@@ -369,6 +369,121 @@ static const char *pick_str(const char *cfgval, const char *var, const char **na
 	return env(var);
 }
 
+/*
+ * A size in bytes: a whole decimal number, optionally followed by K, M or G (binary: 1K =
+ * 1024), in [lo, hi].
+ */
+static ibcomm_status_t parse_bytes(const char *name, const char *val, uint64_t lo, uint64_t hi, uint64_t *out,
+				   char *err, size_t errlen)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	errno = 0;
+	v = strtoull(val, &end, 10);
+	if (end == val || !isdigit((unsigned char)val[0])) {
+		snprintf(err, errlen, "%s='%s' is not a number of bytes (e.g. 65536, 64K, 16M, 1G)", name, val);
+		return IBCOMM_ERR_INVALID;
+	}
+	if (*end) {
+		switch (*end) {
+		case 'k': case 'K': shift = 10; break;
+		case 'm': case 'M': shift = 20; break;
+		case 'g': case 'G': shift = 30; break;
+		default: shift = 99;
+		}
+		if (shift == 99 || end[1]) {
+			snprintf(err, errlen, "%s='%s' is not a number of bytes (trailing '%s'; suffixes: K, M, G)",
+				 name, val, end);
+			return IBCOMM_ERR_INVALID;
+		}
+	}
+	if (errno == ERANGE || (shift && v > (ULLONG_MAX >> shift)) || (v << shift) < lo || (v << shift) > hi) {
+		snprintf(err, errlen, "%s='%s' is out of range (%llu..%llu bytes)", name, val, (unsigned long long)lo,
+			 (unsigned long long)hi);
+		return IBCOMM_ERR_INVALID;
+	}
+	*out = (uint64_t)v << shift;
+	return IBCOMM_OK;
+}
+
+/*
+ * One numeric knob: the config field when the caller's struct has it and it is not -1 (any
+ * other negative value is an error), else the variable, else *out stays (the default).
+ */
+static ibcomm_status_t knob(bool has, int64_t cfgval, const char *field, const char *var, bool bytes, uint64_t lo,
+			    uint64_t hi, uint64_t *out, char *err, size_t errlen)
+{
+	const char *v;
+
+	if (has && cfgval != -1) {
+		if (cfgval < 0 || (uint64_t)cfgval < lo || (uint64_t)cfgval > hi) {
+			snprintf(err, errlen, "ibcomm_config_t.%s=%lld is out of range (%llu..%llu; -1: %s or the default)",
+				 field, (long long)cfgval, (unsigned long long)lo, (unsigned long long)hi, var);
+			return IBCOMM_ERR_INVALID;
+		}
+		*out = (uint64_t)cfgval;
+		return IBCOMM_OK;
+	}
+	v = env(var);
+	if (!v)
+		return IBCOMM_OK;
+	if (bytes)
+		return parse_bytes(var, v, lo, hi, out, err, errlen);
+	{
+		long n;
+		ibcomm_status_t st = parse_long(var, v, (long)lo, (long)IBC_MIN(hi, (uint64_t)LONG_MAX), &n, err,
+						errlen);
+		if (!st)
+			*out = (uint64_t)n;
+		return st;
+	}
+}
+
+#define KNOB(field, var, bytes, lo, hi, dst)                                                                     \
+	do {                                                                                                      \
+		uint64_t k_ = (dst);                                                                              \
+		st = knob(CFG_HAS(cfg, field), CFG_HAS(cfg, field) ? (int64_t)cfg->field : -1, #field, var, bytes, \
+			  lo, hi, &k_, err, errlen);                                                              \
+		if (st)                                                                                           \
+			return st;                                                                                \
+		(dst) = k_;                                                                                       \
+	} while (0)
+
+/* Transport geometry, the memory cap, the p2p bound, and the test hooks. */
+static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t, char *err, size_t errlen)
+{
+	ibcomm_status_t st;
+	const char *v;
+
+	KNOB(tcp_chunk, "IBCOMM_TCP_CHUNK", true, 1, IBC_KNOB_TCP_CHUNK_MAX, t->tcp_chunk);
+	KNOB(tcp_slots, "IBCOMM_TCP_SLOTS", false, 1, IBC_KNOB_TCP_SLOTS_MAX, t->tcp_slots);
+	KNOB(tcp_spin_us, "IBCOMM_TCP_SPIN_US", false, 0, IBC_KNOB_TCP_SPIN_MAX, t->tcp_spin_us);
+	KNOB(rdma_chunk, "IBCOMM_RDMA_CHUNK", true, IBC_KNOB_RDMA_CHUNK_MIN, IBC_KNOB_RDMA_CHUNK_MAX, t->rdma_chunk);
+	KNOB(rdma_slots, "IBCOMM_RDMA_SLOTS", false, IBC_KNOB_RDMA_SLOTS_MIN, IBC_KNOB_RDMA_SLOTS_MAX, t->rdma_slots);
+	KNOB(mem_limit, "IBCOMM_MEM_LIMIT", true, IBC_MIN_MEM_LIMIT, (uint64_t)INT64_MAX, t->mem_limit);
+	KNOB(p2p_unexpected_max, "IBCOMM_P2P_UNEXPECTED_MAX", true, 0, (uint64_t)INT64_MAX, t->p2p_unexpected_max);
+	if (t->p2p_unexpected_max > t->mem_limit) {
+		snprintf(err, errlen,
+			 "IBCOMM_P2P_UNEXPECTED_MAX=%llu is over IBCOMM_MEM_LIMIT=%llu (the unexpected messages a communicator holds count against the cap)",
+			 (unsigned long long)t->p2p_unexpected_max, (unsigned long long)t->mem_limit);
+		return IBCOMM_ERR_INVALID;
+	}
+	/* a test hook of the RDMA transport (test_force_qp_error), not a user setting */
+	v = env("IBCOMM_TEST_QP_ERROR_AFTER");
+	if (v) {
+		long n;
+
+		st = parse_long("IBCOMM_TEST_QP_ERROR_AFTER", v, 0, LONG_MAX, &n, err, errlen);
+		if (st)
+			return st;
+		t->test_qp_error_after = (uint64_t)n;
+	}
+	return IBCOMM_OK;
+}
+#undef KNOB
+
 ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s, char *err, size_t errlen)
 {
 	ibc_settings_t t;
@@ -384,7 +499,10 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 	t.transport = IBC_TP_AUTO;
 	t.gid_index = -1;
 	t.timeout_ms = IBCOMM_DEFAULT_TIMEOUT_MS;
-	t.debug = ibc_log_level;
+	t.debug = IBC_LOG_WARN;
+	t.tcp_spin_us = IBC_DEFAULT_TCP_SPIN_US;
+	t.mem_limit = IBC_DEFAULT_MEM_LIMIT;
+	t.p2p_unexpected_max = IBC_DEFAULT_P2P_UNEXPECTED_MAX;
 	t.listen_fd = -1;
 
 	if (cfg && cfg->size < offsetof(ibcomm_config_t, rank) + sizeof(cfg->rank)) {
@@ -395,18 +513,15 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 	}
 
 	/* IBCOMM_DEBUG first, so that what follows is logged at the requested level. */
-	v = env("IBCOMM_DEBUG");
+	v = pick_str(CFG_STR(cfg, debug), "IBCOMM_DEBUG", &name, "ibcomm_config_t.debug");
 	if (v) {
-		if (!strcasecmp(v, "WARN"))
-			t.debug = IBC_LOG_WARN;
-		else if (!strcasecmp(v, "INFO"))
-			t.debug = IBC_LOG_INFO;
-		else if (!strcasecmp(v, "TRACE"))
-			t.debug = IBC_LOG_TRACE;
-		else {
-			snprintf(err, errlen, "IBCOMM_DEBUG='%s' is not a level (valid: WARN, INFO, TRACE)", v);
+		int l = ibc_log_parse(v);
+
+		if (l < 0) {
+			snprintf(err, errlen, "%s='%s' is not a level (valid: WARN, INFO, TRACE)", name, v);
 			return IBCOMM_ERR_INVALID;
 		}
+		t.debug = l;
 	}
 
 	/* rank and size: cfg, IBCOMM_RANK/IBCOMM_SIZE, else a launcher's variables */
@@ -618,33 +733,31 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 		memcpy(t.job_key, v, strlen(v) + 1);
 	}
 
-	ibc_log_level = t.debug;
+	st = load_knobs(cfg, &t, err, errlen);
+	if (st)
+		return st;
+
 	if (!t.root[0]) { /* from the launcher, last: rank 0 binds a port here */
 		st = ibc_launch_root(&li, t.ifname, t.timeout_ms, t.root, sizeof(t.root), &t.listen_fd, err, errlen);
 		if (st)
 			return st;
 	}
+
 	*s = t;
 	return IBCOMM_OK;
 }
 
-/* A transport knob from the environment (not part of the settings: tuning and tests). */
-ibcomm_status_t ibc_env_uint(struct ibcomm *comm, const char *name, unsigned long dflt, unsigned long min,
-			     unsigned long max, unsigned long *val)
-{
-	const char *s = getenv(name);
-	unsigned long v;
-	char *end;
+/* ---- the memory cap ---- */
 
-	if (!s || !*s) {
-		*val = dflt;
+ibcomm_status_t ibc_mem_check(struct ibcomm *comm, const char *tp, uint64_t bytes, const char *how,
+			      const char *knobs, bool explicit)
+{
+	if (bytes <= ibc_mem_limit(comm))
 		return IBCOMM_OK;
-	}
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || *s == '-' || v < min || v > max)
-		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: %s=\"%s\" is not a number from %lu to %lu",
-			       comm->rank, name, s, min, max);
-	*val = v;
-	return IBCOMM_OK;
+	return ibc_err(comm, explicit ? IBCOMM_ERR_INVALID : IBCOMM_ERR_NOMEM,
+		       "rank %d: the %s transport would allocate and pin %llu bytes (%s), over IBCOMM_MEM_LIMIT=%llu: "
+		       "%s %s, or raise IBCOMM_MEM_LIMIT (or ibcomm_config_t.mem_limit)",
+		       comm->rank, tp, (unsigned long long)bytes, how, (unsigned long long)ibc_mem_limit(comm),
+		       explicit ? "lower" : "this communicator is too large for the default geometry: set smaller",
+		       knobs);
 }

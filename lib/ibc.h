@@ -57,30 +57,71 @@ typedef struct ibc_settings {
 	long timeout_ms;        /* 0: none */
 	enum ibc_algo algo[IBC_COLL_COUNT];
 	char job_key[256];
-	int debug;              /* enum ibc_log_level */
+	int debug;              /* enum ibc_log_level of this communicator's messages */
+	/* transport geometry; 0: the transport's default (which fits mem_limit) */
+	unsigned long tcp_chunk, tcp_slots, rdma_chunk, rdma_slots;
+	unsigned long tcp_spin_us;
+	uint64_t mem_limit;           /* bytes a transport may allocate and pin (IBCOMM_MEM_LIMIT) */
+	uint64_t p2p_unexpected_max;  /* bytes of unexpected p2p messages held (IBCOMM_P2P_UNEXPECTED_MAX) */
+	uint64_t test_qp_error_after; /* IBCOMM_TEST_QP_ERROR_AFTER (test hook of the RDMA transport); 0 off */
 	int listen_fd;          /* rank 0: a socket already listening at root that the rendezvous
 				 * server adopts (and closes) instead of binding root; -1: none */
 } ibc_settings_t;
 
+/* Defaults and ranges of the knobs above (README's table says the same). */
+#define IBC_DEFAULT_MEM_LIMIT (1ull << 30)
+#define IBC_MIN_MEM_LIMIT (1ull << 20)
+#define IBC_DEFAULT_P2P_UNEXPECTED_MAX (64ull << 20)
+#define IBC_DEFAULT_TCP_SPIN_US 50ul
+#define IBC_KNOB_TCP_CHUNK_MAX (1ul << 30)
+#define IBC_KNOB_TCP_SLOTS_MAX 1024ul
+#define IBC_KNOB_TCP_SPIN_MAX 1000000ul
+#define IBC_KNOB_RDMA_CHUNK_MIN 64ul
+#define IBC_KNOB_RDMA_CHUNK_MAX (16ul << 20)
+#define IBC_KNOB_RDMA_SLOTS_MIN 2ul
+#define IBC_KNOB_RDMA_SLOTS_MAX 256ul
+
 /* Fills s from cfg (may be NULL) and the environment; on a bad value returns
  * IBCOMM_ERR_INVALID with a message naming the variable and the value in err. */
 IBC_HIDDEN ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s, char *err, size_t errlen);
-/* Unsigned integer knob `name` from the environment, dflt when unset; out of [min, max] = INVALID. */
-IBC_HIDDEN ibcomm_status_t ibc_env_uint(struct ibcomm *comm, const char *name, unsigned long dflt, unsigned long min,
-					unsigned long max, unsigned long *val);
+/*
+ * The memory cap at transport create: `bytes` is what transport `tp` ("TCP", "RDMA") would
+ * allocate and pin at most, `how` spells the product (e.g. "3 peers x 2 channels x 4 slots x
+ * 524288 bytes"). Over comm->set.mem_limit: an error naming the settings and the numbers
+ * (IBCOMM_ERR_INVALID when `explicit` settings caused it, else IBCOMM_ERR_NOMEM).
+ */
+static inline uint64_t ibc_mem_limit(const struct ibcomm *comm);
+IBC_HIDDEN ibcomm_status_t ibc_mem_check(struct ibcomm *comm, const char *tp, uint64_t bytes, const char *how,
+					 const char *knobs, bool explicit);
 /* Parses an IBCOMM_ALGO string ("ring", "allreduce=rd,broadcast=pipeline", ...). */
 IBC_HIDDEN ibcomm_status_t ibc_algo_parse(const char *str, enum ibc_algo algo[IBC_COLL_COUNT], char *err,
 					  size_t errlen);
 IBC_HIDDEN const char *ibc_algo_name(enum ibc_algo a);
 IBC_HIDDEN const char *ibc_coll_name(enum ibc_coll c);
 
-/* ---- logging (log.c) ---- */
+/*
+ * ---- logging (log.c) ----
+ * A communicator logs at its own level (comm->set.debug: its config's debug field, else
+ * IBCOMM_DEBUG): ibc_cwarn/ibc_cinfo/ibc_ctrace(comm, ...). Code without a communicator
+ * (the rendezvous, init before the settings are read) logs at the process default,
+ * ibc_log_default(): IBCOMM_DEBUG as read once, WARN when unset or bad. Nothing writes a
+ * level that another communicator's messages depend on.
+ */
 enum ibc_log_level { IBC_LOG_ERROR = 0, IBC_LOG_WARN = 1, IBC_LOG_INFO = 2, IBC_LOG_TRACE = 3 };
-IBC_HIDDEN extern int ibc_log_level;
-IBC_HIDDEN void ibc_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+IBC_HIDDEN int ibc_log_default(void);
+/* "WARN", "INFO", "TRACE" (any case) to a level; -1 otherwise. */
+IBC_HIDDEN int ibc_log_parse(const char *s);
+/* Prints when level <= threshold. */
+IBC_HIDDEN void ibc_log_at(int threshold, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define ibc_log(level, ...) ibc_log_at(ibc_log_default(), level, __VA_ARGS__)
 #define ibc_warn(...) ibc_log(IBC_LOG_WARN, __VA_ARGS__)
-#define ibc_info(...) do { if (ibc_log_level >= IBC_LOG_INFO) ibc_log(IBC_LOG_INFO, __VA_ARGS__); } while (0)
-#define ibc_trace(...) do { if (ibc_log_level >= IBC_LOG_TRACE) ibc_log(IBC_LOG_TRACE, __VA_ARGS__); } while (0)
+#define ibc_info(...) do { if (ibc_log_default() >= IBC_LOG_INFO) ibc_log(IBC_LOG_INFO, __VA_ARGS__); } while (0)
+#define ibc_trace(...) do { if (ibc_log_default() >= IBC_LOG_TRACE) ibc_log(IBC_LOG_TRACE, __VA_ARGS__); } while (0)
+#define ibc_cwarn(comm, ...) ibc_log_at((comm)->set.debug, IBC_LOG_WARN, __VA_ARGS__)
+#define ibc_cinfo(comm, ...) \
+	do { if ((comm)->set.debug >= IBC_LOG_INFO) ibc_log_at((comm)->set.debug, IBC_LOG_INFO, __VA_ARGS__); } while (0)
+#define ibc_ctrace(comm, ...) \
+	do { if ((comm)->set.debug >= IBC_LOG_TRACE) ibc_log_at((comm)->set.debug, IBC_LOG_TRACE, __VA_ARGS__); } while (0)
 
 /* ---- time (deadline.c) ---- */
 IBC_HIDDEN uint64_t ibc_now_ms(void);
@@ -92,6 +133,7 @@ IBC_HIDDEN int ibc_deadline_left(ibc_deadline_t dl);
 /* ---- the communicator (comm.c) ---- */
 struct ibc_rdv;
 struct ibc_p2p_msg;
+struct ibc_p2p_state;
 struct ibc_regcache;
 
 struct ibcomm {
@@ -105,10 +147,17 @@ struct ibcomm {
 	atomic_int aborted;
 	ibcomm_status_t failed;   /* sticky: once a peer failed, every call returns this */
 	struct ibc_p2p_msg *unexpected; /* p2p messages received before their recv */
+	struct ibc_p2p_state *p2p; /* p2p.c: bytes held, high-water mark, held chunks; NULL until needed */
 	int *world;               /* world rank of each rank (split communicators); NULL: identity */
 	struct ibc_regcache *regcache; /* registered memory (regcache.c); NULL until the first register */
 	char err[IBC_ERRLEN];
 };
+
+/* The memory cap in force (a communicator built by hand in a test, with 0, gets the default). */
+static inline uint64_t ibc_mem_limit(const struct ibcomm *comm)
+{
+	return comm->set.mem_limit ? comm->set.mem_limit : IBC_DEFAULT_MEM_LIMIT;
+}
 
 /* The world rank (the job's, as the rendezvous knows it) of comm's rank r. */
 static inline int ibc_world_rank(const struct ibcomm *comm, int r)
@@ -129,6 +178,8 @@ IBC_HIDDEN ibcomm_status_t ibc_err_thread(ibcomm_status_t status, const char *fm
 	__attribute__((format(printf, 2, 3)));
 /* p2p.c: frees the p2p state of comm (its unexpected messages); called by ibcomm_destroy. */
 IBC_HIDDEN void ibc_p2p_cleanup(struct ibcomm *comm);
+/* p2p.c: bytes of unexpected messages comm holds now and at most so far (tests). */
+IBC_HIDDEN void ibc_p2p_held(const struct ibcomm *comm, uint64_t *now, uint64_t *peak);
 /* A deadline for one call on comm. */
 static inline ibc_deadline_t ibc_call_deadline(const struct ibcomm *comm)
 {

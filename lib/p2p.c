@@ -4,6 +4,13 @@
  * receiver checks the size. Messages are matched by (peer, tag) in order: a receive first
  * looks among the messages that arrived before their receive, then takes the peer's chunks,
  * setting aside (copying to the heap) whole messages that carry another tag.
+ *
+ * What is set aside is bounded: at most set.p2p_unexpected_max bytes per communicator
+ * (IBCOMM_P2P_UNEXPECTED_MAX). A message that would go over it is not taken: its first
+ * chunk stays in the transport's slot (held here, to be taken by the receive that matches
+ * it), the rest stays with the sender, who waits for credits (flow control), and the
+ * receive that met it fails with IBCOMM_ERR_NOMEM naming the limit. Nothing is dropped, and
+ * no size a peer declares is allocated beyond the limit.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +29,12 @@ struct ibc_p2p_msg {
 	unsigned char data[];
 };
 
+struct ibc_p2p_state {
+	uint64_t held, peak;  /* bytes of the messages on comm->unexpected: now, at most */
+	bool *has_head;       /* per peer: the first chunk of a message not taken (over the limit) */
+	ibc_chunk_t *head;
+};
+
 /* Frees the messages received but never matched (declared in ibc.h; ibcomm_destroy calls it). */
 void ibc_p2p_cleanup(struct ibcomm *comm)
 {
@@ -32,11 +45,64 @@ void ibc_p2p_cleanup(struct ibcomm *comm)
 		free(m);
 	}
 	comm->unexpected = NULL;
+	if (comm->p2p) { /* held chunks go with the transport, destroyed before */
+		free(comm->p2p->has_head);
+		free(comm->p2p->head);
+		free(comm->p2p);
+		comm->p2p = NULL;
+	}
+}
+
+void ibc_p2p_held(const struct ibcomm *comm, uint64_t *now, uint64_t *peak)
+{
+	*now = comm->p2p ? comm->p2p->held : 0;
+	*peak = comm->p2p ? comm->p2p->peak : 0;
+}
+
+static struct ibc_p2p_state *p2p_state(struct ibcomm *comm)
+{
+	struct ibc_p2p_state *p = comm->p2p;
+
+	if (p)
+		return p;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->has_head = calloc((size_t)comm->size, sizeof(*p->has_head));
+	p->head = calloc((size_t)comm->size, sizeof(*p->head));
+	if (!p->has_head || !p->head) {
+		free(p->has_head);
+		free(p->head);
+		free(p);
+		return NULL;
+	}
+	comm->p2p = p;
+	return p;
+}
+
+/* Whether `bytes` more may be set aside within the limit. */
+static bool fits(const struct ibcomm *comm, const struct ibc_p2p_state *p, uint64_t bytes)
+{
+	return bytes <= comm->set.p2p_unexpected_max && p->held <= comm->set.p2p_unexpected_max - bytes;
+}
+
+static ibcomm_status_t over_limit(struct ibcomm *comm, const char *what, uint64_t bytes)
+{
+	return ibc_err(comm, IBCOMM_ERR_NOMEM, "%s: setting it aside would hold %llu bytes of unexpected messages "
+		       "(now %llu), over IBCOMM_P2P_UNEXPECTED_MAX=%llu: receive the messages that came first, or "
+		       "raise IBCOMM_P2P_UNEXPECTED_MAX (or ibcomm_config_t.p2p_unexpected_max)", what,
+		       (unsigned long long)(comm->p2p ? comm->p2p->held + bytes : bytes),
+		       (unsigned long long)(comm->p2p ? comm->p2p->held : 0),
+		       (unsigned long long)comm->set.p2p_unexpected_max);
 }
 
 static void unexpected_append(struct ibcomm *comm, struct ibc_p2p_msg *m)
 {
 	struct ibc_p2p_msg **pp = &comm->unexpected;
+
+	comm->p2p->held += m->len;
+	if (comm->p2p->held > comm->p2p->peak)
+		comm->p2p->peak = comm->p2p->held;
 
 	while (*pp)
 		pp = &(*pp)->next;
@@ -90,8 +156,18 @@ ibcomm_status_t ibcomm_send(ibcomm_t *comm, const void *buf, size_t count, ibcom
 	if ((st = p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
 		return st;
 	if (peer == comm->rank) {
-		struct ibc_p2p_msg *m = malloc(sizeof(*m) + bytes);
+		struct ibc_p2p_state *p = p2p_state(comm);
+		struct ibc_p2p_msg *m;
+		char what[128];
 
+		if (!p)
+			return ibc_err(comm, IBCOMM_ERR_NOMEM, "%s on rank %d: out of memory", fn, comm->rank);
+		if (!fits(comm, p, bytes)) {
+			snprintf(what, sizeof(what), "%s on rank %d: a message of %zu bytes with tag %u to itself", fn,
+				 comm->rank, bytes, tag);
+			return over_limit(comm, what, bytes);
+		}
+		m = malloc(sizeof(*m) + bytes);
 		if (!m)
 			return ibc_err(comm, IBCOMM_ERR_NOMEM, "%s on rank %d: no memory for %zu bytes to itself", fn,
 				       comm->rank, bytes);
@@ -167,6 +243,7 @@ static ibcomm_status_t size_mismatch(struct ibcomm *comm, int peer, uint32_t tag
  */
 static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, uint32_t tag, ibc_deadline_t dl)
 {
+	struct ibc_p2p_state *p = p2p_state(comm);
 	struct ibc_p2p_msg *m = NULL;
 	unsigned char *dst;
 	uint32_t version;
@@ -175,10 +252,16 @@ static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, 
 	ibc_rbuf_t r;
 	size_t first;
 	bool match;
-	int rc = ibc_get(comm->tp, peer, IBC_CHAN_P2P, &ch, true, dl);
+	int rc;
 
-	if (rc < 0)
+	if (!p)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "ibcomm_recv on rank %d: out of memory", comm->rank);
+	if (p->has_head[peer]) { /* a message left in the transport by an earlier receive */
+		ch = p->head[peer];
+		p->has_head[peer] = false;
+	} else if ((rc = ibc_get(comm->tp, peer, IBC_CHAN_P2P, &ch, true, dl)) < 0) {
 		return rc;
+	}
 	r = ibc_rbuf(ch.data, ch.len);
 	version = ibc_r_u32(&r);
 	total = ibc_r_u64(&r);
@@ -193,8 +276,23 @@ static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, 
 	if (match) {
 		dst = total == bytes ? buf : NULL;
 	} else {
-		m = malloc(sizeof(*m) + total);
-		dst = m ? m->data : NULL;
+		char what[200];
+
+		/* the size is the peer's word: allocate it only within the limit */
+		if (fits(comm, p, total))
+			m = malloc(sizeof(*m) + total);
+		if (!m) {
+			p->head[peer] = ch; /* left in its slot: the sender waits for credits */
+			p->has_head[peer] = true;
+			snprintf(what, sizeof(what), "ibcomm_recv on rank %d: waiting for tag %u from rank %d, the next "
+				 "message from it has tag %u and %llu bytes", comm->rank, tag, peer, ch.tag,
+				 (unsigned long long)total);
+			if (fits(comm, p, total))
+				return ibc_err(comm, IBCOMM_ERR_NOMEM, "%s: no memory to set it aside (it stays queued)",
+					       what);
+			return over_limit(comm, what, total);
+		}
+		dst = m->data;
 		tag = ch.tag;
 	}
 	if (dst && first)
@@ -205,10 +303,6 @@ static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, 
 	}
 	if (match)
 		return total == bytes ? IBCOMM_OK : size_mismatch(comm, peer, tag, total, bytes);
-	if (!m)
-		return ibc_err(comm, IBCOMM_ERR_NOMEM, "ibcomm_recv on rank %d: no memory to set aside a message of "
-			       "%zu bytes from rank %d with tag %u; it was dropped", comm->rank, (size_t)total, peer,
-			       tag);
 	m->peer = peer;
 	m->tag = tag;
 	m->len = total;
@@ -233,6 +327,7 @@ ibcomm_status_t ibcomm_recv(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtyp
 		if (m->peer != peer || m->tag != tag)
 			continue;
 		*pp = m->next;
+		comm->p2p->held -= m->len;
 		st = m->len == bytes ? IBCOMM_OK : size_mismatch(comm, peer, tag, m->len, bytes);
 		if (!st && bytes)
 			memcpy(buf, m->data, bytes);

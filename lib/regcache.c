@@ -215,7 +215,7 @@ ibcomm_status_t ibc_regcache_add(struct ibcomm *comm, void *addr, size_t len, ui
 	e->pending = false;
 	pthread_mutex_unlock(&c->lock);
 out:
-	ibc_trace("rank %d: registered [%p, +%zu) as %#lx", comm->rank, addr, len, (unsigned long)tok);
+	ibc_ctrace(comm, "rank %d: registered [%p, +%zu) as %#lx", comm->rank, addr, len, (unsigned long)tok);
 	*token = tok;
 	return IBCOMM_OK;
 
@@ -272,7 +272,7 @@ void ibc_regcache_destroy(struct ibcomm *comm)
 	}
 	pthread_mutex_unlock(&caches_lock);
 	if (c->nhs)
-		ibc_info("rank %d: %zu registration(s) still live at destroy: deregistered", comm->rank, c->nhs);
+		ibc_cinfo(comm, "rank %d: %zu registration(s) still live at destroy: deregistered", comm->rank, c->nhs);
 	for (size_t i = 0; i < c->nents; i++)
 		entry_release(comm, c->ents[i]);
 	free(c->ents);

@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tool_util.h"
+
 #define RUN_MAX_RANKS 4096
 #define RUN_LINE_MAX (64 * 1024)  /* longer lines are split, each piece prefixed */
 #define RUN_GRACE_NS 1000000000LL /* a failure: the others may end on their own ... */
@@ -81,14 +83,6 @@ static void run_on_signal(int sig)
 	}
 	run_got_signal = sig;
 	run_signal_count++;
-}
-
-static int64_t run_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static void run_usage(FILE *f)
@@ -242,7 +236,7 @@ static void run_record_exit(struct run_job *job, int r, int status)
 		if (job->running > 0) {
 			fprintf(stderr, "ibcomm_run: rank %d failed: ending the %d other rank(s)\n", r,
 				job->running);
-			run_plan_end(job, run_now() + RUN_GRACE_NS);
+			run_plan_end(job, tool_now_ns() + RUN_GRACE_NS);
 		}
 	}
 }
@@ -405,23 +399,10 @@ err_msg:
 	return -1;
 }
 
-static int run_parse_int(const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 /* Acts on the deadlines that have passed; returns the poll timeout in ms (-1: none). */
 static int run_deadlines(struct run_job *job)
 {
-	int64_t now = run_now();
+	int64_t now = tool_now_ns();
 	int64_t next = 0;
 
 	if (job->timeout_at && now >= job->timeout_at && !job->timed_out) {
@@ -468,7 +449,7 @@ static void run_on_launcher_signal(struct run_job *job, int sig, int count)
 		job->exit_code = 128 + sig;
 	/* a rank that ignores it is ended like any other after a failure */
 	job->term_at = 0;
-	job->kill_at = run_now() + RUN_GRACE_NS + RUN_TERM_NS;
+	job->kill_at = tool_now_ns() + RUN_GRACE_NS + RUN_TERM_NS;
 }
 
 static int run_loop(struct run_job *job, const sigset_t *waitmask)
@@ -497,7 +478,7 @@ static int run_loop(struct run_job *job, const sigset_t *waitmask)
 			for (int r = 0; r < job->nranks; r++)
 				if (job->ranks[r].pid > 0)
 					kill(-job->ranks[r].pid, SIGKILL);
-			job->drain_until = run_now() + RUN_DRAIN_NS;
+			job->drain_until = tool_now_ns() + RUN_DRAIN_NS;
 		}
 		timeout_ms = run_deadlines(job);
 		for (int r = 0; r < job->nranks; r++) {
@@ -524,7 +505,7 @@ static int run_loop(struct run_job *job, const sigset_t *waitmask)
 			job->timeout_at = 0;
 			job->term_at = 0;
 			job->kill_at = 0;
-			job->drain_until = run_now();
+			job->drain_until = tool_now_ns();
 			continue;
 		}
 		nfd = 0;
@@ -569,7 +550,7 @@ int main(int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, "+n:t:T:H:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
-			if (run_parse_int(optarg, 1, RUN_MAX_RANKS, &nranks) < 0) {
+			if (!tool_parse_long(optarg, 1, RUN_MAX_RANKS, &nranks)) {
 				fprintf(stderr, "ibcomm_run: -n %s: expected a number of ranks from 1 to %d\n",
 					optarg, RUN_MAX_RANKS);
 				return RUN_EXIT_USAGE;
@@ -656,14 +637,14 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	if (job.timeout_s > 0)
-		job.timeout_at = run_now() + (int64_t)(job.timeout_s * 1e9);
+		job.timeout_at = tool_now_ns() + (int64_t)(job.timeout_s * 1e9);
 	for (int r = 0; r < job.nranks; r++) {
 		if (run_start_rank(&job, r, argv + optind, &oldmask) < 0) {
 			if (job.failed_rank < 0) {
 				job.failed_rank = r;
 				job.exit_code = 1;
 			}
-			run_plan_end(&job, run_now());
+			run_plan_end(&job, tool_now_ns());
 			break;
 		}
 	}

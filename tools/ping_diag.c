@@ -102,14 +102,27 @@ static const char *netdev_or(const struct ping_port *p)
 
 int ping_diag_gids(struct ping_port *p, int forced, int rank, struct ping_problems *pl)
 {
-	int before = pl->n + pl->dropped, autoidx, idx;
-	char why[256], gs[64], fix[320];
+	char why[256];
+	int autoidx, idx;
+
+	if (p->link_layer != IBC_RDMA_LL_ETH)
+		return ping_diag_gids_chosen(p, forced, forced >= 0 ? forced : 0, 0, "", rank, pl);
+	autoidx = choose(p, -1, why, sizeof(why));
+	idx = choose(p, forced, why, sizeof(why));
+	return ping_diag_gids_chosen(p, forced, idx, autoidx, why, rank, pl);
+}
+
+int ping_diag_gids_chosen(struct ping_port *p, int forced, int idx, int autoidx, const char *why, int rank,
+			  struct ping_problems *pl)
+{
+	int before = pl->n + pl->dropped;
+	char gs[64], fix[320];
 	const struct ping_gid *g;
 
 	p->gid_used = -1;
 	if (p->link_layer != IBC_RDMA_LL_ETH) {
 		/* InfiniBand: addressed by LID inside the subnet; GID 0 is the port GID */
-		p->gid_used = forced >= 0 ? forced : 0;
+		p->gid_used = idx;
 		return 0;
 	}
 	if (p->ngids == 0) {
@@ -119,8 +132,6 @@ int ping_diag_gids(struct ping_port *p, int forced, int rank, struct ping_proble
 				 p->dev, p->port);
 		return pl->n + pl->dropped - before;
 	}
-	autoidx = choose(p, -1, why, sizeof(why));
-	idx = choose(p, forced, why, sizeof(why));
 	if (idx < 0) {
 		if (forced >= 0) {
 			if (autoidx >= 0)

@@ -87,6 +87,13 @@ const char *ping_gid_family_str(const uint8_t gid[16]);
  * of problems added.
  */
 int ping_diag_gids(struct ping_port *p, int forced, int rank, struct ping_problems *pl);
+/*
+ * The same diagnosis with the choice already made (by the library on the whole table, see
+ * ibc_rdma_choose): idx is the GID index used with IBCOMM_GID_INDEX = forced (-1: none,
+ * why says why), autoidx the automatic one (-1: none). p->gids must hold those entries.
+ */
+int ping_diag_gids_chosen(struct ping_port *p, int forced, int idx, int autoidx, const char *why, int rank,
+			  struct ping_problems *pl);
 
 /* A host whose RDMA devices have no ACTIVE port (an ACTIVE port not chosen is diagnosed elsewhere). */
 int ping_diag_ports(const struct ping_report *r, struct ping_problems *pl);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ibc.h"
 #include "rendezvous.h"
@@ -13,7 +14,9 @@ static const char *const all_vars[] = {
 	"IBCOMM_RANK",	    "IBCOMM_SIZE",	    "IBCOMM_ROOT",	    "IBCOMM_TRANSPORT", "IBCOMM_DEVICE",
 	"IBCOMM_GID_INDEX", "IBCOMM_IFNAME",	    "IBCOMM_TIMEOUT_MS",    "IBCOMM_ALGO",	"IBCOMM_JOB_KEY",
 	"IBCOMM_DEBUG",	    "SLURM_PROCID",	    "SLURM_NTASKS",	    "OMPI_COMM_WORLD_RANK",
-	"OMPI_COMM_WORLD_SIZE", "PMI_RANK",	    "PMI_SIZE",
+	"OMPI_COMM_WORLD_SIZE", "PMI_RANK",	    "PMI_SIZE", "IBCOMM_TCP_CHUNK", "IBCOMM_TCP_SLOTS",
+	"IBCOMM_TCP_SPIN_US", "IBCOMM_RDMA_CHUNK", "IBCOMM_RDMA_SLOTS", "IBCOMM_MEM_LIMIT",
+	"IBCOMM_P2P_UNEXPECTED_MAX", "IBCOMM_TEST_QP_ERROR_AFTER",
 };
 
 static char err[IBC_ERRLEN];
@@ -27,7 +30,6 @@ static void base_env(void)
 	setenv("IBCOMM_RANK", "0", 1);
 	setenv("IBCOMM_SIZE", "1", 1);
 	setenv("IBCOMM_ROOT", "127.0.0.1:5000", 1);
-	ibc_log_level = IBC_LOG_WARN;
 }
 
 static ibcomm_status_t load(void)
@@ -88,6 +90,14 @@ static void test_defaults(void)
 		CU_ASSERT_EQUAL(set.algo[c], IBC_ALGO_AUTO);
 	CU_ASSERT_STRING_EQUAL(set.job_key, "");
 	CU_ASSERT_EQUAL(set.debug, IBC_LOG_WARN);
+	CU_ASSERT_EQUAL(set.tcp_chunk, 0);
+	CU_ASSERT_EQUAL(set.tcp_slots, 0);
+	CU_ASSERT_EQUAL(set.tcp_spin_us, IBC_DEFAULT_TCP_SPIN_US);
+	CU_ASSERT_EQUAL(set.rdma_chunk, 0);
+	CU_ASSERT_EQUAL(set.rdma_slots, 0);
+	CU_ASSERT_EQUAL(set.mem_limit, IBC_DEFAULT_MEM_LIMIT);
+	CU_ASSERT_EQUAL(set.p2p_unexpected_max, IBC_DEFAULT_P2P_UNEXPECTED_MAX);
+	CU_ASSERT_EQUAL(set.test_qp_error_after, 0);
 }
 
 static void test_rank_size(void)
@@ -296,16 +306,20 @@ static void test_timeout_debug_key(void)
 	expect_bad("IBCOMM_TIMEOUT_MS", "1e3");
 	unsetenv("IBCOMM_TIMEOUT_MS");
 
-	expect_good("IBCOMM_DEBUG", "INFO");
-	CU_ASSERT_EQUAL(set.debug, IBC_LOG_INFO);
-	CU_ASSERT_EQUAL(ibc_log_level, IBC_LOG_INFO);
-	expect_good("IBCOMM_DEBUG", "trace");
-	CU_ASSERT_EQUAL(ibc_log_level, IBC_LOG_TRACE);
-	expect_good("IBCOMM_DEBUG", "WARN");
-	CU_ASSERT_EQUAL(ibc_log_level, IBC_LOG_WARN);
-	expect_bad("IBCOMM_DEBUG", "LOUD");
-	CU_ASSERT_EQUAL(ibc_log_level, IBC_LOG_WARN);
-	unsetenv("IBCOMM_DEBUG");
+	{
+		int dflt = ibc_log_default();
+
+		expect_good("IBCOMM_DEBUG", "INFO");
+		CU_ASSERT_EQUAL(set.debug, IBC_LOG_INFO);
+		expect_good("IBCOMM_DEBUG", "trace");
+		CU_ASSERT_EQUAL(set.debug, IBC_LOG_TRACE);
+		expect_good("IBCOMM_DEBUG", "WARN");
+		CU_ASSERT_EQUAL(set.debug, IBC_LOG_WARN);
+		expect_bad("IBCOMM_DEBUG", "LOUD");
+		/* loading settings never changes the level of other communicators' messages */
+		CU_ASSERT_EQUAL(ibc_log_default(), dflt);
+		unsetenv("IBCOMM_DEBUG");
+	}
 
 	expect_good("IBCOMM_JOB_KEY", "s3cret");
 	CU_ASSERT_STRING_EQUAL(set.job_key, "s3cret");
@@ -390,6 +404,131 @@ static void test_config_struct(void)
 	}
 	cfg.size = 0;
 	CU_ASSERT_EQUAL(ibc_settings_load(&cfg, &set, err, sizeof(err)), IBCOMM_ERR_INVALID);
+}
+
+/* The transport knobs, the memory cap and the p2p bound: environment, config, errors. */
+static void test_knobs(void)
+{
+	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
+
+	base_env();
+	expect_good("IBCOMM_TCP_CHUNK", "65536");
+	CU_ASSERT_EQUAL(set.tcp_chunk, 65536);
+	expect_good("IBCOMM_TCP_CHUNK", "64K");
+	CU_ASSERT_EQUAL(set.tcp_chunk, 65536);
+	expect_bad("IBCOMM_TCP_CHUNK", "0");
+	expect_bad("IBCOMM_TCP_CHUNK", "2G");
+	expect_bad("IBCOMM_TCP_CHUNK", "64KB");
+	expect_bad("IBCOMM_TCP_CHUNK", "-1");
+	unsetenv("IBCOMM_TCP_CHUNK");
+	expect_good("IBCOMM_TCP_SLOTS", "16");
+	CU_ASSERT_EQUAL(set.tcp_slots, 16);
+	expect_bad("IBCOMM_TCP_SLOTS", "0");
+	expect_bad("IBCOMM_TCP_SLOTS", "1025");
+	unsetenv("IBCOMM_TCP_SLOTS");
+	expect_good("IBCOMM_TCP_SPIN_US", "0");
+	CU_ASSERT_EQUAL(set.tcp_spin_us, 0);
+	expect_bad("IBCOMM_TCP_SPIN_US", "fast");
+	expect_bad("IBCOMM_TCP_SPIN_US", "1000001");
+	unsetenv("IBCOMM_TCP_SPIN_US");
+	expect_good("IBCOMM_RDMA_CHUNK", "1M");
+	CU_ASSERT_EQUAL(set.rdma_chunk, 1u << 20);
+	expect_bad("IBCOMM_RDMA_CHUNK", "32");
+	expect_bad("IBCOMM_RDMA_CHUNK", "32M");
+	unsetenv("IBCOMM_RDMA_CHUNK");
+	expect_good("IBCOMM_RDMA_SLOTS", "2");
+	CU_ASSERT_EQUAL(set.rdma_slots, 2);
+	expect_bad("IBCOMM_RDMA_SLOTS", "1");
+	expect_bad("IBCOMM_RDMA_SLOTS", "257");
+	unsetenv("IBCOMM_RDMA_SLOTS");
+	expect_good("IBCOMM_MEM_LIMIT", "2G");
+	CU_ASSERT_EQUAL(set.mem_limit, 2ull << 30);
+	expect_bad("IBCOMM_MEM_LIMIT", "1000");
+	expect_bad("IBCOMM_MEM_LIMIT", "99999999999999999999");
+	unsetenv("IBCOMM_MEM_LIMIT");
+	expect_good("IBCOMM_P2P_UNEXPECTED_MAX", "0");
+	CU_ASSERT_EQUAL(set.p2p_unexpected_max, 0);
+	expect_good("IBCOMM_P2P_UNEXPECTED_MAX", "4M");
+	CU_ASSERT_EQUAL(set.p2p_unexpected_max, 4u << 20);
+	expect_bad("IBCOMM_P2P_UNEXPECTED_MAX", "lots");
+	/* the bound counts against the cap */
+	setenv("IBCOMM_MEM_LIMIT", "8M", 1);
+	expect_bad("IBCOMM_P2P_UNEXPECTED_MAX", "16777216");
+	unsetenv("IBCOMM_MEM_LIMIT");
+	unsetenv("IBCOMM_P2P_UNEXPECTED_MAX");
+	expect_good("IBCOMM_TEST_QP_ERROR_AFTER", "7");
+	CU_ASSERT_EQUAL(set.test_qp_error_after, 7);
+	expect_bad("IBCOMM_TEST_QP_ERROR_AFTER", "x");
+	unsetenv("IBCOMM_TEST_QP_ERROR_AFTER");
+
+	/* config fields win over the environment, -1 leaves it, bad values are named */
+	setenv("IBCOMM_TCP_CHUNK", "4096", 1);
+	setenv("IBCOMM_DEBUG", "TRACE", 1);
+	CU_ASSERT_EQUAL_FATAL(ibc_settings_load(&cfg, &set, err, sizeof(err)), IBCOMM_OK);
+	CU_ASSERT_EQUAL(set.tcp_chunk, 4096);
+	CU_ASSERT_EQUAL(set.debug, IBC_LOG_TRACE);
+	cfg.debug = "info";
+	cfg.tcp_chunk = 8192;
+	cfg.tcp_slots = 3;
+	cfg.tcp_spin_us = 0;
+	cfg.rdma_chunk = 128;
+	cfg.rdma_slots = 4;
+	cfg.mem_limit = 64 << 20;
+	cfg.p2p_unexpected_max = 1 << 20;
+	CU_ASSERT_EQUAL_FATAL(ibc_settings_load(&cfg, &set, err, sizeof(err)), IBCOMM_OK);
+	CU_ASSERT_EQUAL(set.debug, IBC_LOG_INFO);
+	CU_ASSERT_EQUAL(set.tcp_chunk, 8192);
+	CU_ASSERT_EQUAL(set.tcp_slots, 3);
+	CU_ASSERT_EQUAL(set.tcp_spin_us, 0);
+	CU_ASSERT_EQUAL(set.rdma_chunk, 128);
+	CU_ASSERT_EQUAL(set.rdma_slots, 4);
+	CU_ASSERT_EQUAL(set.mem_limit, 64u << 20);
+	CU_ASSERT_EQUAL(set.p2p_unexpected_max, 1u << 20);
+	unsetenv("IBCOMM_TCP_CHUNK");
+	unsetenv("IBCOMM_DEBUG");
+	cfg.tcp_slots = -2;
+	CU_ASSERT_EQUAL(ibc_settings_load(&cfg, &set, err, sizeof(err)), IBCOMM_ERR_INVALID);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "ibcomm_config_t.tcp_slots"));
+	cfg.tcp_slots = -1;
+	cfg.rdma_chunk = 1;
+	CU_ASSERT_EQUAL(ibc_settings_load(&cfg, &set, err, sizeof(err)), IBCOMM_ERR_INVALID);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "ibcomm_config_t.rdma_chunk"));
+	cfg.rdma_chunk = -1;
+	cfg.debug = "loud";
+	CU_ASSERT_EQUAL(ibc_settings_load(&cfg, &set, err, sizeof(err)), IBCOMM_ERR_INVALID);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "ibcomm_config_t.debug"));
+}
+
+/* Each communicator logs at its own level: one at INFO does not make another one talk. */
+static void test_log_per_comm(void)
+{
+	struct ibcomm *loud = calloc(1, sizeof(*loud)), *quiet = calloc(1, sizeof(*quiet));
+	char line[256], all[1024] = "";
+	FILE *f = tmpfile();
+	int saved = dup(2);
+
+	CU_ASSERT_FATAL(loud && quiet && f && saved >= 0);
+	loud->set.debug = IBC_LOG_INFO;
+	quiet->set.debug = IBC_LOG_WARN;
+	fflush(stderr);
+	dup2(fileno(f), 2);
+	ibc_cinfo(loud, "info from the loud communicator");
+	ibc_cinfo(quiet, "info from the quiet communicator");
+	ibc_ctrace(loud, "trace from the loud communicator");
+	ibc_cwarn(quiet, "warning from the quiet communicator");
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	rewind(f);
+	while (fgets(line, sizeof(line), f))
+		strncat(all, line, sizeof(all) - strlen(all) - 1);
+	fclose(f);
+	CU_ASSERT_TRUE(strstr(all, "INFO") && strstr(all, "info from the loud communicator"));
+	CU_ASSERT_PTR_NULL(strstr(all, "info from the quiet communicator"));
+	CU_ASSERT_PTR_NULL(strstr(all, "trace from the loud communicator"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(all, "warning from the quiet communicator"));
+	free(loud);
+	free(quiet);
 }
 
 /* ---- IBCOMM_ALGO ---- */
@@ -558,6 +697,8 @@ int main(void)
 	    !CU_add_test(s, "transport, device, gid, ifname", test_transport_device) ||
 	    !CU_add_test(s, "timeout, debug, job key", test_timeout_debug_key) ||
 	    !CU_add_test(s, "config struct", test_config_struct) ||
+	    !CU_add_test(s, "transport knobs, memory cap, p2p bound", test_knobs) ||
+	    !CU_add_test(s, "log level per communicator", test_log_per_comm) ||
 	    !CU_add_test(s, "IBCOMM_ALGO per collective", test_algo_valid) ||
 	    !CU_add_test(s, "IBCOMM_ALGO bare values", test_algo_bare) ||
 	    !CU_add_test(s, "IBCOMM_ALGO errors", test_algo_invalid) || !CU_add_test(s, "names", test_names)) {

@@ -78,6 +78,7 @@ static void init_comm(struct ibcomm *comm, int rank, int size, const char *id)
 	comm->set.nranks = size;
 	comm->set.gid_index = gid ? atoi(gid) : -1;
 	comm->set.timeout_ms = WAIT_MS;
+	comm->set.debug = ibc_log_default();
 	if (dev)
 		snprintf(comm->set.device, sizeof(comm->set.device), "%s", dev);
 	comm->rdv = fake_rdv_new(rdv_dir);
@@ -386,8 +387,6 @@ int main(void)
 
 	if (n)
 		nranks = atoi(n);
-	if (getenv("IBCOMM_DEBUG"))
-		ibc_log_level = strcasecmp(getenv("IBCOMM_DEBUG"), "TRACE") == 0 ? IBC_LOG_TRACE : IBC_LOG_INFO;
 	if (nranks < 2 || nranks > 64)
 		nranks = 3;
 	if (!mkdtemp(tmpl)) {

@@ -4,17 +4,15 @@
  * gnuplot; without gnuplot, or with one that fails, the table still and exit status 3),
  * -R 1 (registered buffers, results still right), and the progress line (only on a
  * terminal, never with --json or --csv). Every run is bounded: one still running after
- * TEST_BENCH_LIMIT_S seconds is killed and the test fails.
+ * PROC_LIMIT_S seconds is killed and the test fails.
  */
-#define _GNU_SOURCE /* mkdtemp, posix_openpt, ptsname */
+#define _GNU_SOURCE /* mkdtemp */
 #include "config.h"
 
 #include <CUnit/Basic.h>
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -22,9 +20,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "proc_runner.h"
+#include "tool_util.h"
 
 #ifndef IBCOMM_RUN_PATH
 #error "IBCOMM_RUN_PATH must name the built ibcomm_run"
@@ -32,133 +31,6 @@
 #ifndef IBCOMM_BENCH_PATH
 #error "IBCOMM_BENCH_PATH must name the built ibcomm_bench"
 #endif
-
-#define TEST_BENCH_LIMIT_S 60
-
-struct test_out {
-	char *out;
-	size_t outlen;
-	char *err;
-	size_t errlen;
-	int status; /* exit status, 128+signal when killed */
-};
-
-static double test_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void test_append(char **buf, size_t *len, const char *data, size_t n)
-{
-	char *p = realloc(*buf, *len + n + 1);
-
-	if (!p)
-		abort();
-	memcpy(p + *len, data, n);
-	*len += n;
-	p[*len] = '\0';
-	*buf = p;
-}
-
-static void test_out_free(struct test_out *o)
-{
-	free(o->out);
-	free(o->err);
-	memset(o, 0, sizeof(*o));
-}
-
-/*
- * Runs argv (argv[0] a path) with the "NAME=VALUE" strings of env (NULL-terminated, may be
- * NULL) added to its environment, collecting stdout and stderr. With err_tty, its stderr
- * is a pseudo-terminal (what is written there is collected as err).
- */
-static int test_run_env(char *const argv[], char *const env[], bool err_tty, struct test_out *o)
-{
-	double limit = test_now() + TEST_BENCH_LIMIT_S;
-	int outp[2], errfd[2] = { -1, -1 }, wst;
-	pid_t pid;
-
-	memset(o, 0, sizeof(*o));
-	o->out = calloc(1, 1);
-	o->err = calloc(1, 1);
-	if (!o->out || !o->err || pipe(outp) < 0)
-		return -1;
-	if (err_tty) {
-		/* the parent keeps the terminal side open until the child has it: no early EIO */
-		errfd[0] = posix_openpt(O_RDWR | O_NOCTTY);
-		if (errfd[0] < 0 || grantpt(errfd[0]) < 0 || unlockpt(errfd[0]) < 0)
-			return -1;
-		errfd[1] = open(ptsname(errfd[0]), O_RDWR | O_NOCTTY);
-		if (errfd[1] < 0)
-			return -1;
-	} else if (pipe(errfd) < 0) {
-		return -1;
-	}
-	pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		dup2(outp[1], 1);
-		dup2(errfd[1], 2);
-		close(outp[0]);
-		close(outp[1]);
-		close(errfd[0]);
-		close(errfd[1]);
-		for (int i = 0; env && env[i]; i++)
-			putenv(env[i]);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(outp[1]);
-	close(errfd[1]);
-	for (int fds[2] = { outp[0], errfd[0] }; fds[0] >= 0 || fds[1] >= 0;) {
-		struct pollfd pfd[2] = { { fds[0], POLLIN, 0 }, { fds[1], POLLIN, 0 } };
-		double left = limit - test_now();
-		char buf[4096];
-
-		if (left <= 0) {
-			fprintf(stderr, "test_bench: %s still running after %d s: killing it\n", argv[0],
-				TEST_BENCH_LIMIT_S);
-			kill(pid, SIGKILL);
-			limit = test_now() + 3600;
-			left = 3600;
-		}
-		if (poll(pfd, 2, (int)(left * 1000) + 1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		for (int k = 0; k < 2; k++) {
-			ssize_t n;
-
-			if (fds[k] < 0 || !pfd[k].revents)
-				continue;
-			n = read(fds[k], buf, sizeof(buf));
-			if (n <= 0) { /* a terminal whose other side closed says EIO */
-				close(fds[k]);
-				fds[k] = -1;
-			} else if (k == 0) {
-				test_append(&o->out, &o->outlen, buf, (size_t)n);
-			} else {
-				test_append(&o->err, &o->errlen, buf, (size_t)n);
-			}
-		}
-	}
-	if (waitpid(pid, &wst, 0) < 0)
-		return -1;
-	o->status = WIFEXITED(wst) ? WEXITSTATUS(wst) : 128 + WTERMSIG(wst);
-	if (getenv("TEST_BENCH_VERBOSE"))
-		fprintf(stderr, "--- %s: status %d\n--- stdout:\n%s--- stderr:\n%s", argv[0], o->status, o->out, o->err);
-	return 0;
-}
-
-static int test_run(char *const argv[], struct test_out *o)
-{
-	return test_run_env(argv, NULL, false, o);
-}
 
 static int test_count(const char *s, const char *what)
 {
@@ -283,10 +155,10 @@ static void test_json_stdout(void)
 {
 	char *argv[] = { IBCOMM_RUN_PATH, "-n", "3", "--timeout", "50", "--", IBCOMM_BENCH_PATH, "-b", "1K", "-e", "64K",
 			 "-f", "4", "-n", "2", "-w", "1", "--json", NULL };
-	struct test_out o;
+	struct proc_out o;
 	char *json;
 
-	CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	json = test_rank0_text(o.out); /* only rank 0 writes */
 	CU_ASSERT_PTR_NOT_NULL_FATAL(json);
@@ -303,7 +175,7 @@ static void test_json_stdout(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"ok\": true"));
 	CU_ASSERT_NOT_EQUAL(test_python_check(json, 4, "1024,4096,16384,65536", "out_of_place,in_place"), 1);
 	free(json);
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 static void test_json_file(void)
@@ -314,17 +186,17 @@ static void test_json_file(void)
 	char *both[] = { IBCOMM_RUN_PATH, "-n", "1", "--", IBCOMM_BENCH_PATH, "--json", "--csv", NULL };
 	char *nowhere[] = { IBCOMM_RUN_PATH, "-n", "2", "--timeout", "50", "--", IBCOMM_BENCH_PATH,
 			    "--json=/nonexistent/dir/b.json", NULL };
-	struct test_out o;
+	struct proc_out o;
 	FILE *f;
 	size_t n;
 
 	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
 	snprintf(path, sizeof(path), "%s/b.json", dir);
 	snprintf(opt, sizeof(opt), "--json=%s", path);
-	CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_EQUAL(o.outlen, 0); /* the document went to the file */
-	test_out_free(&o);
+	proc_out_free(&o);
 	f = fopen(path, "r");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
 	n = fread(text, 1, sizeof(text) - 1, f);
@@ -338,31 +210,17 @@ static void test_json_file(void)
 	unlink(path);
 	rmdir(dir);
 
-	CU_ASSERT_FATAL(test_run(both, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(both, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.err, "--json and --csv exclude each other"));
-	test_out_free(&o);
-	CU_ASSERT_FATAL(test_run(nowhere, &o) == 0);
+	proc_out_free(&o);
+	CU_ASSERT_FATAL(proc_run(nowhere, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.err, "[0] ibcomm_bench: --json: cannot write /nonexistent/dir/b.json"));
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 /* ---- --plot ---- */
-
-static bool test_is_png(const char *path)
-{
-	static const unsigned char sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
-	unsigned char head[8];
-	FILE *f = fopen(path, "rb");
-	bool ok;
-
-	if (!f)
-		return false;
-	ok = fread(head, 1, sizeof(head), f) == sizeof(head) && memcmp(head, sig, sizeof(sig)) == 0;
-	fclose(f);
-	return ok;
-}
 
 static void test_plot(void)
 {
@@ -371,7 +229,7 @@ static void test_plot(void)
 			  "-f", "4", "-n", "2", "-w", "1", "--plot", png, NULL };
 	char *json[] = { IBCOMM_RUN_PATH, "-n", "3", "--timeout", "50", "--", IBCOMM_BENCH_PATH, "-C", "all", "-b", "1K",
 			 "-e", "4K", "-n", "1", "-w", "0", "--json", "--plot", png, NULL };
-	struct test_out o;
+	struct proc_out o;
 	char *text;
 
 	if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
@@ -380,23 +238,23 @@ static void test_plot(void)
 	}
 	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
 	snprintf(png, sizeof(png), "%s/busbw.png", dir);
-	CU_ASSERT_FATAL(test_run(table, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(table, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "[0] # Out of bounds values : 0 OK"));
-	CU_ASSERT(test_is_png(png));
-	test_out_free(&o);
+	CU_ASSERT(tool_file_is_png(png));
+	proc_out_free(&o);
 	unlink(png);
 
 	/* with --json, gnuplot's own output stays off stdout: the document is intact */
-	CU_ASSERT_FATAL(test_run(json, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(json, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
-	CU_ASSERT(test_is_png(png));
+	CU_ASSERT(tool_file_is_png(png));
 	text = test_rank0_text(o.out);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(text);
 	CU_ASSERT(test_json_balanced(text));
 	CU_ASSERT_EQUAL(test_count(text, "\"size\": "), 8 * 3);
 	free(text);
-	test_out_free(&o);
+	proc_out_free(&o);
 	unlink(png);
 	rmdir(dir);
 }
@@ -412,7 +270,7 @@ static void test_plot_failures(void)
 		{ "#!/bin/sh\nexit 4\n", "gnuplot exited with status 4; " },
 		{ "#!/bin/sh\nwhile read -r line; do :; done\n", "gnuplot succeeded but " },
 	};
-	struct test_out o;
+	struct proc_out o;
 	FILE *f;
 
 	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
@@ -421,7 +279,7 @@ static void test_plot_failures(void)
 	/* but with ls, which libtool's wrapper of an uninstalled ibcomm_bench runs */
 	snprintf(ls, sizeof(ls), "%s/ls", dir);
 	CU_ASSERT(symlink(access("/bin/ls", X_OK) == 0 ? "/bin/ls" : "/usr/bin/ls", ls) == 0);
-	CU_ASSERT_FATAL(test_run_env(argv, env, false, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, &(struct proc_opts){ .env = env }, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 3);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "[0] # Out of bounds values : 0 OK"));
 	CU_ASSERT_EQUAL(test_count(o.out, "[0]         4096 "), 1);
@@ -431,7 +289,7 @@ static void test_plot_failures(void)
 	/* one line from the ranks: nothing else went missing or complained */
 	CU_ASSERT_EQUAL(test_count(o.err, "[0] "), 1);
 	CU_ASSERT_EQUAL(test_count(o.err, "[1] "), 0);
-	test_out_free(&o);
+	proc_out_free(&o);
 
 	snprintf(fake, sizeof(fake), "%s/gnuplot", dir);
 	for (size_t i = 0; i < sizeof(fakes) / sizeof(fakes[0]); i++) {
@@ -440,11 +298,11 @@ static void test_plot_failures(void)
 		fputs(fakes[i][0], f);
 		fclose(f);
 		chmod(fake, 0755);
-		CU_ASSERT_FATAL(test_run_env(argv, env, false, &o) == 0);
+		CU_ASSERT_FATAL(proc_run(argv, &(struct proc_opts){ .env = env }, &o) == 0);
 		CU_ASSERT_EQUAL(o.status, 3);
 		CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "[0] # Out of bounds values : 0 OK"));
 		CU_ASSERT_PTR_NOT_NULL(strstr(o.err, fakes[i][1]));
-		test_out_free(&o);
+		proc_out_free(&o);
 	}
 	unlink(fake);
 	unlink(ls);
@@ -458,24 +316,24 @@ static void test_register(void)
 {
 	static const char *const colls[] = { "allreduce", "allgather", "scatter" };
 	char *bad[] = { IBCOMM_RUN_PATH, "-n", "1", "--", IBCOMM_BENCH_PATH, "-R", "2", NULL };
-	struct test_out o;
+	struct proc_out o;
 
 	for (size_t i = 0; i < sizeof(colls) / sizeof(colls[0]); i++) {
 		char *argv[] = { IBCOMM_RUN_PATH, "-n", "3", "--timeout", "50", "--", IBCOMM_BENCH_PATH, "-R", "1",
 				 "-C", (char *)colls[i], "-b", "96", "-e", "48K", "-f", "8", "-n", "2", "-w", "1", NULL };
 
-		CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+		CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 		if (o.status != 0)
 			fprintf(stderr, "ibcomm_bench -R 1 -C %s: status %d\n%s%s", colls[i], o.status, o.out, o.err);
 		CU_ASSERT_EQUAL(o.status, 0);
 		CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "[0] #  send and receive buffers registered (-R 1)"));
 		CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "[0] # Out of bounds values : 0 OK"));
-		test_out_free(&o);
+		proc_out_free(&o);
 	}
-	CU_ASSERT_FATAL(test_run(bad, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(bad, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.err, "bad value for -R: 2"));
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 /* ---- the progress line ---- */
@@ -503,26 +361,26 @@ static void test_progress(void)
 	char root[64];
 	char *env[] = { "IBCOMM_RANK=0", "IBCOMM_SIZE=1", root, "IBCOMM_JOB_KEY=test_bench", NULL };
 	static const char *const quiet[] = { "--json", "--csv" };
-	struct test_out o;
+	struct proc_out o;
 	int port = test_free_port();
 
 	/* under the launcher stderr is a pipe: no progress line */
-	CU_ASSERT_FATAL(test_run(piped, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(piped, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_EQUAL(o.errlen, 0);
 	CU_ASSERT_PTR_NULL(strchr(o.out, '\r'));
-	test_out_free(&o);
+	proc_out_free(&o);
 
 	CU_ASSERT_FATAL(port > 0);
 	snprintf(root, sizeof(root), "IBCOMM_ROOT=127.0.0.1:%d", port);
 	/* a lone rank, stderr a pipe: none either */
-	CU_ASSERT_FATAL(test_run_env(lone, env, false, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(lone, &(struct proc_opts){ .env = env }, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_EQUAL(o.errlen, 0);
-	test_out_free(&o);
+	proc_out_free(&o);
 
 	/* stderr a terminal: "\r"-updated, erased before each row; stdout untouched */
-	CU_ASSERT_FATAL(test_run_env(lone, env, true, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(lone, &(struct proc_opts){ .env = env, .err_tty = true }, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.err, "\ribcomm_bench: allreduce 1024 B (1/3) out-of-place ..."));
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.err, "\ribcomm_bench: allreduce 4096 B (3/3) in-place ..."));
@@ -530,16 +388,16 @@ static void test_progress(void)
 	CU_ASSERT_PTR_NULL(strchr(o.err, '\n'));
 	CU_ASSERT_PTR_NULL(strchr(o.out, '\r'));
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "# Out of bounds values : 0 OK"));
-	test_out_free(&o);
+	proc_out_free(&o);
 
 	/* a terminal, but --json or --csv: none */
 	for (size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++) {
 		lone[9] = (char *)quiet[i];
-		CU_ASSERT_FATAL(test_run_env(lone, env, true, &o) == 0);
+		CU_ASSERT_FATAL(proc_run(lone, &(struct proc_opts){ .env = env, .err_tty = true }, &o) == 0);
 		CU_ASSERT_EQUAL(o.status, 0);
 		CU_ASSERT_EQUAL(o.errlen, 0);
 		CU_ASSERT(o.outlen > 0);
-		test_out_free(&o);
+		proc_out_free(&o);
 	}
 }
 

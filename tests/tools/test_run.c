@@ -3,7 +3,7 @@
  * failing rank, 128+signal, no process left behind, --timeout, the IBCOMM_* variables,
  * signal forwarding, usage errors. Then ibcomm_bench and the example, run by it, with their
  * correctness checks on. Every run is bounded: a launcher still running after
- * TEST_RUN_LIMIT_S seconds is killed and the test fails.
+ * PROC_LIMIT_S seconds is killed and the test fails.
  */
 #define _GNU_SOURCE /* mkdtemp, usleep */
 #include "config.h"
@@ -11,151 +11,20 @@
 #include <CUnit/Basic.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "proc_runner.h"
+#include "tool_util.h"
 
 #ifndef IBCOMM_RUN_PATH
 #error "IBCOMM_RUN_PATH must name the built ibcomm_run"
 #endif
-
-#define TEST_RUN_LIMIT_S 60
-
-struct test_out {
-	char *out;
-	size_t outlen;
-	char *err;
-	size_t errlen;
-	int status;     /* exit status, 128+signal when the launcher itself was killed */
-	double seconds; /* how long the launcher ran */
-};
-
-static double test_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void test_append(char **buf, size_t *len, const char *data, size_t n)
-{
-	char *p = realloc(*buf, *len + n + 1);
-
-	if (!p)
-		abort();
-	memcpy(p + *len, data, n);
-	*len += n;
-	p[*len] = '\0';
-	*buf = p;
-}
-
-static void test_out_free(struct test_out *o)
-{
-	free(o->out);
-	free(o->err);
-	memset(o, 0, sizeof(*o));
-}
-
-/*
- * Runs argv (argv[0] is a path), collecting its stdout and stderr. When `signal_after` is
- * given, sends that signal to the launcher once its stdout holds `ready_lines` lines.
- */
-static int test_run_full(char *const argv[], int signal_after, int ready_lines, struct test_out *o)
-{
-	int outp[2], errp[2];
-	bool signalled = false;
-	double limit;
-	pid_t pid;
-	int wst;
-
-	memset(o, 0, sizeof(*o));
-	o->out = calloc(1, 1);
-	o->err = calloc(1, 1);
-	if (!o->out || !o->err || pipe(outp) < 0 || pipe(errp) < 0)
-		return -1;
-	o->seconds = test_now();
-	limit = o->seconds + TEST_RUN_LIMIT_S;
-	pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		dup2(outp[1], 1);
-		dup2(errp[1], 2);
-		close(outp[0]);
-		close(outp[1]);
-		close(errp[0]);
-		close(errp[1]);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	close(outp[1]);
-	close(errp[1]);
-	for (int fds[2] = { outp[0], errp[0] }; fds[0] >= 0 || fds[1] >= 0;) {
-		/* poll() skips negative fds: a closed end stays in the set as -1 */
-		struct pollfd pfd[2] = { { fds[0], POLLIN, 0 }, { fds[1], POLLIN, 0 } };
-		double left = limit - test_now();
-		char buf[4096];
-
-		if (left <= 0) {
-			fprintf(stderr, "test_run: %s still running after %d s: killing it\n", argv[0],
-				TEST_RUN_LIMIT_S);
-			kill(pid, SIGKILL);
-			limit = test_now() + 3600;
-			left = 3600;
-		}
-		if (poll(pfd, 2, (int)(left * 1000) + 1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		for (int k = 0; k < 2; k++) {
-			ssize_t n;
-
-			if (fds[k] < 0 || !pfd[k].revents)
-				continue;
-			n = read(fds[k], buf, sizeof(buf));
-			if (n <= 0) {
-				close(fds[k]);
-				fds[k] = -1;
-			} else if (k == 0) {
-				test_append(&o->out, &o->outlen, buf, (size_t)n);
-			} else {
-				test_append(&o->err, &o->errlen, buf, (size_t)n);
-			}
-		}
-		if (signal_after && !signalled) {
-			int lines = 0;
-
-			for (const char *p = o->out; *p; p++)
-				lines += *p == '\n';
-			if (lines >= ready_lines) {
-				kill(pid, signal_after);
-				signalled = true;
-			}
-		}
-	}
-	if (waitpid(pid, &wst, 0) < 0)
-		return -1;
-	o->seconds = test_now() - o->seconds;
-	o->status = WIFEXITED(wst) ? WEXITSTATUS(wst) : 128 + WTERMSIG(wst);
-	if (o->status != 0 && getenv("TEST_RUN_VERBOSE"))
-		fprintf(stderr, "--- status %d\n--- stdout:\n%s--- stderr:\n%s", o->status, o->out, o->err);
-	return 0;
-}
-
-static int test_run(char *const argv[], struct test_out *o)
-{
-	return test_run_full(argv, 0, 0, o);
-}
 
 /* Counts the lines of s that are exactly `line`. */
 static int test_count_line(const char *s, const char *line)
@@ -234,9 +103,9 @@ static int test_pids_left(const char *dir, int expected_files)
 			continue;
 		files++;
 		for (int pid; fscanf(f, "%d", &pid) == 1;) {
-			double until = test_now() + 3;
+			double until = tool_now_s() + 3;
 
-			while (!test_pid_gone(pid) && test_now() < until)
+			while (!test_pid_gone(pid) && tool_now_s() < until)
 				usleep(20000);
 			if (!test_pid_gone(pid)) {
 				fprintf(stderr, "test_run: pid %d (from %s) still running\n", pid, path);
@@ -255,9 +124,9 @@ static void test_prefix(void)
 {
 	char *argv[] = { IBCOMM_RUN_PATH, "-n", "3", "--", "sh", "-c",
 			 "echo out$IBCOMM_RANK; echo err$IBCOMM_RANK >&2; echo two$IBCOMM_RANK", NULL };
-	struct test_out o;
+	struct proc_out o;
 
-	CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_EQUAL(test_count_line(o.out, "[0] out0"), 1);
 	CU_ASSERT_EQUAL(test_count_line(o.out, "[1] out1"), 1);
@@ -267,7 +136,7 @@ static void test_prefix(void)
 	CU_ASSERT_PTR_NULL(strstr(o.out, "err"));
 	CU_ASSERT(test_all_prefixed(o.out, 3));
 	CU_ASSERT(test_all_prefixed(o.err, 3));
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 static void test_partial_and_long_lines(void)
@@ -277,17 +146,17 @@ static void test_partial_and_long_lines(void)
 			 "if [ $IBCOMM_RANK = 0 ]; then printf 'no newline'; "
 			 "else head -c 200000 /dev/zero | tr '\\000' x; echo; fi",
 			 NULL };
-	struct test_out o;
+	struct proc_out o;
 	size_t xs = 0;
 
-	CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_EQUAL(test_count_line(o.out, "[0] no newline"), 1);
 	CU_ASSERT(test_all_prefixed(o.out, 2));
 	for (const char *p = o.out; *p; p++)
 		xs += *p == 'x';
 	CU_ASSERT_EQUAL(xs, 200000);
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 static void test_env(void)
@@ -296,10 +165,10 @@ static void test_env(void)
 			 "echo \"$IBCOMM_RANK $IBCOMM_SIZE $IBCOMM_ROOT $IBCOMM_JOB_KEY $IBCOMM_TRANSPORT\"",
 			 NULL };
 	char root[2][128], key[2][128], tp[2][32];
-	struct test_out o;
+	struct proc_out o;
 
 	unsetenv("IBCOMM_JOB_KEY");
-	CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	for (int r = 0; r < 2; r++) {
 		char want[32];
@@ -324,22 +193,22 @@ static void test_env(void)
 	}
 	CU_ASSERT_STRING_EQUAL(root[0], root[1]);
 	CU_ASSERT_STRING_EQUAL(key[0], key[1]);
-	test_out_free(&o);
+	proc_out_free(&o);
 
 	/* a job key already set is kept; a fresh one each run otherwise */
 	{
 		char *argv2[] = { IBCOMM_RUN_PATH, "-n", "1", "sh", "-c", "echo \"$IBCOMM_JOB_KEY\"", NULL };
 
 		setenv("IBCOMM_JOB_KEY", "my-secret", 1);
-		CU_ASSERT_FATAL(test_run(argv2, &o) == 0);
+		CU_ASSERT_FATAL(proc_run(argv2, NULL, &o) == 0);
 		unsetenv("IBCOMM_JOB_KEY");
 		CU_ASSERT_EQUAL(o.status, 0);
 		CU_ASSERT_EQUAL(test_count_line(o.out, "[0] my-secret"), 1);
-		test_out_free(&o);
-		CU_ASSERT_FATAL(test_run(argv2, &o) == 0);
+		proc_out_free(&o);
+		CU_ASSERT_FATAL(proc_run(argv2, NULL, &o) == 0);
 		CU_ASSERT_EQUAL(strlen(o.out), 4 + 32 + 1);
 		CU_ASSERT(strstr(o.out, key[0]) == NULL);
-		test_out_free(&o);
+		proc_out_free(&o);
 	}
 }
 
@@ -349,7 +218,7 @@ static void test_first_failure(void)
 	char dir[] = "/tmp/ibcomm_test_run.XXXXXX";
 	char script[512];
 	char *argv[] = { IBCOMM_RUN_PATH, "-n", "4", "--", "sh", "-c", script, NULL };
-	struct test_out o;
+	struct proc_out o;
 
 	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
 	/* every rank starts a background sleep and records its pid and its own; rank 2 fails
@@ -360,7 +229,7 @@ static void test_first_failure(void)
 		 "touch $d/done2; exit 3; fi; "
 		 "if [ $IBCOMM_RANK = 3 ]; then while [ ! -e $d/done2 ]; do sleep 0.05; done; sleep 0.2; exit 5; fi; wait",
 		 dir);
-	CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 3);
 	CU_ASSERT(o.seconds < 15);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.err, "ibcomm_run: rank 2 exited with status 3"));
@@ -368,20 +237,20 @@ static void test_first_failure(void)
 	snprintf(script, sizeof(script), "%s/done2", dir);
 	unlink(script);
 	CU_ASSERT_EQUAL(rmdir(dir), 0);
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 static void test_killed_by_signal(void)
 {
 	char *argv[] = { IBCOMM_RUN_PATH, "-n", "3", "--", "sh", "-c",
 			 "if [ $IBCOMM_RANK = 2 ]; then kill -9 $$; fi; exec sleep 30", NULL };
-	struct test_out o;
+	struct proc_out o;
 
-	CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 128 + 9);
 	CU_ASSERT(o.seconds < 15);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.err, "ibcomm_run: rank 2 killed by signal 9 (Killed)"));
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 /* A rank that ignores SIGTERM is killed: the launcher still returns, with rank 0's status. */
@@ -391,12 +260,12 @@ static void test_ignores_sigterm(void)
 			 "if [ $IBCOMM_RANK = 0 ]; then sleep 0.2; exit 7; fi; trap '' TERM; "
 			 "while :; do sleep 0.1; done",
 			 NULL };
-	struct test_out o;
+	struct proc_out o;
 
-	CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 7);
 	CU_ASSERT(o.seconds < 15);
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 static void test_timeout(void)
@@ -406,12 +275,12 @@ static void test_timeout(void)
 	char *argv[] = { IBCOMM_RUN_PATH, "-n", "2", "--timeout", "1", "--", "sh", "-c", script, NULL };
 	struct rusage before, after;
 	double cpu;
-	struct test_out o;
+	struct proc_out o;
 
 	CU_ASSERT_FATAL(mkdtemp(dir) != NULL);
 	snprintf(script, sizeof(script), "echo $$ > %s/pid.$IBCOMM_RANK; exec sleep 30", dir);
 	getrusage(RUSAGE_CHILDREN, &before);
-	CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 	getrusage(RUSAGE_CHILDREN, &after);
 	CU_ASSERT_EQUAL(o.status, 124);
 	CU_ASSERT(o.seconds >= 0.9 && o.seconds < 10);
@@ -424,24 +293,24 @@ static void test_timeout(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.err, "timeout"));
 	CU_ASSERT_EQUAL(test_pids_left(dir, 2), 0);
 	rmdir(dir);
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 static void test_success_and_exec_failure(void)
 {
 	char *ok[] = { IBCOMM_RUN_PATH, "-n", "4", "true", NULL };
 	char *missing[] = { IBCOMM_RUN_PATH, "-n", "2", "--", "/nonexistent/program", NULL };
-	struct test_out o;
+	struct proc_out o;
 
-	CU_ASSERT_FATAL(test_run(ok, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(ok, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_EQUAL(o.outlen, 0);
 	CU_ASSERT_EQUAL(o.errlen, 0);
-	test_out_free(&o);
-	CU_ASSERT_FATAL(test_run(missing, &o) == 0);
+	proc_out_free(&o);
+	CU_ASSERT_FATAL(proc_run(missing, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 127);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.err, "cannot run /nonexistent/program"));
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 /* SIGINT to the launcher reaches the ranks, which may handle it. */
@@ -453,19 +322,19 @@ static void test_forward_signal(void)
 			 NULL };
 	char *plain[] = { IBCOMM_RUN_PATH, "-n", "2", "--timeout", "30", "--", "sh", "-c",
 			  "echo ready; exec sleep 30", NULL };
-	struct test_out o;
+	struct proc_out o;
 
-	CU_ASSERT_FATAL(test_run_full(argv, SIGINT, 2, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, &(struct proc_opts){ .signal = SIGINT, .signal_lines = 2 }, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 5);
 	CU_ASSERT(o.seconds < 15);
 	CU_ASSERT_EQUAL(test_count_line(o.out, "[0] caught0"), 1);
 	CU_ASSERT_EQUAL(test_count_line(o.out, "[1] caught1"), 1);
-	test_out_free(&o);
+	proc_out_free(&o);
 
-	CU_ASSERT_FATAL(test_run_full(plain, SIGTERM, 2, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(plain, &(struct proc_opts){ .signal = SIGTERM, .signal_lines = 2 }, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 128 + SIGTERM);
 	CU_ASSERT(o.seconds < 15);
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 static void test_usage(void)
@@ -478,18 +347,18 @@ static void test_usage(void)
 	char *bad_opt[] = { IBCOMM_RUN_PATH, "--bogus", "-n", "1", "true", NULL };
 	char *help[] = { IBCOMM_RUN_PATH, "--help", NULL };
 	char **bad[] = { none, noprog, zero, bad_n, bad_timeout, bad_opt };
-	struct test_out o;
+	struct proc_out o;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		CU_ASSERT_FATAL(test_run(bad[i], &o) == 0);
+		CU_ASSERT_FATAL(proc_run(bad[i], NULL, &o) == 0);
 		CU_ASSERT_EQUAL(o.status, 2);
 		CU_ASSERT(o.errlen > 0);
-		test_out_free(&o);
+		proc_out_free(&o);
 	}
-	CU_ASSERT_FATAL(test_run(help, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(help, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "Usage: ibcomm_run"));
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 /* ---- the benchmark and the example, run by the launcher ---- */
@@ -503,14 +372,14 @@ static void test_bench_collectives(void)
 		char *argv[] = { IBCOMM_RUN_PATH, "-n", "3", "--timeout", "50", "--", IBCOMM_BENCH_PATH,
 				 "-b", "8", "-e", "96K", "-f", "8", "-n", "2", "-w", "1", "-c", "1",
 				 "-r", "1", "-C", (char *)colls[i], NULL };
-		struct test_out o;
+		struct proc_out o;
 
-		CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+		CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 		if (o.status != 0)
 			fprintf(stderr, "ibcomm_bench -C %s: status %d\n%s%s", colls[i], o.status, o.out, o.err);
 		CU_ASSERT_EQUAL(o.status, 0);
 		CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "# Out of bounds values : 0 OK"));
-		test_out_free(&o);
+		proc_out_free(&o);
 	}
 }
 
@@ -525,28 +394,28 @@ static void test_bench_types_ops(void)
 		char *argv[] = { IBCOMM_RUN_PATH, "-n", "4", "--timeout", "50", "--", IBCOMM_BENCH_PATH,
 				 "-b", "4", "-e", "40000", "-f", "10", "-n", "1", "-w", "0", "-c", "1",
 				 "-d", (char *)cases[i][0], "-o", (char *)cases[i][1], "--csv", NULL };
-		struct test_out o;
+		struct proc_out o;
 
-		CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+		CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 		if (o.status != 0)
 			fprintf(stderr, "ibcomm_bench -d %s -o %s: status %d\n%s%s", cases[i][0], cases[i][1],
 				o.status, o.out, o.err);
 		CU_ASSERT_EQUAL(o.status, 0);
 		CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "[0] collective,nranks,size,count,type,redop,root,"));
-		test_out_free(&o);
+		proc_out_free(&o);
 	}
 }
 
 static void test_example(void)
 {
 	char *argv[] = { IBCOMM_RUN_PATH, "-n", "3", "--timeout", "50", "--", IBCOMM_EXAMPLE_PATH, NULL };
-	struct test_out o;
+	struct proc_out o;
 
-	CU_ASSERT_FATAL(test_run(argv, &o) == 0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	/* data[i] = rank + i, summed over 3 ranks: 3 + 3i */
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "[1] rank 1 of 3: 3 6 9 12 (over "));
-	test_out_free(&o);
+	proc_out_free(&o);
 }
 
 int main(void)

@@ -83,10 +83,12 @@ static int child(int rank, int size, rank_fn fn, const char *chunk, const char *
 
 	if (!comm)
 		return 99;
+	/* IBCOMM_TCP_CHUNK / IBCOMM_TCP_SLOTS as config.c would have read them */
 	if (chunk)
-		setenv("IBCOMM_TCP_CHUNK", chunk, 1);
+		comm->set.tcp_chunk = strtoul(chunk, NULL, 10);
 	if (slots)
-		setenv("IBCOMM_TCP_SLOTS", slots, 1);
+		comm->set.tcp_slots = strtoul(slots, NULL, 10);
+	comm->set.tcp_spin_us = IBC_DEFAULT_TCP_SPIN_US;
 	comm->rank = rank;
 	comm->size = size;
 	snprintf(comm->id, sizeof(comm->id), "t%u", g_run);
@@ -777,14 +779,32 @@ static void test_create_errors(void)
 	CU_ASSERT_PTR_NULL(tp);
 
 	snprintf(comm->set.ifname, sizeof(comm->set.ifname), "lo");
-	setenv("IBCOMM_TCP_CHUNK", "12x", 1);
+	/* (bad IBCOMM_TCP_CHUNK/_SLOTS values: tests/core/test_config.c) */
+
+	/* the memory cap: explicit settings over it fail, naming them and the numbers */
+	comm->size = 9;
+	snprintf(comm->id, sizeof(comm->id), "m");
+	comm->set.mem_limit = 64ull << 20;
+	comm->set.tcp_chunk = 1ul << 20;
+	comm->set.tcp_slots = 8;
 	CU_ASSERT_EQUAL(ibc_tcp_ops.create(comm, &tp), IBCOMM_ERR_INVALID);
+	CU_ASSERT_PTR_NOT_NULL(strstr(comm->err, "IBCOMM_MEM_LIMIT=67108864"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(comm->err, "134217728 bytes"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(comm->err, "IBCOMM_TCP_CHUNK"));
-	unsetenv("IBCOMM_TCP_CHUNK");
-	setenv("IBCOMM_TCP_SLOTS", "0", 1);
-	CU_ASSERT_EQUAL(ibc_tcp_ops.create(comm, &tp), IBCOMM_ERR_INVALID);
-	CU_ASSERT_PTR_NOT_NULL(strstr(comm->err, "IBCOMM_TCP_SLOTS"));
-	unsetenv("IBCOMM_TCP_SLOTS");
+	CU_ASSERT_PTR_NULL(tp);
+	/* defaults shrink to fit it: 8 peers x 2 channels x 4 slots x 512 KiB = 32 MiB > 16 MiB */
+	comm->set.tcp_chunk = comm->set.tcp_slots = 0;
+	comm->set.mem_limit = 16ull << 20;
+	comm->rdv = fake_rdv_new(dir);
+	CU_ASSERT_EQUAL_FATAL(ibc_tcp_ops.create(comm, &tp), IBCOMM_OK);
+	CU_ASSERT_EQUAL(tp->max_chunk, IBC_TCP_DEFAULT_CHUNK / 2);
+	CU_ASSERT_EQUAL(tp->nslots, IBC_TCP_DEFAULT_SLOTS);
+	tp->ops->destroy(tp);
+	fake_rdv_free(comm->rdv);
+	comm->rdv = NULL;
+	comm->size = 1;
+	comm->set.mem_limit = 0;
+	snprintf(comm->id, sizeof(comm->id), "c");
 
 	/* a real interface: lo */
 	comm->rdv = fake_rdv_new(dir);

@@ -41,6 +41,7 @@
 
 #include "ibc.h"
 #include "rdma_proto.h"
+#include "rdma_info.h"
 
 #define RDMA_NSLOTS 8
 #define RDMA_MAX_CHUNK (64u * 1024)
@@ -520,10 +521,10 @@ static void test_force_qp_error(struct rdma_tp *t, struct rdma_peer *p)
 {
 	struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
 
-	ibc_warn("rank %d: test hook IBCOMM_TEST_QP_ERROR_AFTER=%" PRIu64 ": QP 0x%x to peer %d forced into the error state",
+	ibc_cwarn(t->base.comm, "rank %d: test hook IBCOMM_TEST_QP_ERROR_AFTER=%" PRIu64 ": QP 0x%x to peer %d forced into the error state",
 		 t->base.comm->rank, t->test_qp_error_after, p->qp->qp_num, p->rank);
 	if (ibv_modify_qp(p->qp, &a, IBV_QP_STATE))
-		ibc_warn("rank %d: test hook: moving QP 0x%x to the error state failed: %s", t->base.comm->rank,
+		ibc_cwarn(t->base.comm, "rank %d: test hook: moving QP 0x%x to the error state failed: %s", t->base.comm->rank,
 			 p->qp->qp_num, strerror(errno));
 }
 
@@ -583,7 +584,7 @@ static void *rdma_reg(ibc_tp_t *tp, void *addr, size_t len, ibcomm_status_t *st)
 			errno == ENOMEM || errno == EPERM ? " (locked-memory limit too low? ulimit -l)" : "");
 		return NULL;
 	}
-	ibc_trace("rank %d: registered [%p, +%zu) on %s: lkey 0x%x", comm->rank, addr, len, t->devname, mr->lkey);
+	ibc_ctrace(comm, "rank %d: registered [%p, +%zu) on %s: lkey 0x%x", comm->rank, addr, len, t->devname, mr->lkey);
 	return mr;
 }
 
@@ -594,7 +595,7 @@ static void rdma_dereg(ibc_tp_t *tp, void *h)
 
 	rc = ibv_dereg_mr(mr);
 	if (rc)
-		ibc_warn("rank %d: ibv_dereg_mr of a registration of %s failed: %s", tp->comm->rank,
+		ibc_cwarn(tp->comm, "rank %d: ibv_dereg_mr of a registration of %s failed: %s", tp->comm->rank,
 			 to_rdma(tp)->devname, strerror(rc));
 }
 
@@ -834,169 +835,86 @@ static void rdma_interrupt(ibc_tp_t *tp)
 
 /* ---- setup ---- */
 
-static bool port_active(struct ibv_context *ctx, int port, struct ibv_port_attr *pa)
-{
-	return ibv_query_port(ctx, (uint8_t)port, pa) == 0 && pa->state == IBV_PORT_ACTIVE;
-}
-
-static void list_devices(struct ibv_device **devs, int n, char *buf, size_t cap)
-{
-	size_t off = 0;
-
-	buf[0] = 0;
-	for (int i = 0; i < n && off < cap; i++) {
-		int w = snprintf(buf + off, cap - off, "%s%s", i ? ", " : "", ibv_get_device_name(devs[i]));
-		if (w < 0)
-			break;
-		off += (size_t)w;
-	}
-}
-
-/* Opens the device and port the settings ask for, or the first with an active port. */
+/*
+ * Opens the device and port the RDMA transport uses: ibc_rdma_choose (rdma_choice.c) decides
+ * on the host as ibc_rdma_info_query reads it, the same decision ibcomm_ping reports. On
+ * Ethernet (RoCE) it also sets the GID (t->gid_index, t->gid).
+ */
 static ibcomm_status_t open_device(struct rdma_tp *t, struct ibv_port_attr *pa)
 {
 	struct ibcomm *comm = t->base.comm;
-	const char *want = comm->set.device;
-	char names[256];
+	ibc_rdma_sys_t *sys = calloc(1, sizeof(*sys));
+	ibc_rdma_choice_t c;
+	const char *name;
+	char why[400];
+	ibcomm_status_t st;
 	int n = 0;
 
+	if (!sys)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory listing RDMA devices", comm->rank);
+	ibc_rdma_info_query(sys, comm->set.gid_index);
+	st = ibc_rdma_choose(sys, comm->set.device, comm->set.ib_port, comm->set.gid_index, &c, why, sizeof(why));
+	if (st) {
+		free(sys);
+		return ibc_err(comm, st, "rank %d: %s", comm->rank, why);
+	}
+	name = sys->devs[c.dev].name;
 	t->devs = ibv_get_device_list(&n);
-	if (!t->devs || n == 0)
-		return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED,
-			       "rank %d: no RDMA device found (ibv_get_device_list: %s); for Soft-RoCE: modprobe rdma_rxe; rdma link add rxe0 type rxe netdev IFACE",
-			       comm->rank, t->devs ? "empty" : strerror(errno));
-	list_devices(t->devs, n, names, sizeof(names));
-	for (int i = 0; i < n; i++) {
-		const char *name = ibv_get_device_name(t->devs[i]);
-		struct ibv_device_attr da;
-
-		if (want[0] && strcmp(want, name) != 0)
-			continue;
-		t->ctx = ibv_open_device(t->devs[i]);
-		if (!t->ctx) {
-			if (want[0])
-				return ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: cannot open RDMA device %s: %s", comm->rank,
-					       name, strerror(errno));
-			continue;
-		}
-		if (ibv_query_device(t->ctx, &da)) {
-			ibv_close_device(t->ctx);
-			t->ctx = NULL;
-			continue;
-		}
-		if (comm->set.ib_port > 0) {
-			if (comm->set.ib_port > da.phys_port_cnt || !port_active(t->ctx, comm->set.ib_port, pa)) {
-				ibv_close_device(t->ctx);
-				t->ctx = NULL;
-				return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: port %d of RDMA device %s is %s",
-					       comm->rank, comm->set.ib_port, name,
-					       comm->set.ib_port > da.phys_port_cnt ? "not there" : "not active");
-			}
-			t->port = comm->set.ib_port;
-		} else {
-			for (int port = 1; port <= da.phys_port_cnt && !t->port; port++)
-				if (port_active(t->ctx, port, pa))
-					t->port = port;
-		}
-		if (t->port) {
-			snprintf(t->devname, sizeof(t->devname), "%s:%d", name, t->port);
-			return IBCOMM_OK;
-		}
-		ibv_close_device(t->ctx);
-		t->ctx = NULL;
-		if (want[0])
-			return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "rank %d: RDMA device %s has no active port", comm->rank,
-				       name);
+	for (int i = 0; t->devs && i < n && !t->ctx; i++)
+		if (!strcmp(ibv_get_device_name(t->devs[i]), name))
+			t->ctx = ibv_open_device(t->devs[i]);
+	if (!t->ctx) {
+		st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: cannot open RDMA device %s: %s", comm->rank, name,
+			     strerror(errno ? errno : ENODEV));
+		free(sys);
+		return st;
 	}
-	if (want[0])
-		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: IBCOMM_DEVICE=%s: no such RDMA device (found: %s)",
-			       comm->rank, want, names);
-	return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "rank %d: no RDMA device has an active port (found: %s)", comm->rank,
-		       names);
-}
-
-/* Reads the port's GID table (values and sysfs types) and applies ibc_rdma_choose_gid. */
-static ibcomm_status_t choose_gid(struct rdma_tp *t, const struct ibv_port_attr *pa)
-{
-	struct ibcomm *comm = t->base.comm;
-	int len = pa->gid_tbl_len, n = 0, empty_run = 0, forced = comm->set.gid_index, idx;
-	ibc_rdma_gid_entry_t *tab;
-	char why[256], path[512], type[64];
-
-	if (forced >= len)
-		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: IBCOMM_GID_INDEX=%d but %s has %d GID entries", comm->rank,
-			       forced, t->devname, len);
-	tab = calloc((size_t)(len > 0 ? len : 1), sizeof(*tab));
-	if (!tab)
-		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory reading the GID table", comm->rank);
-	for (int i = 0; i < len; i++) {
-		union ibv_gid g;
-		FILE *f;
-
-		/* Tables can hold hundreds of empty entries: stop after a long empty run. */
-		if (empty_run >= 32 && i != forced && forced < i)
-			break;
-		if (ibv_query_gid(t->ctx, (uint8_t)t->port, i, &g)) {
-			empty_run++;
-			continue;
-		}
-		tab[n].index = i;
-		memcpy(tab[n].gid, g.raw, 16);
-		tab[n].type = IBC_GID_NONE;
-		if (ibc_rdma_gid_is_zero(g.raw)) {
-			empty_run++;
-			n++;
-			continue;
-		}
-		empty_run = 0;
-		snprintf(path, sizeof(path), "%s/ports/%d/gid_attrs/types/%d", t->ctx->device->ibdev_path,
-			 t->port, i);
-		f = fopen(path, "r");
-		if (f) {
-			if (fgets(type, sizeof(type), f))
-				tab[n].type = ibc_rdma_gid_type_parse(type, true);
-			fclose(f);
-		} else {
-			tab[n].type = IBC_GID_ROCE_V2; /* no sysfs types (old kernel): assume v2 */
-		}
-		n++;
+	if (ibv_query_port(t->ctx, (uint8_t)c.port, pa) || pa->state != IBV_PORT_ACTIVE) {
+		st = ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "rank %d: port %d of RDMA device %s went down", comm->rank,
+			     c.port, name);
+		free(sys);
+		return st;
 	}
-	idx = ibc_rdma_choose_gid(tab, n, forced, why, sizeof(why));
-	if (idx < 0) {
-		free(tab);
-		return ibc_err(comm, forced >= 0 ? IBCOMM_ERR_INVALID : IBCOMM_ERR_UNSUPPORTED, "rank %d: %s: %s",
-			       comm->rank, t->devname, why);
+	t->port = c.port;
+	snprintf(t->devname, sizeof(t->devname), "%s:%d", name, t->port);
+	if (c.link_layer == IBC_RDMA_LL_ETH) {
+		t->gid_index = c.gid_index;
+		memcpy(t->gid, c.gid, 16);
 	}
-	for (int i = 0; i < n; i++)
-		if (tab[i].index == idx)
-			memcpy(t->gid, tab[i].gid, 16);
-	t->gid_index = idx;
-	free(tab);
+	free(sys);
 	return IBCOMM_OK;
 }
 
 /*
- * Sizes the rings: RDMA_NSLOTS x RDMA_MAX_CHUNK, smaller chunks for large communicators;
- * IBCOMM_RDMA_CHUNK / IBCOMM_RDMA_SLOTS (tuning, tests) set them as given.
+ * Sizes the rings: RDMA_NSLOTS x RDMA_MAX_CHUNK, smaller chunks for large communicators
+ * (within RDMA_MEM_BUDGET and IBCOMM_MEM_LIMIT); IBCOMM_RDMA_CHUNK / IBCOMM_RDMA_SLOTS
+ * (tuning, tests) set them as given, and fail when over IBCOMM_MEM_LIMIT.
  */
 static ibcomm_status_t choose_geometry(struct rdma_tp *t)
 {
 	struct ibcomm *comm = t->base.comm;
 	size_t npeers = (size_t)(comm->size > 1 ? comm->size - 1 : 1);
 	unsigned long chunk, nslots, dflt_chunk = RDMA_MAX_CHUNK, dflt_slots = RDMA_NSLOTS;
+	uint64_t budget = IBC_MIN(RDMA_MEM_BUDGET, ibc_mem_limit(comm));
+	char how[200];
 	ibcomm_status_t st;
 
 	while (dflt_chunk > RDMA_MIN_CHUNK &&
-	       npeers * 2 * IBC_NCHAN * dflt_slots * (dflt_chunk + IBC_RDMA_HDR) > RDMA_MEM_BUDGET)
+	       npeers * 2 * IBC_NCHAN * dflt_slots * (dflt_chunk + IBC_RDMA_HDR) > budget)
 		dflt_chunk /= 2;
-	while (dflt_slots > 2 && npeers * 2 * IBC_NCHAN * dflt_slots * (dflt_chunk + IBC_RDMA_HDR) > RDMA_MEM_BUDGET)
+	while (dflt_slots > 2 && npeers * 2 * IBC_NCHAN * dflt_slots * (dflt_chunk + IBC_RDMA_HDR) > budget)
 		dflt_slots /= 2;
-	st = ibc_env_uint(comm, "IBCOMM_RDMA_CHUNK", dflt_chunk, 64, 16u << 20, &chunk);
-	if (!st)
-		st = ibc_env_uint(comm, "IBCOMM_RDMA_SLOTS", dflt_slots, 2, 256, &nslots);
+	/* IBCOMM_RDMA_CHUNK / IBCOMM_RDMA_SLOTS: read and checked by config.c */
+	chunk = comm->set.rdma_chunk ? comm->set.rdma_chunk : dflt_chunk;
+	nslots = comm->set.rdma_slots ? comm->set.rdma_slots : dflt_slots;
+	chunk = (chunk + 63) & ~63ul; /* slots stay 64-byte aligned */
+	/* rings and staging (one of each per peer), and the credit words: all registered (pinned) */
+	snprintf(how, sizeof(how), "%zu peers x 2 (rings, staging) x %d channels x %lu slots x %lu bytes, + credits",
+		 npeers, IBC_NCHAN, nslots, chunk + IBC_RDMA_HDR);
+	st = ibc_mem_check(comm, "RDMA", 2 * npeers * IBC_NCHAN * nslots * (chunk + IBC_RDMA_HDR) + 2 * npeers * 64,
+			   how, "IBCOMM_RDMA_CHUNK or IBCOMM_RDMA_SLOTS", comm->set.rdma_chunk || comm->set.rdma_slots);
 	if (st)
 		return st;
-	chunk = (chunk + 63) & ~63ul; /* slots stay 64-byte aligned */
 	t->base.max_chunk = chunk;
 	t->base.nslots = (unsigned)nslots;
 	t->stride = chunk + IBC_RDMA_HDR;
@@ -1154,7 +1072,7 @@ static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_
 			       p->qp->qp_num, p->rank, t->devname, strerror(errno));
 	p->connected = true;
 	t->base.cnt.connects++;
-	ibc_trace("rank %d: RDMA QP 0x%x connected to peer %d (QP 0x%x), path MTU %d", comm->rank, p->qp->qp_num,
+	ibc_ctrace(comm, "rank %d: RDMA QP 0x%x connected to peer %d (QP 0x%x), path MTU %d", comm->rank, p->qp->qp_num,
 		  p->rank, r.qpn, ibc_rdma_mtu_bytes(p->path_mtu));
 	return IBCOMM_OK;
 }
@@ -1233,7 +1151,7 @@ static void drain(struct rdma_tp *t)
 			break;
 	}
 	if (pending)
-		ibc_info("rank %d: RDMA data writes still unacknowledged at destroy", comm->rank);
+		ibc_cinfo(comm, "rank %d: RDMA data writes still unacknowledged at destroy", comm->rank);
 	memcpy(comm->err, saved, sizeof(saved));
 }
 
@@ -1293,9 +1211,7 @@ static ibcomm_status_t rdma_probe(struct ibcomm *comm)
 	t->base.ops = &ibc_rdma_ops;
 	t->base.comm = comm;
 	t->pipefd[0] = t->pipefd[1] = -1;
-	st = open_device(t, &pa);
-	if (!st && pa.link_layer != IBV_LINK_LAYER_INFINIBAND)
-		st = choose_gid(t, &pa);
+	st = open_device(t, &pa); /* and, on RoCE, the GID */
 	if (!st)
 		st = choose_geometry(t);
 	if (!st) {
@@ -1325,19 +1241,14 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->base.comm = comm;
 	t->pipefd[0] = t->pipefd[1] = -1;
 	t->dead_peer = -1;
-	if (getenv("IBCOMM_TEST_QP_ERROR_AFTER")) /* test hook: test_force_qp_error() */
-		t->test_qp_error_after = strtoull(getenv("IBCOMM_TEST_QP_ERROR_AFTER"), NULL, 10);
+	t->test_qp_error_after = comm->set.test_qp_error_after; /* test hook: test_force_qp_error() */
 	st = open_device(t, &pa);
 	if (st)
 		goto err_free;
 	t->link_layer = pa.link_layer == IBV_LINK_LAYER_INFINIBAND ? IBC_RDMA_LL_IB : IBC_RDMA_LL_ETH;
 	t->lid = pa.lid;
 	t->active_mtu = pa.active_mtu;
-	if (t->link_layer == IBC_RDMA_LL_ETH) {
-		st = choose_gid(t, &pa);
-		if (st)
-			goto err_free;
-	} else {
+	if (t->link_layer != IBC_RDMA_LL_ETH) { /* RoCE: open_device chose the GID */
 		union ibv_gid g;
 
 		/* InfiniBand: addressed by LID, no GRH; the GID is only reported. */
@@ -1431,7 +1342,7 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 		if (st)
 			goto err_free;
 	}
-	ibc_info("rank %d: RDMA transport on %s, GID index %d, MTU %d, %u slots x %zu bytes per peer and channel, inline %u",
+	ibc_cinfo(comm, "rank %d: RDMA transport on %s, GID index %d, MTU %d, %u slots x %zu bytes per peer and channel, inline %u",
 		 comm->rank, t->devname, t->gid_index, ibc_rdma_mtu_bytes(t->active_mtu), t->base.nslots,
 		 t->base.max_chunk, t->max_inline);
 	*tpp = &t->base;

@@ -1,6 +1,7 @@
 /*
- * Device, port and GID-table enumeration for diagnostics, through libibverbs and
- * /sys/class/infiniband (GID types and netdevs), as the RDMA transport reads them.
+ * Device, port and GID-table enumeration through libibverbs and /sys/class/infiniband (GID
+ * types and netdevs): what the RDMA transport chooses from (ibc_rdma_choose) and what
+ * ibcomm_ping reports.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,7 +53,7 @@ static uint8_t ri_ipv4_prefix(struct ifaddrs *ifa, const char *netdev, const uin
 	return 0;
 }
 
-static void ri_port(struct ibv_context *ctx, int port, ibc_ri_port_t *p, struct ifaddrs *ifa)
+static void ri_port(struct ibv_context *ctx, int port, ibc_ri_port_t *p, struct ifaddrs *ifa, int forced)
 {
 	struct ibv_port_attr pa;
 	bool eth;
@@ -74,8 +75,8 @@ static void ri_port(struct ibv_context *ctx, int port, ibc_ri_port_t *p, struct 
 		union ibv_gid raw;
 		char path[512], line[64];
 
-		/* tables can hold hundreds of empty entries */
-		if (empty_run >= 32)
+		/* tables can hold hundreds of empty entries (but read up to a forced index) */
+		if (empty_run >= IBC_RI_EMPTY_RUN && i > forced)
 			break;
 		if (ibv_query_gid(ctx, (uint8_t)port, i, &raw) || ibc_rdma_gid_is_zero(raw.raw)) {
 			empty_run++;
@@ -101,7 +102,7 @@ static void ri_port(struct ibv_context *ctx, int port, ibc_ri_port_t *p, struct 
 	}
 }
 
-ibcomm_status_t ibc_rdma_info_query(ibc_rdma_sys_t *sys)
+ibcomm_status_t ibc_rdma_info_query(ibc_rdma_sys_t *sys, int gid_index)
 {
 	struct ibv_device **devs;
 	struct ifaddrs *ifa = NULL;
@@ -132,13 +133,14 @@ ibcomm_status_t ibc_rdma_info_query(ibc_rdma_sys_t *sys)
 		snprintf(d->name, sizeof(d->name), "%s", ibv_get_device_name(devs[i]));
 		ctx = ibv_open_device(devs[i]);
 		if (!ctx) {
-			snprintf(sys->note, sizeof(sys->note), "cannot open %s: %s", d->name, strerror(errno));
+			d->open_errno = errno ? errno : EIO;
+			snprintf(sys->note, sizeof(sys->note), "cannot open %s: %s", d->name, strerror(d->open_errno));
 			sys->ndevs++;
 			continue;
 		}
 		if (ibv_query_device(ctx, &da) == 0)
 			for (int port = 1; port <= da.phys_port_cnt && d->nports < IBC_RI_MAX_PORTS; port++)
-				ri_port(ctx, port, &d->ports[d->nports++], ifa);
+				ri_port(ctx, port, &d->ports[d->nports++], ifa, gid_index);
 		ibv_close_device(ctx);
 		sys->ndevs++;
 	}

@@ -5,11 +5,12 @@
 
 #include "rdma_info.h"
 
-ibcomm_status_t ibc_rdma_info_query(ibc_rdma_sys_t *sys)
+ibcomm_status_t ibc_rdma_info_query(ibc_rdma_sys_t *sys, int gid_index)
 {
 	DIR *d;
 	struct dirent *e;
 
+	(void)gid_index;
 	if (!sys)
 		return IBCOMM_ERR_INVALID;
 	memset(sys, 0, sizeof(*sys));

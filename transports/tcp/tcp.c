@@ -38,6 +38,7 @@
 #include "ibc.h"
 #include "wire.h"
 #include "tcp.h"
+#include "tcp_addr.h"
 
 _Static_assert(IBC_TCP_NONCE_LEN == IBC_AUTH_NONCE_LEN && IBC_TCP_PROOF_LEN == IBC_AUTH_MAC_LEN,
 	       "TCP auth fields follow lib/auth.h");
@@ -195,7 +196,7 @@ static int pending_drop(struct tcp *t, struct tcp_conn *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	ibc_warn("rank %d: TCP transport: dropping the connection from %s: %s", t->comm->rank, c->from, why);
+	ibc_cwarn(t->comm, "rank %d: TCP transport: dropping the connection from %s: %s", t->comm->rank, c->from, why);
 	pending_free(t, c);
 	return TCP_GONE;
 }
@@ -336,10 +337,10 @@ static int conn_lost(struct tcp *t, struct tcp_conn *c, int err, unsigned *event
 
 	if (c->kind == CONN_PENDING) {
 		if (c->auth == TCP_AUTH_WAIT_PROOF)
-			ibc_warn("rank %d: TCP transport: the connection from %s (claiming to be rank %d) closed during the job-key authentication: its job key does not match?",
+			ibc_cwarn(t->comm, "rank %d: TCP transport: the connection from %s (claiming to be rank %d) closed during the job-key authentication: its job key does not match?",
 				 t->comm->rank, c->from, c->peer);
 		else
-			ibc_info("rank %d: TCP connection from %s closed before its hello", t->comm->rank, c->from);
+			ibc_cinfo(t->comm, "rank %d: TCP connection from %s closed before its hello", t->comm->rank, c->from);
 		pending_free(t, c);
 		return TCP_GONE;
 	}
@@ -387,7 +388,7 @@ static int auth_refuse(struct tcp *t, struct tcp_conn *c, const char *fmt, ...)
 	a.textlen = strlen(text);
 	n = ibc_tcp_auth_encode(IBC_TCP_AUTH_FAILED, &a, frame, sizeof(frame));
 	if (n && send(c->fd, frame, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-		ibc_trace("rank %d: could not tell %s why it is refused: %m", t->comm->rank, c->from);
+		ibc_ctrace(t->comm, "rank %d: could not tell %s why it is refused: %m", t->comm->rank, c->from);
 	return pending_drop(t, c, "%s", text);
 }
 
@@ -432,7 +433,7 @@ static int pending_promote(struct tcp *t, struct tcp_conn *c, int rank, unsigned
 	p->had_in = true;
 	conn_list(t, &p->in);
 	c->fd = -1;
-	ibc_info("rank %d: TCP connection from peer rank %d (%s)%s", t->comm->rank, rank, c->from,
+	ibc_cinfo(t->comm, "rank %d: TCP connection from peer rank %d (%s)%s", t->comm->rank, rank, c->from,
 		 c->auth == TCP_AUTH_WAIT_PROOF ? ", authenticated" : "");
 	pending_free(t, c);
 	(*events)++;
@@ -683,7 +684,7 @@ static void accept_all(struct tcp *t)
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				ibc_warn("rank %d: TCP accept on %s: %m", t->comm->rank, t->addr);
+				ibc_cwarn(t->comm, "rank %d: TCP accept on %s: %m", t->comm->rank, t->addr);
 			return;
 		}
 		if (ss.ss_family == AF_INET) {
@@ -698,7 +699,7 @@ static void accept_all(struct tcp *t)
 			port = ntohs(a->sin6_port);
 		}
 		if (t->npending >= TCP_MAX_PENDING) {
-			ibc_warn("rank %d: TCP transport: refusing the connection from %s:%d: %u connections have not said hello",
+			ibc_cwarn(t->comm, "rank %d: TCP transport: refusing the connection from %s:%d: %u connections have not said hello",
 				 t->comm->rank, host, port, t->npending);
 			close(fd);
 			continue;
@@ -725,7 +726,7 @@ static void accept_all(struct tcp *t)
 		snprintf(c->from, sizeof(c->from), "%s:%d", host, port);
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		t->pending[t->npending++] = c;
-		ibc_trace("rank %d: TCP accepted a connection from %s", t->comm->rank, c->from);
+		ibc_ctrace(t->comm, "rank %d: TCP accepted a connection from %s", t->comm->rank, c->from);
 	}
 }
 
@@ -1219,7 +1220,7 @@ static ibcomm_status_t tcp_connect(struct tcp *t, int peer, int chan, ibc_deadli
 	p->out.fd = fd;
 	conn_list(t, &p->out);
 	t->tp.cnt.connects++;
-	ibc_info("rank %d: TCP connected to peer rank %d at %s", comm->rank, peer, addr);
+	ibc_cinfo(comm, "rank %d: TCP connected to peer rank %d at %s", comm->rank, peer, addr);
 
 	st = send_frame(t, peer, chan, frame, frame + IBC_TCP_HDR_LEN, n - IBC_TCP_HDR_LEN, dl, "connect");
 	if (st || !hello.nonce)
@@ -1486,92 +1487,25 @@ static void tcp_destroy(ibc_tp_t *tp)
 
 /* ---- create: choose an address, listen, publish ---- */
 
-static bool root_is_loopback(const char *root, bool *v6)
-{
-	char host[256], port[16];
-
-	*v6 = false;
-	if (parse_hostport(root, host, sizeof(host), port, sizeof(port)))
-		return false;
-	if (!strcmp(host, "::1")) {
-		*v6 = true;
-		return true;
-	}
-	return !strncmp(host, "127.", 4) || !strcasecmp(host, "localhost");
-}
-
-/* The address to listen on (port 0), as the design says: IBCOMM_IFNAME, loopback root, first IPv4. */
+/* The address to listen on (port 0): ibc_tcp_choose_addr (tcp_addr.c), which ibcomm_ping shares. */
 static ibcomm_status_t choose_addr(struct ibcomm *comm, struct sockaddr_storage *ss, socklen_t *sl)
 {
-	const char *ifname = comm->set.ifname;
-	struct ifaddrs *ifa, *i, *v4 = NULL, *v6 = NULL;
-	bool lo6, named = false;
-	char names[256] = "";
+	ibc_tcp_addr_choice_t c;
+	struct ifaddrs *ifa;
+	char why[400];
+	ibcomm_status_t st;
 
-	memset(ss, 0, sizeof(*ss));
-	if (!ifname[0] && root_is_loopback(comm->set.root, &lo6)) {
-		if (lo6) {
-			struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-
-			a->sin6_family = AF_INET6;
-			a->sin6_addr = in6addr_loopback;
-			*sl = sizeof(*a);
-		} else {
-			struct sockaddr_in *a = (struct sockaddr_in *)ss;
-
-			a->sin_family = AF_INET;
-			a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-			*sl = sizeof(*a);
-		}
-		return IBCOMM_OK;
-	}
 	if (getifaddrs(&ifa))
 		return ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: listing network interfaces: %m", comm->rank);
-	for (i = ifa; i; i = i->ifa_next) {
-		if (ifname[0]) {
-			if (strcmp(i->ifa_name, ifname)) {
-				if (!strstr(names, i->ifa_name) && strlen(names) + strlen(i->ifa_name) + 2 < sizeof(names)) {
-					strcat(names, " ");
-					strcat(names, i->ifa_name);
-				}
-				continue;
-			}
-			named = true;
-		} else if (!(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) {
-			continue;
-		}
-		if (!i->ifa_addr)
-			continue;
-		if (i->ifa_addr->sa_family == AF_INET && !v4)
-			v4 = i;
-		else if (i->ifa_addr->sa_family == AF_INET6 && !v6 && ifname[0])
-			v6 = i;
-	}
-	if (!v4 && !v6) {
-		freeifaddrs(ifa);
-		if (ifname[0] && !named)
-			return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: IBCOMM_IFNAME=%s: no such interface (have:%s)",
-				       comm->rank, ifname, names);
-		if (ifname[0])
-			return ibc_err(comm, IBCOMM_ERR_INVALID,
-				       "rank %d: IBCOMM_IFNAME=%s: the interface has no IPv4 or IPv6 address", comm->rank,
-				       ifname);
-		ibc_info("rank %d: no network interface is up besides loopback: the TCP transport listens on 127.0.0.1",
-			 comm->rank);
-		((struct sockaddr_in *)ss)->sin_family = AF_INET;
-		((struct sockaddr_in *)ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		*sl = sizeof(struct sockaddr_in);
-		return IBCOMM_OK;
-	}
-	i = v4 ? v4 : v6;
-	if (i->ifa_addr->sa_family == AF_INET) {
-		memcpy(ss, i->ifa_addr, sizeof(struct sockaddr_in));
-		*sl = sizeof(struct sockaddr_in);
-	} else {
-		memcpy(ss, i->ifa_addr, sizeof(struct sockaddr_in6));
-		*sl = sizeof(struct sockaddr_in6);
-	}
+	st = ibc_tcp_choose_addr(comm->set.ifname, comm->set.root, ifa, &c, why, sizeof(why));
 	freeifaddrs(ifa);
+	if (st)
+		return ibc_err(comm, st, "rank %d: %s", comm->rank, why);
+	if (c.fallback)
+		ibc_cinfo(comm, "rank %d: no network interface is up besides loopback: the TCP transport listens on 127.0.0.1",
+			  comm->rank);
+	*ss = c.ss;
+	*sl = c.sl;
 	return IBCOMM_OK;
 }
 
@@ -1595,6 +1529,34 @@ static void format_addr(const struct sockaddr_storage *ss, char *buf, size_t cap
 	}
 }
 
+/*
+ * Chunk and slots from the settings (config.c reads IBCOMM_TCP_CHUNK/_SLOTS), within the
+ * memory cap: the receive rings, allocated as peers write, hold at most peers x channels x
+ * slots x chunk bytes. Defaults shrink to fit (chunk down to 4 KiB, then slots); settings
+ * given explicitly are kept, and fail when over the cap.
+ */
+static ibcomm_status_t tcp_geometry(struct ibcomm *comm, unsigned long *chunk, unsigned long *nslots)
+{
+	uint64_t peers = (uint64_t)(comm->size > 1 ? comm->size - 1 : 1), total;
+	unsigned long c = comm->set.tcp_chunk ? comm->set.tcp_chunk : IBC_TCP_DEFAULT_CHUNK;
+	unsigned long n = comm->set.tcp_slots ? comm->set.tcp_slots : IBC_TCP_DEFAULT_SLOTS;
+	char how[160];
+
+#define TCP_RINGS(c, n) (peers * IBC_NCHAN * (uint64_t)(n) * (uint64_t)(c))
+	while (!comm->set.tcp_chunk && c > 4096 && TCP_RINGS(c, n) > ibc_mem_limit(comm))
+		c /= 2;
+	while (!comm->set.tcp_slots && n > 1 && TCP_RINGS(c, n) > ibc_mem_limit(comm))
+		n /= 2;
+	total = TCP_RINGS(c, n);
+#undef TCP_RINGS
+	snprintf(how, sizeof(how), "%llu peers x %d channels x %lu slots x %lu-byte chunks", (unsigned long long)peers,
+		 IBC_NCHAN, n, c);
+	*chunk = c;
+	*nslots = n;
+	return ibc_mem_check(comm, "TCP", total, how, "IBCOMM_TCP_CHUNK or IBCOMM_TCP_SLOTS",
+			     comm->set.tcp_chunk || comm->set.tcp_slots);
+}
+
 static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 {
 	struct sockaddr_storage ss;
@@ -1606,15 +1568,10 @@ static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 
 	if (comm->size < 1 || comm->rank < 0 || comm->rank >= comm->size)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "TCP transport: rank %d of %d", comm->rank, comm->size);
-	st = ibc_env_uint(comm, "IBCOMM_TCP_CHUNK", IBC_TCP_DEFAULT_CHUNK, 1, IBC_TCP_MAX_CHUNK, &chunk);
+	st = tcp_geometry(comm, &chunk, &nslots);
 	if (st)
 		return st;
-	st = ibc_env_uint(comm, "IBCOMM_TCP_SLOTS", IBC_TCP_DEFAULT_SLOTS, 1, IBC_TCP_MAX_SLOTS, &nslots);
-	if (st)
-		return st;
-	st = ibc_env_uint(comm, "IBCOMM_TCP_SPIN_US", IBC_TCP_DEFAULT_SPIN_US, 0, 1000000, &spin);
-	if (st)
-		return st;
+	spin = comm->set.tcp_spin_us;
 
 	t = calloc(1, sizeof(*t));
 	if (!t)
@@ -1673,7 +1630,7 @@ static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 		st = ibc_err(comm, st, "rank %d: publishing the TCP address %s: %s", comm->rank, t->addr, err);
 		goto err_close_listen;
 	}
-	ibc_info("rank %d: TCP transport listening on %s (%u slots of %zu bytes per peer and channel)", comm->rank,
+	ibc_cinfo(comm, "rank %d: TCP transport listening on %s (%u slots of %zu bytes per peer and channel)", comm->rank,
 		 t->addr, t->tp.nslots, t->tp.max_chunk);
 	*tpp = &t->tp;
 	return IBCOMM_OK;
