@@ -154,8 +154,16 @@ ibcomm_status_t ibc_pmi1_detect(struct ibc_launch *l, char *err, size_t errlen)
 	return IBCOMM_OK;
 }
 
+/* line starts with "cmd=NAME": its name, for messages */
+static void cmd_name(const char *line, char *out, size_t cap)
+{
+	snprintf(out, cap, "%.*s", (int)strcspn(line + 4, " \n"), line + 4);
+}
+
 static ibcomm_status_t send_line(const char *line, ibc_deadline_t dl, char *err, size_t errlen)
 {
+	char name[32];
+
 	size_t len = strlen(line), off = 0;
 
 	while (off < len) {
@@ -173,8 +181,9 @@ static ibcomm_status_t send_line(const char *line, ibc_deadline_t dl, char *err,
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n <= 0) {
-			snprintf(err, errlen, "PMI-1: cannot write to PMI_FD=%d: %s (has the launcher gone?)", pmi.fd,
-				 n < 0 ? strerror(errno) : "nothing written");
+			cmd_name(line, name, sizeof(name));
+			snprintf(err, errlen, "PMI-1: cannot send %s to the launcher at PMI_FD=%d: %s (has it gone?)", name,
+				 pmi.fd, n < 0 ? strerror(errno) : "nothing written");
 			return IBCOMM_ERR_RENDEZVOUS;
 		}
 		off += (size_t)n;
@@ -212,8 +221,12 @@ static ibcomm_status_t recv_reply(const char *want, struct ibc_pmi1_msg *m, ibc_
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n <= 0) {
-			snprintf(err, errlen, "PMI-1: the launcher at PMI_FD=%d %s while ibcomm waited for %s", pmi.fd,
-				 n ? strerror(errno) : "closed the connection", want);
+			if (n)
+				snprintf(err, errlen, "PMI-1: reading from the launcher at PMI_FD=%d failed (%s) while ibcomm waited for %s",
+					 pmi.fd, strerror(errno), want);
+			else
+				snprintf(err, errlen, "PMI-1: the launcher at PMI_FD=%d closed the connection while ibcomm waited for %s",
+					 pmi.fd, want);
 			return IBCOMM_ERR_RENDEZVOUS;
 		}
 		pmi.inlen += (size_t)n;
