@@ -119,13 +119,43 @@ IBCOMM_API ibcomm_status_t ibcomm_init(const ibcomm_config_t *cfg, ibcomm_t **co
 
 /*
  * ibcomm_init() with every setting from the environment: IBCOMM_RANK, IBCOMM_SIZE,
- * IBCOMM_ROOT, or else SLURM_PROCID/SLURM_NTASKS, OMPI_COMM_WORLD_RANK/_SIZE, PMI_RANK/_SIZE;
+ * IBCOMM_ROOT, or else from the launcher that started the process (PMIx, PMI-1 over PMI_FD,
+ * Slurm's SLURM_* variables: see README "Running on a cluster");
  * IBCOMM_TRANSPORT, IBCOMM_DEVICE, IBCOMM_GID_INDEX, IBCOMM_IFNAME, IBCOMM_TIMEOUT_MS,
  * IBCOMM_ALGO, IBCOMM_JOB_KEY, IBCOMM_DEBUG, IBCOMM_TCP_CHUNK, IBCOMM_TCP_SLOTS,
  * IBCOMM_TCP_SPIN_US, IBCOMM_RDMA_CHUNK, IBCOMM_RDMA_SLOTS, IBCOMM_MEM_LIMIT,
  * IBCOMM_P2P_UNEXPECTED_MAX (the README's table gives each default).
  */
 IBCOMM_API ibcomm_status_t ibcomm_init_env(ibcomm_t **comm);
+
+/*
+ * Embedding: the caller passes an id to its ranks over its own channel (MPI_Bcast, a file, a
+ * key-value store), as with NCCL's ncclUniqueId.
+ *
+ * ibcomm_get_id() is called once, by the process that will be rank 0, before
+ * ibcomm_init_rank(): it opens the rendezvous port (a listening socket kept open until that
+ * process's ibcomm_init_rank, so no other process can take the port; on the interface
+ * IBCOMM_IFNAME names, else the first IPv4 address of an interface that is up) and draws a
+ * fresh random job key, so the job is authenticated without anybody choosing a key.
+ *
+ * THE ID IS A SECRET: it holds the job key. Whoever reads it can join the job; send it only
+ * over channels the job trusts, and do not log it.
+ *
+ * ibcomm_init_rank() creates the communicator of rank `rank` of `nranks` from the id. cfg may
+ * be NULL (every other setting from the environment, as ibcomm_init_env); its rank, nranks and
+ * root fields, when set, must agree with the arguments and the id; its job_key is ignored
+ * (the id's is used). Errors: _INVALID for a malformed or foreign id (the reason in
+ * ibcomm_last_error(NULL)), for arguments that disagree, for an id already used for a
+ * communicator by its creator or given as rank 0 to a process other than its creator; then
+ * as ibcomm_init(). See man ibcomm_get_id(3).
+ */
+#define IBCOMM_ID_BYTES 128
+typedef struct {
+	unsigned char bytes[IBCOMM_ID_BYTES];
+} ibcomm_id_t;
+IBCOMM_API ibcomm_status_t ibcomm_get_id(ibcomm_id_t *id);
+IBCOMM_API ibcomm_status_t ibcomm_init_rank(const ibcomm_id_t *id, int rank, int nranks, const ibcomm_config_t *cfg,
+					    ibcomm_t **comm);
 
 /* Rank and size of the communicator; -1 when comm is NULL. */
 IBCOMM_API int ibcomm_rank(const ibcomm_t *comm);

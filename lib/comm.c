@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ibc.h"
 #include "regcache.h"
@@ -116,27 +117,42 @@ static void comm_release_boot(struct ibcomm *comm)
 
 ibcomm_status_t ibcomm_init(const ibcomm_config_t *cfg, ibcomm_t **comm)
 {
+	return ibc_comm_init(cfg, -1, comm);
+}
+
+ibcomm_status_t ibc_comm_init(const ibcomm_config_t *cfg, int listen_fd, ibcomm_t **comm)
+{
 	char err[IBC_ERRLEN];
 	struct ibcomm *c;
 	ibcomm_status_t st;
 
-	if (!comm)
-		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_init: the output argument comm is NULL");
+	if (!comm) {
+		st = ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_init: the output argument comm is NULL");
+		goto err_close;
+	}
 	c = calloc(1, sizeof(*c));
-	if (!c)
-		return ibc_err_thread(IBCOMM_ERR_NOMEM, "ibcomm_init: out of memory");
+	if (!c) {
+		st = ibc_err_thread(IBCOMM_ERR_NOMEM, "ibcomm_init: out of memory");
+		goto err_close;
+	}
 	atomic_init(&c->aborted, 0);
 
 	st = ibc_settings_load(cfg, &c->set, err, sizeof(err));
 	if (st) {
 		ibc_err_thread(st, "ibcomm_init: %s", err);
-		goto err_free;
+		free(c);
+		goto err_close;
+	}
+	if (listen_fd >= 0) {
+		c->set.listen_fd = listen_fd;
+		listen_fd = -1;
 	}
 	c->rank = c->set.rank;
 	c->size = c->set.nranks;
 	snprintf(c->id, sizeof(c->id), "0");
 
 	st = ibc_boot_rdv_open(&c->set, ibc_deadline(c->set.timeout_ms), &c->boot, err, sizeof(err));
+	c->set.listen_fd = -1; /* the rendezvous server's now (split and dup copy the settings) */
 	if (st) {
 		ibc_err_thread(st, "ibcomm_init: %s", err);
 		goto err_free;
@@ -153,6 +169,10 @@ err_rdv:
 	c->boot->ops->unref(c->boot, true);
 err_free:
 	free(c);
+	return st;
+err_close:
+	if (listen_fd >= 0)
+		close(listen_fd);
 	return st;
 }
 

@@ -14,6 +14,7 @@
 
 #include "ibc.h"
 #include "sock.h"
+#include "launch/launch.h"
 
 /* ---- algorithms ---- */
 
@@ -398,6 +399,7 @@ static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t,
 ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s, char *err, size_t errlen)
 {
 	ibc_settings_t t;
+	struct ibc_launch li = { .kind = IBC_LAUNCH_NONE };
 	const char *v, *name, *rank_name = NULL, *size_name = NULL;
 	char rank_val[32], size_val[32];
 	ibcomm_status_t st;
@@ -463,6 +465,22 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 		size_name = "IBCOMM_SIZE";
 		snprintf(size_val, sizeof(size_val), "%.30s", v);
 	}
+	/* a launcher (PMIx, PMI-1, Slurm: lib/launch) for what is still unset, the address included */
+	if (t.rank < 0 || t.nranks < 0 || !pick_str(CFG_STR(cfg, root), "IBCOMM_ROOT", &name, "")) {
+		st = ibc_launch_detect(&li, err, errlen);
+		if (st)
+			return st;
+		if (li.kind != IBC_LAUNCH_NONE && t.rank < 0) {
+			t.rank = li.rank;
+			rank_name = li.name;
+			snprintf(rank_val, sizeof(rank_val), "%d", li.rank);
+		}
+		if (li.kind != IBC_LAUNCH_NONE && t.nranks < 0) {
+			t.nranks = li.size;
+			size_name = li.name;
+			snprintf(size_val, sizeof(size_val), "%d", li.size);
+		}
+	}
 	for (size_t i = 0; i < IBC_ARRAY_SIZE(launchers) && (t.rank < 0 || t.nranks < 0); i++) {
 		const char *r = env(launchers[i].rank), *z = env(launchers[i].size);
 
@@ -503,9 +521,18 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 
 	/* rendezvous address */
 	v = pick_str(CFG_STR(cfg, root), "IBCOMM_ROOT", &name, "ibcomm_config_t.root");
-	if (!v) {
+	if (!v && li.kind != IBC_LAUNCH_NONE) {
+		if (li.rank != t.rank || li.size != t.nranks) {
+			snprintf(err, errlen,
+				 "%s=%s and %s=%s, but %s says rank %d of %d: the rendezvous address comes from %s, so they must agree (unset them, or set IBCOMM_ROOT too)",
+				 rank_name, rank_val, size_name, size_val, li.name, li.rank, li.size, li.name);
+			return IBCOMM_ERR_INVALID;
+		}
+		/* agreed at the end, once the deadline and the interface are known */
+	} else if (!v) {
 		snprintf(err, errlen,
-			 "IBCOMM_ROOT is not set: give the rendezvous address host:port (rank 0 serves it there), e.g. IBCOMM_ROOT=node0:29500");
+			 "IBCOMM_ROOT is not set: give the rendezvous address host:port (rank 0 serves it there), e.g. IBCOMM_ROOT=node0:29500, or start the processes with srun, mpirun or mpiexec%s",
+			 getenv("PMIX_RANK") ? " (PMIX_RANK is set, but this ibcomm was built without PMIx: configure --with-pmix)" : "");
 		return IBCOMM_ERR_INVALID;
 	} else {
 		char host[256], port[8];
@@ -621,6 +648,12 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 	st = load_knobs(cfg, &t, err, errlen);
 	if (st)
 		return st;
+
+	if (!t.root[0]) { /* from the launcher, last: rank 0 binds a port here */
+		st = ibc_launch_root(&li, t.ifname, t.timeout_ms, t.root, sizeof(t.root), &t.listen_fd, err, errlen);
+		if (st)
+			return st;
+	}
 
 	*s = t;
 	return IBCOMM_OK;

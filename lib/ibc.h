@@ -165,6 +165,11 @@ static inline int ibc_world_rank(const struct ibcomm *comm, int r)
 	return comm->world ? comm->world[r] : r;
 }
 
+/*
+ * ibcomm_init() with, when listen_fd >= 0, a socket already listening at the rendezvous
+ * address for rank 0's server (ibcomm_init_rank). listen_fd is closed on every failure.
+ */
+IBC_HIDDEN ibcomm_status_t ibc_comm_init(const ibcomm_config_t *cfg, int listen_fd, ibcomm_t **comm);
 /* Records an error on comm (and this thread's last error) and returns status. */
 IBC_HIDDEN ibcomm_status_t ibc_err(struct ibcomm *comm, ibcomm_status_t status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -769,6 +769,28 @@ static void srv_end_detached(struct rdv_server *srv)
 	srv_free(srv);
 }
 
+/*
+ * Stops a server of this process still lingering at root, before a new one binds it: the new
+ * job at that address means the old one is over (init/destroy in a loop on one port).
+ */
+static void lingering_reclaim(const char *root)
+{
+	struct rdv_server *srv, **p;
+
+	pthread_mutex_lock(&lingering_lock);
+	for (p = &lingering; *p && ((*p)->pid != getpid() || strcmp((*p)->root, root)); p = &(*p)->next_lingering)
+		;
+	srv = *p;
+	if (srv)
+		*p = srv->next_lingering;
+	pthread_mutex_unlock(&lingering_lock);
+	if (!srv)
+		return;
+	srv_wake(srv, 2);
+	pthread_join(srv->thread, NULL);
+	srv_free(srv);
+}
+
 /* Listens at host:port, or adopts s->listen_fd (already bound by the caller or a launcher). */
 static ibcomm_status_t srv_listen(struct rdv_server *srv, const ibc_settings_t *s, const char *host,
 				  const char *port, char *err, size_t errlen)
@@ -787,6 +809,7 @@ static ibcomm_status_t srv_listen(struct rdv_server *srv, const ibc_settings_t *
 		fcntl(s->listen_fd, F_SETFD, FD_CLOEXEC);
 		fds[n++] = s->listen_fd;
 	} else {
+		lingering_reclaim(srv->root);
 		st = ibc_sock_listen(host, port, fds, SRV_MAX_LISTEN, &n, why, sizeof(why));
 		if (st) {
 			snprintf(err, errlen, "rank 0 cannot serve the rendezvous at %s: %s%s", srv->root, why,

@@ -386,6 +386,7 @@ static void settings(ibc_settings_t *s, int rank, int size, int port, long timeo
 	s->gid_index = -1;
 	s->listen_fd = -1;
 	s->timeout_ms = timeout_ms;
+	s->listen_fd = -1;
 }
 
 static int g_rank, g_port;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "id.h"
 #include "rdma_proto.h"
 #include "rendezvous.h"
 #include "tcp.h"
@@ -144,6 +145,57 @@ static void gen_qpinfo(void)
 	put("fuzz_qpinfo", "bad_http", "GET / HTTP/1.1\r\n\r\n", 18);
 }
 
+static void gen_pmi1(void)
+{
+	static const char *const lines[][2] = {
+		{ "init", "cmd=response_to_init pmi_version=1 pmi_subversion=1 rc=0" },
+		{ "maxes", "cmd=maxes rc=0 kvsname_max=256 keylen_max=64 vallen_max=1024" },
+		{ "kvsname", "cmd=my_kvsname rc=0 kvsname=kvs_4242_0" },
+		{ "put", "cmd=put_result rc=0 msg=success" },
+		{ "barrier", "cmd=barrier_out" },
+		{ "get", "cmd=get_result rc=0 msg=success value=192.0.2.2:40757" },
+		{ "get_failed", "cmd=get_result rc=-1 msg=key_ibcomm-root-0_not_found" },
+		{ "bad_http", "HTTP/1.1 400 Bad Request" },
+	};
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		put("fuzz_pmi1", lines[i][0], lines[i][1], strlen(lines[i][1]));
+}
+
+static void gen_id(void)
+{
+	struct ibc_id d = { .family = 4, .port = 40757, .addr = { 192, 0, 2, 2 }, .pid = 4242 };
+	ibcomm_id_t id;
+
+	memset(d.key, 0x5a, sizeof(d.key));
+	memset(d.boot_id, 0x11, sizeof(d.boot_id));
+	ibc_id_encode(&d, &id);
+	put("fuzz_id", "ipv4", id.bytes, sizeof(id.bytes));
+	d.family = 6;
+	memset(d.addr, 0, sizeof(d.addr));
+	d.addr[0] = 0xfe;
+	d.addr[1] = 0x80;
+	d.addr[15] = 1;
+	d.scope = 1;
+	ibc_id_encode(&d, &id);
+	put("fuzz_id", "ipv6_scope", id.bytes, sizeof(id.bytes));
+	put("fuzz_id", "bad_short", id.bytes, 40);
+}
+
+static void gen_hostlist(void)
+{
+	static const char *const lists[][2] = {
+		{ "plain", "login1" },
+		{ "range", "node[01-04,07]" },
+		{ "two_ranges", "rack[1-2]-n[08-10],gpu[1-2].example.org,x" },
+		{ "bad_open", "node[1-" },
+		{ "bad_reversed", "node[3-1]" },
+	};
+
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		put("fuzz_hostlist", lists[i][0], lists[i][1], strlen(lists[i][1]));
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -158,5 +210,8 @@ int main(int argc, char **argv)
 	gen_rdv();
 	gen_tcp();
 	gen_qpinfo();
+	gen_pmi1();
+	gen_id();
+	gen_hostlist();
 	return g_failed;
 }
