@@ -32,20 +32,13 @@
 #include <unistd.h>
 
 #include "ping.h"
+#include "tool_util.h"
 #include "ping_local.h"
 
 /* Messages are cut to their buffers on purpose: a long host name must not fail the report. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
 /* ---- small helpers ---- */
-
-double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void usage(FILE *f)
 {
@@ -93,19 +86,6 @@ static bool parse_size(const char *s, size_t *out)
 	return true;
 }
 
-static bool parse_int(const char *s, long min, long max, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
 /* Splits "host:port", "[v6]:port", "[v6]", "v6" or "host"; port stays as given when absent. */
 bool split_hostport(const char *s, char *host, size_t hostlen, int *port)
 {
@@ -121,7 +101,7 @@ bool split_hostport(const char *s, char *host, size_t hostlen, int *port)
 		host[close - s - 1] = '\0';
 		if (!close[1])
 			return true;
-		if (close[1] != ':' || !parse_int(close + 2, 0, 65535, &p))
+		if (close[1] != ':' || !tool_parse_long(close + 2, 0, 65535, &p))
 			return false;
 		*port = (int)p;
 		return true;
@@ -135,7 +115,7 @@ bool split_hostport(const char *s, char *host, size_t hostlen, int *port)
 		strcpy(host, s);
 		return true;
 	}
-	if ((size_t)(colon - s) >= hostlen || colon == s || !parse_int(colon + 1, 0, 65535, &p))
+	if ((size_t)(colon - s) >= hostlen || colon == s || !tool_parse_long(colon + 1, 0, 65535, &p))
 		return false;
 	memcpy(host, s, (size_t)(colon - s));
 	host[colon - s] = '\0';
@@ -238,7 +218,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		switch (opt) {
 		case 's': o->server = true; break;
 		case 'p':
-			if (!parse_int(optarg, 0, 65535, &v))
+			if (!tool_parse_long(optarg, 0, 65535, &v))
 				goto bad;
 			o->port = (int)v;
 			break;
@@ -246,7 +226,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case 'j': o->json = true; break;
 		case 'o': o->output = optarg; break;
 		case 'n':
-			if (!parse_int(optarg, 1, 10000000, &v))
+			if (!tool_parse_long(optarg, 1, 10000000, &v))
 				goto bad;
 			o->iters = (int)v;
 			break;
@@ -255,17 +235,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				goto bad;
 			break;
 		case 'b':
-			if (!parse_int(optarg, 1, 1000000, &v))
+			if (!tool_parse_long(optarg, 1, 1000000, &v))
 				goto bad;
 			o->bw_iters = (int)v;
 			break;
 		case 'k':
-			if (!parse_int(optarg, 0, 100000, &v))
+			if (!tool_parse_long(optarg, 0, 100000, &v))
 				goto bad;
 			o->sample = (int)v;
 			break;
 		case 'r':
-			if (!parse_int(optarg, 0, 0x7fffffff, &v))
+			if (!tool_parse_long(optarg, 0, 0x7fffffff, &v))
 				goto bad;
 			o->seed = (unsigned)v;
 			break;

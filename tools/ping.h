@@ -73,7 +73,6 @@ struct job {
 };
 
 /* ibcomm_ping.c */
-double now_s(void);
 bool split_hostport(const char *s, char *host, size_t hostlen, int *port);
 void join_hostport(const char *host, int port, char *out, size_t cap);
 int free_port(const char *host);

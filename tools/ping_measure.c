@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ping.h"
+#include "tool_util.h"
 #include "wire.h"
 
 /* Messages are cut to their buffers on purpose: a long host name must not fail the report. */
@@ -41,30 +42,30 @@ static void measure_pair(ibcomm_t *m, const struct opts *o, int a, int b, double
 	res->b = b;
 	res->ok = true;
 	if (me == a) {
-		t0 = now_s();
+		t0 = tool_now_s();
 		if (ibcomm_send(m, small, 1, IBCOMM_UINT8, peer, TAG_SETUP) ||
 		    ibcomm_recv(m, small, 1, IBCOMM_UINT8, peer, TAG_SETUP))
 			return pair_fail(m, res, "set-up round trip");
-		res->setup_ms = (now_s() - t0) * 1e3;
+		res->setup_ms = (tool_now_s() - t0) * 1e3;
 		for (int i = -10; i < o->iters; i++) {
-			t0 = now_s();
+			t0 = tool_now_s();
 			if (ibcomm_send(m, small, 8, IBCOMM_UINT8, peer, TAG_LAT) ||
 			    ibcomm_recv(m, small, 8, IBCOMM_UINT8, peer, TAG_LAT))
 				return pair_fail(m, res, "latency round trip");
 			if (i >= 0)
-				rtt[i] = (now_s() - t0) * 1e6;
+				rtt[i] = (tool_now_s() - t0) * 1e6;
 		}
 		qsort(rtt, (size_t)o->iters, sizeof(*rtt), cmp_double);
 		res->min_us = rtt[0];
 		res->med_us = rtt[o->iters / 2];
 		res->p99_us = rtt[(int)ceil(0.99 * o->iters) - 1];
-		t0 = now_s();
+		t0 = tool_now_s();
 		for (int i = 0; i < o->bw_iters; i++)
 			if (ibcomm_send(m, big, o->size, IBCOMM_UINT8, peer, TAG_BW))
 				return pair_fail(m, res, "bandwidth send");
 		if (ibcomm_recv(m, small, 1, IBCOMM_UINT8, peer, TAG_ACK))
 			return pair_fail(m, res, "bandwidth acknowledgement");
-		res->bw_MBps = (double)o->size * o->bw_iters / (now_s() - t0) / 1e6;
+		res->bw_MBps = (double)o->size * o->bw_iters / (tool_now_s() - t0) / 1e6;
 		return;
 	}
 	if (ibcomm_recv(m, small, 1, IBCOMM_UINT8, peer, TAG_SETUP) ||

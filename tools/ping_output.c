@@ -8,37 +8,12 @@
 #include <string.h>
 
 #include "ping.h"
+#include "tool_util.h"
 
 /* Messages are cut to their buffers on purpose: a long host name must not fail the report. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
 /* ---- output ---- */
-
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c == '\n')
-			fputs("\\n", f);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
-
-static void json_num(FILE *f, double v)
-{
-	if (isfinite(v))
-		fprintf(f, "%.3f", v);
-	else
-		fputs("null", f);
-}
 
 static const char *ll_str(int ll)
 {
@@ -269,9 +244,9 @@ static void json_problems(FILE *f, const struct ping_problems *pl)
 		else
 			fputs("null", f);
 		fputs(", \"what\": ", f);
-		json_str(f, p->what);
+		tool_json_str(f, p->what);
 		fputs(", \"fix\": ", f);
-		json_str(f, p->fix);
+		tool_json_str(f, p->fix);
 		fputc('}', f);
 	}
 	fprintf(f, "%s]", pl->n ? "\n  " : "");
@@ -285,20 +260,20 @@ static void json_pairs(FILE *f, const struct job *j, const char *tp, const struc
 		fprintf(f, "%s\n    {\"transport\": \"%s\", \"a\": %d, \"b\": %d, \"ok\": %s, \"setup_ms\": ", *first ? "" : ",",
 			tp, x->a, x->b, x->ok ? "true" : "false");
 		*first = false;
-		json_num(f, x->ok ? x->setup_ms : NAN);
+		tool_json_num(f, "%.3f", x->ok ? x->setup_ms : NAN);
 		fputs(", \"lat_min_us\": ", f);
-		json_num(f, x->ok ? x->min_us : NAN);
+		tool_json_num(f, "%.3f", x->ok ? x->min_us : NAN);
 		fputs(", \"lat_median_us\": ", f);
-		json_num(f, x->ok ? x->med_us : NAN);
+		tool_json_num(f, "%.3f", x->ok ? x->med_us : NAN);
 		fputs(", \"lat_p99_us\": ", f);
-		json_num(f, x->ok ? x->p99_us : NAN);
+		tool_json_num(f, "%.3f", x->ok ? x->p99_us : NAN);
 		fputs(", \"bw_MBps\": ", f);
-		json_num(f, x->ok ? x->bw_MBps : NAN);
+		tool_json_num(f, "%.3f", x->ok ? x->bw_MBps : NAN);
 		fputs(", \"error\": ", f);
 		if (x->ok)
 			fputs("null", f);
 		else
-			json_str(f, x->err);
+			tool_json_str(f, x->err);
 		fputc('}', f);
 	}
 }
@@ -309,17 +284,17 @@ void print_json(FILE *f, const struct job *j, bool ok)
 
 	fprintf(f, "{\n  \"tool\": \"ibcomm_ping\",\n  \"ok\": %s,\n  \"nranks\": %d,\n  \"rendezvous\": ",
 		ok ? "true" : "false", j->size);
-	json_str(f, j->root);
+	tool_json_str(f, j->root);
 	fprintf(f, ",\n  \"transports\": [\"tcp\"%s],\n  \"ranks\": [", j->rdma_tried ? ", \"rdma\"" : "");
 	for (int r = 0; r < j->size; r++) {
 		const struct ping_report *x = &j->all[r];
 
 		fprintf(f, "%s\n    {\"rank\": %d, \"host\": ", r ? "," : "", r);
-		json_str(f, x->host);
+		tool_json_str(f, x->host);
 		fputs(", \"tcp_interface\": ", f);
-		json_str(f, x->tcp_if);
+		tool_json_str(f, x->tcp_if);
 		fputs(", \"tcp_address\": ", f);
-		json_str(f, x->tcp_addr);
+		tool_json_str(f, x->tcp_addr);
 		fputs(", \"memlock_bytes\": ", f);
 		if (x->memlock == PING_MEMLOCK_UNLIMITED)
 			fputs("null", f);
@@ -328,17 +303,17 @@ void print_json(FILE *f, const struct job *j, bool ok)
 		fprintf(f, ", \"memlock_unlimited\": %s, \"privileged\": %s, \"rdma_built\": %s, \"rdma_devices\": %d, \"rdma_note\": ",
 			x->memlock == PING_MEMLOCK_UNLIMITED ? "true" : "false", x->privileged ? "true" : "false",
 			x->rdma_built ? "true" : "false", x->ndevs);
-		json_str(f, x->rdma_note);
+		tool_json_str(f, x->rdma_note);
 		fputs(", \"ports\": [", f);
 		for (int i = 0; i < x->nports; i++) {
 			const struct ping_port *p = &x->ports[i];
 
 			fprintf(f, "%s\n      {\"device\": ", i ? "," : "");
-			json_str(f, p->dev);
+			tool_json_str(f, p->dev);
 			fprintf(f, ", \"port\": %d, \"state\": \"%s\", \"link_layer\": \"%s\", \"active_mtu\": %d, \"max_mtu\": %d, \"netdev\": ",
 				p->port, ping_port_state_str(p->state), ll_str(p->link_layer), ibc_rdma_mtu_bytes(p->active_mtu),
 				ibc_rdma_mtu_bytes(p->max_mtu));
-			json_str(f, p->netdev);
+			tool_json_str(f, p->netdev);
 			fprintf(f, ", \"in_use\": %s, \"gid_used\": ", i == x->use ? "true" : "false");
 			if (p->gid_used >= 0)
 				fprintf(f, "%d", p->gid_used);
@@ -424,9 +399,9 @@ void print_local_failure(const struct job *j, const struct ping_problems *pl, co
 	if (j->o.json) {
 		fprintf(f, "{\n  \"tool\": \"ibcomm_ping\",\n  \"ok\": false,\n  \"rank\": %d,\n  \"nranks\": %d,\n  \"rendezvous\": ",
 			j->rank, j->size);
-		json_str(f, j->root);
+		tool_json_str(f, j->root);
 		fputs(",\n  \"error\": ", f);
-		json_str(f, why);
+		tool_json_str(f, why);
 		fputs(",\n", f);
 		json_problems(f, pl);
 		fputs("\n}\n", f);
