@@ -24,6 +24,14 @@ static const char *cfg_transport(void)
 	return tp && *tp ? tp : "tcp";
 }
 
+/* What ibcomm_transport() must say: HX_EXPECT_TRANSPORT (for HX_TRANSPORT=auto), else the forced one. */
+static const char *expect_transport(void)
+{
+	const char *tp = getenv("HX_EXPECT_TRANSPORT");
+
+	return tp && *tp ? tp : cfg_transport();
+}
+
 int hx_rank = -1, hx_size;
 const char *const hx_small_chunks_env[] = { "IBCOMM_TCP_CHUNK=1000", "IBCOMM_TCP_SLOTS=2", "HX_LARGE=1", NULL };
 char hx_root[64];
@@ -195,8 +203,8 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 		if (ibcomm_rank(comm) != rank || ibcomm_size(comm) != job->n)
 			hx_fail("ibcomm_rank/size = %d/%d, expected %d/%d", ibcomm_rank(comm), ibcomm_size(comm),
 				rank, job->n);
-		if (strcmp(ibcomm_transport(comm), cfg_transport()))
-			hx_fail("ibcomm_transport() = %s, expected %s", ibcomm_transport(comm), cfg_transport());
+		if (strcmp(ibcomm_transport(comm), expect_transport()))
+			hx_fail("ibcomm_transport() = %s, expected %s", ibcomm_transport(comm), expect_transport());
 	}
 	job->fn(comm, job->arg);
 	if (comm) {
@@ -207,6 +215,14 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 			/* the payload really went through the transport asked for (RDMA: by RDMA WRITE) */
 			if (job->n > 1 && !comm->tp->cnt.puts)
 				hx_fail("the %s transport counted no chunk written", ibcomm_transport(comm));
+			if (hx_env_long("HX_HOSTS", 0) == 1) {
+				char host[64] = "?";
+
+				gethostname(host, sizeof(host) - 1);
+				fprintf(stderr, "  [%s] rank %d on %s: %s transport wrote %llu chunks, %llu bytes\n", job->name,
+					rank, host, ibcomm_transport(comm), (unsigned long long)comm->tp->cnt.puts,
+					(unsigned long long)comm->tp->cnt.bytes_put);
+			}
 		}
 		hx_ok(NULL, ibcomm_destroy(comm), "ibcomm_destroy");
 	}
@@ -333,6 +349,73 @@ static int run_once(const struct hx_job *job, int timeout_s, char *why, size_t w
 	return bad;
 }
 
+/*
+ * Across hosts (HX_HOSTS=1, tests/hosts): this process is the one rank IBCOMM_RANK of a job of
+ * IBCOMM_SIZE ranks whose other ranks run the same program on other hosts; IBCOMM_ROOT=host:port
+ * is rank 0's address. Only the jobs of that size run (every rank meets the same ones, in
+ * order); job k rendezvouses on port + k, so a rank never joins the previous job's server.
+ * The ranks share no memory: hx_scratch is this rank's own. Returns the failed-rank count
+ * (0 or 1), or -2 when the job is not run here.
+ */
+static int run_hosts(const struct hx_job *job, int timeout_s, char *why, size_t whylen)
+{
+	static int seq;
+	long rank = hx_env_long("IBCOMM_RANK", -1), size = hx_env_long("IBCOMM_SIZE", -1);
+	const char *root = getenv("IBCOMM_ROOT"), *colon = root ? strrchr(root, ':') : NULL;
+	sigset_t chld, old;
+	double deadline;
+	pid_t pid;
+	int ws = 0;
+	bool finished = false;
+
+	if (rank < 0 || rank >= size || !colon || colon - root >= (long)sizeof(hx_root) - 8) {
+		snprintf(why, whylen, " HX_HOSTS=1 needs IBCOMM_RANK, IBCOMM_SIZE and IBCOMM_ROOT=host:port");
+		return 1;
+	}
+	if (job->n != size || job->no_init)
+		return -2;
+	snprintf(hx_root, sizeof(hx_root), "%.*s:%ld", (int)(colon - root), root, atol(colon + 1) + seq++ % 1000);
+	memset((void *)shm, 0, sizeof(*shm));
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, &old);
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0)
+		child_main(job, (int)rank, &old);
+	if (pid < 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		snprintf(why, whylen, " fork: %s", strerror(errno));
+		return 1;
+	}
+	deadline = now_s() + timeout_s;
+	while (!finished) {
+		struct timespec ts = { 1, 0 };
+
+		if (waitpid(pid, &ws, WNOHANG) == pid) {
+			finished = true;
+			break;
+		}
+		if (now_s() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &ws, 0);
+			snprintf(why, whylen, " rank %ld: TIMEOUT after %d s: killed", rank, timeout_s);
+			sigprocmask(SIG_SETMASK, &old, NULL);
+			return 1;
+		}
+		sigtimedwait(&chld, NULL, &ts);
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0)
+		return 0;
+	if (WIFSIGNALED(ws))
+		snprintf(why, whylen, " rank %ld: killed by signal %d", rank, WTERMSIG(ws));
+	else
+		snprintf(why, whylen, " rank %ld: exit %d (%d failures; 101: init failed)", rank, WEXITSTATUS(ws),
+			 shm->fails[rank < HX_MAX_RANKS ? rank : 0]);
+	return 1;
+}
+
 bool hx_run_job(const struct hx_job *job)
 {
 	int timeout_s = job->timeout_s ? job->timeout_s : (int)hx_env_long("HX_JOB_TIMEOUT_S", 120);
@@ -351,6 +434,17 @@ bool hx_run_job(const struct hx_job *job)
 			CU_FAIL("mmap");
 			return false;
 		}
+	}
+	if (hx_env_long("HX_HOSTS", 0) == 1) {
+		bad = run_hosts(job, timeout_s, why, sizeof(why));
+		if (bad == -2)
+			return true; /* another size: not this job's hosts */
+		for (int r = 0; r < HX_MAX_RANKS; r++)
+			cases = shm->cases[r] > cases ? shm->cases[r] : cases;
+		fprintf(stderr, "  [%s] n=%d across hosts, rank %s: %d cases, %.1f s%s%s\n", job->name, job->n,
+			getenv("IBCOMM_RANK"), cases, now_s() - t0, bad ? ": FAILED:" : "", why);
+		CU_ASSERT_EQUAL(bad, 0);
+		return bad == 0;
 	}
 	int attempt;
 

@@ -332,7 +332,8 @@ static void barrier_fn(ibcomm_t *comm, void *arg)
 			if (!hx_ok(comm, ibcomm_barrier(comm), "ibcomm_barrier"))
 				return;
 			seen = __atomic_load_n((int *)&hx_scratch[0], __ATOMIC_SEQ_CST);
-			if (seen < n * (round + 1)) {
+			/* across hosts (HX_HOSTS=1) the ranks share no scratch memory to count arrivals */
+			if (seen < n * (round + 1) && hx_env_long("HX_HOSTS", 0) != 1) {
 				hx_fail("barrier algo=%s n=%d round %d: left the barrier having seen %d arrivals, "
 					"expected >= %d",
 					hx_algo_name(algos[a]), n, k, seen, n * (round + 1));
