@@ -364,7 +364,6 @@ static ibcomm_status_t knob(bool has, int64_t cfgval, const char *field, const c
 static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t, char *err, size_t errlen)
 {
 	ibcomm_status_t st;
-	const char *v;
 
 	KNOB(tcp_chunk, "IBCOMM_TCP_CHUNK", true, 1, IBC_KNOB_TCP_CHUNK_MAX, t->tcp_chunk);
 	KNOB(tcp_slots, "IBCOMM_TCP_SLOTS", false, 1, IBC_KNOB_TCP_SLOTS_MAX, t->tcp_slots);
@@ -382,7 +381,8 @@ static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t,
 #ifdef IBCOMM_TEST_HOOKS
 	/* a test hook of the RDMA transport (test_force_qp_error), not a user setting: only in a
 	 * build configured with --enable-test-hooks, never read from a user's job */
-	v = env("IBCOMM_TEST_QP_ERROR_AFTER");
+	const char *v = env("IBCOMM_TEST_QP_ERROR_AFTER");
+
 	if (v) {
 		long n;
 
