@@ -1,6 +1,7 @@
 /*
- * Internal to rank 0's rendezvous server: its state, shared by rdv_server.c (the loop,
- * clients, JOIN/PUT/GET/DROP) and rdv_srv_auth.c (the handshake before JOIN).
+ * Internal to rank 0's rendezvous server: its state, shared by rdv_server.c (the thread and
+ * lifecycle), rdv_srv_client.c (connections and their I/O), rdv_srv_msg.c (JOIN/PUT/GET/DROP)
+ * and rdv_srv_auth.c (the handshake before JOIN).
  */
 #ifndef IBC_RDV_SERVER_H
 #define IBC_RDV_SERVER_H
@@ -78,14 +79,24 @@ struct rdv_server {
 
 #define PFD_CLIENT0(srv) (1 + (srv)->nlisten)
 
-/* rdv_server.c */
+/* rdv_srv_client.c: the clients' connections */
+IBC_HIDDEN void rdv_srv_client_put_ref(struct srv_client *c);
+IBC_HIDDEN void rdv_srv_count(struct rdv_server *srv);
+IBC_HIDDEN void rdv_srv_release_owner(void *owner);
 IBC_HIDDEN void rdv_srv_send(struct rdv_server *srv, struct srv_client *c, const struct ibc_rdv_msg *m);
+/* Marks c to be dropped at the end of this loop iteration (logs why once). */
+IBC_HIDDEN void rdv_srv_drop_client(struct srv_client *c, const char *why);
+IBC_HIDDEN void rdv_srv_client_flush(struct rdv_server *srv, struct srv_client *c);
+IBC_HIDDEN void rdv_srv_client_read(struct rdv_server *srv, struct srv_client *c);
+IBC_HIDDEN void rdv_srv_remove_client(struct rdv_server *srv, struct srv_client *c);
+IBC_HIDDEN void rdv_srv_accept(struct rdv_server *srv, int lfd);
+
+/* rdv_srv_msg.c: the per-message handlers */
+IBC_HIDDEN void rdv_srv_handle(struct rdv_server *srv, struct srv_client *c, const struct ibc_rdv_msg *m);
 /* Answers with an ERROR or AUTH_FAILED text and closes the connection once it is sent. */
 IBC_HIDDEN void rdv_srv_refuse(struct rdv_server *srv, struct srv_client *c, uint8_t type, uint32_t req,
 			       const char *text);
 IBC_HIDDEN void rdv_srv_error(struct rdv_server *srv, struct srv_client *c, uint32_t req, const char *text);
-/* Marks c to be dropped at the end of this loop iteration (logs why once). */
-IBC_HIDDEN void rdv_srv_drop_client(struct srv_client *c, const char *why);
 
 /* rdv_srv_auth.c: connections that have not joined yet, and the job-key handshake */
 IBC_HIDDEN void rdv_hs_add(struct rdv_server *srv, struct srv_client *c);
