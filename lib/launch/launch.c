@@ -17,13 +17,6 @@
 #include "launch.h"
 #include "tcp_addr.h"
 
-static bool set(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && *v;
-}
-
 ibcomm_status_t ibc_launch_detect(struct ibc_launch *l, char *err, size_t errlen)
 {
 	ibcomm_status_t st;
@@ -31,7 +24,7 @@ ibcomm_status_t ibc_launch_detect(struct ibc_launch *l, char *err, size_t errlen
 	memset(l, 0, sizeof(*l));
 	l->kind = IBC_LAUNCH_NONE;
 	l->rank = l->size = l->local_rank = l->local_size = -1;
-	if (set("PMIX_RANK") || set("PMIX_NAMESPACE")) {
+	if (ibc_launch_env("PMIX_RANK") || ibc_launch_env("PMIX_NAMESPACE")) {
 		if (ibc_pmix_present())
 			return ibc_pmix_detect(l, err, errlen);
 		ibc_info("PMIX_RANK/PMIX_NAMESPACE are set but this ibcomm was built without PMIx (configure --with-pmix): trying the other launchers");

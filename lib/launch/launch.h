@@ -34,6 +34,11 @@ struct ibc_launch {
  * Finds the launcher that started this process and fills l (kind IBC_LAUNCH_NONE when none).
  * A launcher variable that is present but malformed is IBCOMM_ERR_INVALID naming it.
  */
+/* A launcher's variable: its value, or NULL when unset or empty (launch_env.c). */
+IBC_HIDDEN const char *ibc_launch_env(const char *name);
+/* v as a decimal number in lo..hi, else IBCOMM_ERR_INVALID naming the launcher and the variable. */
+IBC_HIDDEN ibcomm_status_t ibc_launch_num(const char *launcher, const char *name, const char *v, long lo, long hi,
+					  long *out, char *err, size_t errlen);
 IBC_HIDDEN ibcomm_status_t ibc_launch_detect(struct ibc_launch *l, char *err, size_t errlen);
 
 /*

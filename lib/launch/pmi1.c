@@ -98,37 +98,15 @@ static struct {
 	size_t inlen;
 } pmi = { PTHREAD_MUTEX_INITIALIZER, -1, "", "", 0 };
 
-static const char *env(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? v : NULL;
-}
-
-static ibcomm_status_t num(const char *name, const char *v, long lo, long hi, long *out, char *err, size_t errlen)
-{
-	char *end;
-	long n;
-
-	errno = 0;
-	n = strtol(v, &end, 10);
-	if (!isdigit((unsigned char)v[0]) || *end || errno || n < lo || n > hi) {
-		snprintf(err, errlen, "PMI-1: %s='%s' is not a number in %ld..%ld", name, v, lo, hi);
-		return IBCOMM_ERR_INVALID;
-	}
-	*out = n;
-	return IBCOMM_OK;
-}
-
 ibcomm_status_t ibc_pmi1_detect(struct ibc_launch *l, char *err, size_t errlen)
 {
-	const char *fd = env("PMI_FD"), *r = env("PMI_RANK"), *z = env("PMI_SIZE");
+	const char *fd = ibc_launch_env("PMI_FD"), *r = ibc_launch_env("PMI_RANK"), *z = ibc_launch_env("PMI_SIZE");
 	ibcomm_status_t st;
 	long v;
 
 	if (!fd)
 		return IBCOMM_OK;
-	st = num("PMI_FD", fd, 0, INT_MAX, &v, err, errlen);
+	st = ibc_launch_num("PMI-1", "PMI_FD", fd, 0, INT_MAX, &v, err, errlen);
 	if (st)
 		return st;
 	if (!r || !z) {
@@ -136,11 +114,11 @@ ibcomm_status_t ibc_pmi1_detect(struct ibc_launch *l, char *err, size_t errlen)
 			 r ? "PMI_SIZE" : "PMI_RANK");
 		return IBCOMM_ERR_INVALID;
 	}
-	st = num("PMI_RANK", r, 0, INT_MAX - 1, &v, err, errlen);
+	st = ibc_launch_num("PMI-1", "PMI_RANK", r, 0, INT_MAX - 1, &v, err, errlen);
 	if (st)
 		return st;
 	l->rank = (int)v;
-	st = num("PMI_SIZE", z, 1, INT_MAX, &v, err, errlen);
+	st = ibc_launch_num("PMI-1", "PMI_SIZE", z, 1, INT_MAX, &v, err, errlen);
 	if (st)
 		return st;
 	l->size = (int)v;

@@ -16,33 +16,11 @@
 
 #include "launch.h"
 
-static const char *env(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? v : NULL;
-}
-
-static ibcomm_status_t num(const char *name, const char *v, long lo, long hi, long *out, char *err, size_t errlen)
-{
-	char *end;
-	long n;
-
-	errno = 0;
-	n = strtol(v, &end, 10);
-	if (!isdigit((unsigned char)v[0]) || *end || errno || n < lo || n > hi) {
-		snprintf(err, errlen, "Slurm: %s='%s' is not a number in %ld..%ld", name, v, lo, hi);
-		return IBCOMM_ERR_INVALID;
-	}
-	*out = n;
-	return IBCOMM_OK;
-}
-
 ibcomm_status_t ibc_slurm_detect(struct ibc_launch *l, char *err, size_t errlen)
 {
-	const char *r = env("SLURM_PROCID"), *nl = env("SLURM_STEP_NODELIST");
-	const char *szname = env("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
-	const char *sz = env(szname), *lr = env("SLURM_LOCALID");
+	const char *r = ibc_launch_env("SLURM_PROCID"), *nl = ibc_launch_env("SLURM_STEP_NODELIST");
+	const char *szname = ibc_launch_env("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
+	const char *sz = ibc_launch_env(szname), *lr = ibc_launch_env("SLURM_LOCALID");
 	ibcomm_status_t st;
 	long v;
 
@@ -52,11 +30,11 @@ ibcomm_status_t ibc_slurm_detect(struct ibc_launch *l, char *err, size_t errlen)
 		snprintf(err, errlen, "Slurm: SLURM_PROCID is set but neither SLURM_STEP_NUM_TASKS nor SLURM_NTASKS is");
 		return IBCOMM_ERR_INVALID;
 	}
-	st = num("SLURM_PROCID", r, 0, INT_MAX - 1, &v, err, errlen);
+	st = ibc_launch_num("Slurm", "SLURM_PROCID", r, 0, INT_MAX - 1, &v, err, errlen);
 	if (st)
 		return st;
 	l->rank = (int)v;
-	st = num(szname, sz, 1, INT_MAX, &v, err, errlen);
+	st = ibc_launch_num("Slurm", szname, sz, 1, INT_MAX, &v, err, errlen);
 	if (st)
 		return st;
 	l->size = (int)v;
@@ -66,7 +44,7 @@ ibcomm_status_t ibc_slurm_detect(struct ibc_launch *l, char *err, size_t errlen)
 	}
 	l->local_rank = l->local_size = -1;
 	if (lr) {
-		st = num("SLURM_LOCALID", lr, 0, INT_MAX - 1, &v, err, errlen);
+		st = ibc_launch_num("Slurm", "SLURM_LOCALID", lr, 0, INT_MAX - 1, &v, err, errlen);
 		if (st)
 			return st;
 		l->local_rank = (int)v;
@@ -102,11 +80,11 @@ ibcomm_status_t ibc_slurm_port(const char *job, const char *step, const char *re
 			 job ? "SLURM_STEP_ID" : "SLURM_JOB_ID");
 		return IBCOMM_ERR_INVALID;
 	}
-	st = num("SLURM_JOB_ID", job, 0, LONG_MAX / 32, &j, err, errlen);
+	st = ibc_launch_num("Slurm", "SLURM_JOB_ID", job, 0, LONG_MAX / 32, &j, err, errlen);
 	if (st)
 		return st;
 	/* batch and extern steps are large sentinels (0xfffffffb...): fold them in */
-	st = num("SLURM_STEP_ID", step, 0, 0xffffffffL, &s, err, errlen);
+	st = ibc_launch_num("Slurm", "SLURM_STEP_ID", step, 0, 0xffffffffL, &s, err, errlen);
 	if (st)
 		return st;
 	*port = IBC_SLURM_PORT_BASE + (int)((j * 16 + s % 16) % IBC_SLURM_PORT_SPAN);
@@ -131,7 +109,7 @@ static bool is_this_host(const char *name)
 ibcomm_status_t ibc_slurm_root(const struct ibc_launch *l, char *host, size_t hostlen, int *port, char *err,
 			       size_t errlen)
 {
-	const char *nl = env("SLURM_STEP_NODELIST");
+	const char *nl = ibc_launch_env("SLURM_STEP_NODELIST");
 	char why[160], **hosts;
 	ibcomm_status_t st;
 	size_t n;
@@ -148,7 +126,7 @@ ibcomm_status_t ibc_slurm_root(const struct ibc_launch *l, char *host, size_t ho
 	}
 	snprintf(host, hostlen, "%s", hosts[0]);
 	ibc_hostlist_free(hosts, n);
-	st = ibc_slurm_port(env("SLURM_JOB_ID"), env("SLURM_STEP_ID"), env("SLURM_STEP_RESV_PORTS"), port, err,
+	st = ibc_slurm_port(ibc_launch_env("SLURM_JOB_ID"), ibc_launch_env("SLURM_STEP_ID"), ibc_launch_env("SLURM_STEP_RESV_PORTS"), port, err,
 			    errlen);
 	if (st)
 		return st;
