@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "ping.h"
+#include "sock.h"
 #include "tool_util.h"
 #include "ping_local.h"
 
@@ -86,40 +87,30 @@ static bool parse_size(const char *s, size_t *out)
 	return true;
 }
 
-/* Splits "host:port", "[v6]:port", "[v6]", "v6" or "host"; port stays as given when absent. */
+/*
+ * Splits "host:port", "[v6]:port" (the library's own parser, lib/sock.c), or "[v6]", "v6" or
+ * "host" without a port: port stays as given then.
+ */
 bool split_hostport(const char *s, char *host, size_t hostlen, int *port)
 {
-	const char *colon;
-	long p;
+	const char *why, *colon = strchr(s, ':');
+	char ps[8];
+	size_t n = strlen(s);
 
+	if (ibc_root_parse(s, host, hostlen, ps, sizeof(ps), &why) == 0) {
+		*port = atoi(ps);
+		return true;
+	}
 	if (s[0] == '[') {
-		const char *close = strchr(s, ']');
-
-		if (!close || (size_t)(close - s - 1) >= hostlen)
+		if (n < 3 || s[n - 1] != ']' || n - 2 >= hostlen)
 			return false;
-		memcpy(host, s + 1, (size_t)(close - s - 1));
-		host[close - s - 1] = '\0';
-		if (!close[1])
-			return true;
-		if (close[1] != ':' || !tool_parse_long(close + 2, 0, 65535, &p))
-			return false;
-		*port = (int)p;
+		memcpy(host, s + 1, n - 2);
+		host[n - 2] = '\0';
 		return true;
 	}
-	colon = strrchr(s, ':');
-	if (colon && strchr(s, ':') != colon)
-		colon = NULL; /* a bare IPv6 address */
-	if (!colon) {
-		if (strlen(s) >= hostlen)
-			return false;
-		strcpy(host, s);
-		return true;
-	}
-	if ((size_t)(colon - s) >= hostlen || colon == s || !tool_parse_long(colon + 1, 0, 65535, &p))
-		return false;
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = '\0';
-	*port = (int)p;
+	if ((colon && colon == strrchr(s, ':')) || n >= hostlen)
+		return false; /* "host:" with a bad port, or too long */
+	memcpy(host, s, n + 1);
 	return true;
 }
 
@@ -128,29 +119,16 @@ void join_hostport(const char *host, int port, char *out, size_t cap)
 	snprintf(out, cap, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
 }
 
-/* A free TCP port on host: bind port 0, read it, release it. 0 on failure. */
+/* A free TCP port on host (lib/sock.c: bind port 0, read it, release it). 0 on failure. */
 int free_port(const char *host)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
-	struct addrinfo *res;
-	int port = 0;
+	char addr[300], why[200];
+	const char *colon;
 
-	if (getaddrinfo(host, "0", &hints, &res))
+	if (ibc_sock_free_port(host, addr, sizeof(addr), why, sizeof(why)))
 		return 0;
-	for (struct addrinfo *ai = res; ai && !port; ai = ai->ai_next) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-
-		if (fd < 0)
-			continue;
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-			port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port :
-							       ((struct sockaddr_in6 *)&ss)->sin6_port);
-		close(fd);
-	}
-	freeaddrinfo(res);
-	return port;
+	colon = strrchr(addr, ':');
+	return colon ? atoi(colon + 1) : 0;
 }
 
 /* ---- the local report ---- */
