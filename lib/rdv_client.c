@@ -367,6 +367,24 @@ static ibcomm_status_t rdv_call(struct ibc_rdv *rdv, struct ibc_rdv_msg *m, stru
 	return st;
 }
 
+/*
+ * For ibc_rdv_open(): whether the connection was lost before the server answered the JOIN
+ * (then the connection is closed and the client is as before rdv_connect()).
+ */
+static bool rdv_join_lost(struct ibc_rdv *rdv)
+{
+	if (rdv->srv || !rdv->broken || rdv->fd < 0 || rdv->pending)
+		return false;
+	close(rdv->fd);
+	rdv->fd = -1;
+	rdv->broken = false;
+	rdv->bye = false;
+	rdv->broken_why[0] = '\0';
+	rdv->in_len = 0;
+	memset(rdv->dead, 0, (size_t)rdv->size);
+	return true;
+}
+
 /* Connects to host:port, retrying with backoff until dl: rank 0 may not be up yet. */
 static ibcomm_status_t rdv_connect(struct ibc_rdv *rdv, const char *host, const char *port, ibc_deadline_t dl,
 				   char *err, size_t errlen)
@@ -571,21 +589,28 @@ ibcomm_status_t ibc_rdv_open(const ibc_settings_t *s, ibc_deadline_t dl, struct 
 		if (st)
 			goto err_free;
 	}
-	st = rdv_connect(rdv, host, port, dl, err, errlen);
-	if (st)
-		goto err_free;
-
-	if (s->job_key[0]) {
-		st = rdv_authenticate(rdv, s, dl, err, errlen);
-		if (st)
-			goto err_free;
-	} else if (!atomic_flag_test_and_set(&noted_no_key)) {
+	if (!s->job_key[0] && !atomic_flag_test_and_set(&noted_no_key))
 		ibc_info("rank %d: IBCOMM_JOB_KEY is not set: no authentication; any process that can reach %s or this rank's ports can join the job or send it data",
 			 s->rank, s->root);
-	}
 	m.rank = (uint32_t)s->rank;
 	m.size = (uint32_t)s->nranks;
-	st = rdv_call(rdv, &m, &p, dl, NULL, err, errlen);
+	for (;;) {
+		p = (struct rdv_pending){ 0 };
+		st = rdv_connect(rdv, host, port, dl, err, errlen);
+		if (st)
+			goto err_free;
+		st = s->job_key[0] ? rdv_authenticate(rdv, s, dl, err, errlen) : IBCOMM_OK;
+		if (!st)
+			st = rdv_call(rdv, &m, &p, dl, NULL, err, errlen);
+		/*
+		 * The connection dropped before any answer: a server of an earlier job at this
+		 * address that was stopping (init and destroy in a loop on one port, rank 0 not
+		 * there yet). Connect again until the deadline; rank 0's own server never does this.
+		 */
+		if (st != IBCOMM_ERR_RENDEZVOUS || !rdv_join_lost(rdv) || (dl && ibc_deadline_left(dl) == 0))
+			break;
+		poll(NULL, 0, 10);
+	}
 	if (st == IBCOMM_ERR_TIMEOUT) {
 		if (rdv->srv) {
 			char missing[384];
