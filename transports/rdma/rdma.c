@@ -44,6 +44,12 @@
  * No wait depends on a rank doing anything but being inside some call of the communicator,
  * which a blocked put already needed (its data must be taken by a get): no new deadlock.
  * A put that may not wait returns IBC_AGAIN until READY; wait() returns when it is.
+ * One exception to "on first use": every collective on more than two ranks first compares
+ * the call signatures over the recursive-doubling pattern (lib/coll.c, lib/algo/rd.c), so
+ * create() opens the QPs to those log2(n) (+1) partners at once and sends their connect
+ * messages without waiting for any answer (only for their UD addresses, that is for their
+ * create()): the first collective then finds the messages waiting, instead of paying the
+ * QP and registration cost step after step (about 1 s on 6 emulated ranks, measured).
  *
  * Completions: one CQ with a completion channel. Calls progress by polling; a call that
  * must wait polls briefly, arms the CQ and sleeps in poll() on the channel's fd and a
@@ -111,6 +117,7 @@ struct rdma_peer {
 	uint32_t ud_qpn;
 	uint64_t retx_at;              /* ibc_now_ms() of the next resend of the connect message */
 	unsigned retx_ms;
+	uint64_t t_start;              /* ibc_now_ms() of the first use (for the trace) */
 	uint32_t psn;
 	ibc_rdma_info_t remote;
 	int path_mtu;
@@ -1380,6 +1387,8 @@ static ibcomm_status_t peer_open(struct rdma_tp *t, struct rdma_peer *p)
 	char what[64];
 	ibcomm_status_t st;
 
+	if (!p->t_start)
+		p->t_start = ibc_now_ms();
 	snprintf(what, sizeof(what), "the connection to peer %d", p->rank);
 	st = pin_account(t, t->peer_memlen, what);
 	if (st)
@@ -1390,7 +1399,6 @@ static ibcomm_status_t peer_open(struct rdma_tp *t, struct rdma_peer *p)
 		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: cannot allocate %zu bytes of RDMA buffers for peer %d",
 			       comm->rank, t->peer_memlen, p->rank);
 	}
-	memset(p->mem, 0, t->peer_memlen);
 	p->mr = ibv_reg_mr(t->pd, p->mem, t->peer_memlen, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
 	if (!p->mr)
 		return ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: ibv_reg_mr of %zu bytes for peer %d on %s failed: %s%s",
@@ -1432,7 +1440,8 @@ static void peer_ready(struct rdma_tp *t, struct rdma_peer *p)
 	t->npending--;
 	t->base.cnt.connects++;
 	t->woken = true; /* a put that returned IBC_AGAIN may go now */
-	ibc_trace("rank %d: RDMA QP 0x%x to peer %d ready", t->base.comm->rank, p->qp->qp_num, p->rank);
+	ibc_trace("rank %d: RDMA QP 0x%x to peer %d ready, %llu ms after its first use or message", t->base.comm->rank,
+		  p->qp->qp_num, p->rank, (unsigned long long)(ibc_now_ms() - p->t_start));
 }
 
 /* An address handle for the UD QP of p (link layer, LID, GID of its port). */
@@ -1637,10 +1646,19 @@ static ibcomm_status_t peer_start(struct rdma_tp *t, struct rdma_peer *p, ibc_de
 	char key[160], err[256], why[160];
 	ibc_rdma_ud_addr_t a;
 	ibcomm_status_t st;
+	uint64_t t_addr;
 	size_t len = 0;
 
 	if (p->state != PEER_NONE)
 		return IBCOMM_OK;
+	p->t_start = ibc_now_ms();
+	if (!p->ah) {
+		/* the peer may have asked first: then its message has all this rank needs */
+		if (progress(t) < 0)
+			return t->failed;
+		if (p->state != PEER_NONE)
+			return IBCOMM_OK;
+	}
 	if (!p->ah) {
 		snprintf(key, sizeof(key), "%s/rdma/ud/%d", comm->id, p->rank);
 		st = ibc_rdv_get_cancel(comm->rdv, key, buf, sizeof(buf), &len, dl, &comm->aborted, err, sizeof(err));
@@ -1660,11 +1678,38 @@ static ibcomm_status_t peer_start(struct rdma_tp *t, struct rdma_peer *p, ibc_de
 		if (st)
 			return st;
 	}
+	t_addr = ibc_now_ms();
 	st = peer_open(t, p);
 	if (st)
 		return st;
 	cm_send(t, p);
+	ibc_trace("rank %d: RDMA connect to peer %d: its address in %llu ms, QP and %zu KiB registered in %llu ms",
+		  comm->rank, p->rank, (unsigned long long)(t_addr - p->t_start), t->peer_memlen / 1024,
+		  (unsigned long long)(ibc_now_ms() - t_addr));
 	return IBCOMM_OK;
+}
+
+/*
+ * Starts the connections to the recursive-doubling partners of this rank (lib/algo/rd.c: the
+ * ranks r >= p2 fold into r - p2, the others exchange with r ^ 2^k), which the signature
+ * agreement of every collective on more than two ranks uses first (top). Waits for no answer.
+ */
+static ibcomm_status_t preopen(struct rdma_tp *t, ibc_deadline_t dl)
+{
+	int n = t->base.comm->size, r = t->base.comm->rank, p2 = 1;
+	ibcomm_status_t st = IBCOMM_OK;
+
+	if (n <= 2)
+		return IBCOMM_OK; /* two ranks: the first call's peer is the only one */
+	while (p2 * 2 <= n)
+		p2 *= 2;
+	if (r >= p2)
+		return peer_start(t, &t->peers[r - p2], dl);
+	if (r + p2 < n)
+		st = peer_start(t, &t->peers[r + p2], dl);
+	for (int mask = 1; mask < p2 && !st; mask *= 2)
+		st = peer_start(t, &t->peers[r ^ mask], dl);
+	return st;
 }
 
 /* The UD QP of the connection manager, its buffers, and its address in the rendezvous. */
@@ -1931,6 +1976,9 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 		t->peers[r].rank = r;
 	/* no QP to any peer yet: the first put() or get() naming one connects it (top) */
 	st = ud_open(t);
+	if (st)
+		goto err_free;
+	st = preopen(t, ibc_call_deadline(comm));
 	if (st)
 		goto err_free;
 	ibc_info("rank %d: RDMA transport on %s, GID index %d, MTU %d, %u slots x %zu bytes per peer and channel, connect QP 0x%x",
