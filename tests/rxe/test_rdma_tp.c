@@ -313,9 +313,9 @@ static int peers_of(int r, int n, bool ring, bool set[64])
 	memset(set, 0, 64 * sizeof(bool));
 	while (p2 * 2 <= n)
 		p2 *= 2;
-	if (n > 2 && r >= p2)
+	if (r >= p2)
 		set[r - p2] = true;
-	if (n > 2 && r < p2) {
+	if (r < p2) {
 		if (r + p2 < n)
 			set[r + p2] = true;
 		for (int m = 1; m < p2; m *= 2)
@@ -390,9 +390,10 @@ out:
 }
 
 /*
- * Rank 1 creates its transport but makes no call for a while: rank 0's blocking put times
- * out naming peer 1 (its connect messages wait unanswered); rank 0 tries again, rank 1 then
- * takes the chunk: the connection is made from the messages that waited.
+ * 4 ranks (create connects 0-1, 0-2, 1-3, 2-3): rank 3 makes no call for a while: rank 0's
+ * blocking put to it times out naming peer 3 (its connect messages wait unanswered); rank 0
+ * tries again, rank 3 then takes the chunk: the connection is made from the messages that
+ * waited.
  */
 static int run_silent(int rank)
 {
@@ -400,27 +401,29 @@ static int run_silent(int rank)
 	const struct ibc_tp_ops *ops = &ibc_rdma_ops;
 	ibc_tp_t *tp = NULL;
 	int ret = 1, rc;
-	char val[8];
+	char val[8], key[32];
 	size_t vlen;
 	uint64_t t0;
 	ibc_chunk_t c;
 
-	init_comm(comm, rank, 2, "silent");
+	init_comm(comm, rank, 4, "silent");
 	rc = ops->create(comm, &tp);
 	if (rc)
 		FAILF("create: %d", rc);
 	if (rank == 0) {
+		if (tp->cnt.qps != 2)
+			FAILF("%u QPs after create, want 2", tp->cnt.qps);
 		t0 = ibc_now_ms();
-		rc = ops->put(tp, 1, IBC_CHAN_P2P, 5, "abc", 3, true, ibc_deadline(1500));
-		if (rc != IBCOMM_ERR_TIMEOUT || !strstr(comm->err, "peer 1") || ibc_now_ms() - t0 > 10000)
+		rc = ops->put(tp, 3, IBC_CHAN_P2P, 5, "abc", 3, true, ibc_deadline(1500));
+		if (rc != IBCOMM_ERR_TIMEOUT || !strstr(comm->err, "peer 3") || ibc_now_ms() - t0 > 10000)
 			FAILF("put to a silent rank: %d after %llu ms", rc, (unsigned long long)(ibc_now_ms() - t0));
 		printf("rank 0: silent peer reported as: %s\n", comm->err);
 		if (ibc_rdv_put(comm->rdv, "silent/timedout", "1", 1, comm->err, sizeof(comm->err)))
 			FAILF("timedout put");
-		rc = ops->put(tp, 1, IBC_CHAN_P2P, 6, "abc", 3, true, ibc_deadline(WAIT_MS));
+		rc = ops->put(tp, 3, IBC_CHAN_P2P, 6, "abc", 3, true, ibc_deadline(WAIT_MS));
 		if (rc)
 			FAILF("put after the timeout: %d", rc);
-	} else {
+	} else if (rank == 3) {
 		if (ibc_rdv_get(comm->rdv, "silent/timedout", val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), comm->err,
 				sizeof(comm->err)))
 			FAILF("timedout get");
@@ -428,10 +431,15 @@ static int run_silent(int rank)
 		if (rc || c.tag != 6 || c.len != 3 || memcmp(c.data, "abc", 3) || ops->release(tp, &c))
 			FAILF("get after the timeout: %d", rc);
 	}
-	if (ibc_rdv_put(comm->rdv, rank ? "silent/done1" : "silent/done0", "1", 1, comm->err, sizeof(comm->err)) ||
-	    ibc_rdv_get(comm->rdv, rank ? "silent/done0" : "silent/done1", val, sizeof(val), &vlen,
-			ibc_deadline(WAIT_MS), comm->err, sizeof(comm->err)))
-		FAILF("done");
+	snprintf(key, sizeof(key), "silent/done%d", rank);
+	if (ibc_rdv_put(comm->rdv, key, "1", 1, comm->err, sizeof(comm->err)))
+		FAILF("done put");
+	for (int p = 0; p < 4; p++) {
+		snprintf(key, sizeof(key), "silent/done%d", p);
+		if (ibc_rdv_get(comm->rdv, key, val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), comm->err,
+				sizeof(comm->err)))
+			FAILF("done get %d", p);
+	}
 	ret = 0;
 out:
 	if (tp)
@@ -473,7 +481,7 @@ static void test_ring(void)
 
 static void test_silent(void)
 {
-	run_ranks(run_silent, 2);
+	run_ranks(run_silent, 4);
 }
 
 static void test_death(void)

@@ -46,7 +46,7 @@
  * A put that may not wait returns IBC_AGAIN until READY; wait() returns when it is.
  * One exception to "on first use": every collective on more than two ranks first compares
  * the call signatures over the recursive-doubling pattern (lib/coll.c, lib/algo/rd.c), so
- * create() connects those log2(n) (+1) partners at once, and waits until they are READY:
+ * create() connects those log2(n) (+1) partners at once (two ranks: the peer), and waits until they are READY:
  * create() is collective (init, split, dup), every rank's wait answers connect messages, so
  * this waits only for the partners' own create(). The first collective then does not pay
  * the QP and registration cost step after step, nor the skew of the other ranks' setup
@@ -1708,8 +1708,8 @@ static ibcomm_status_t preopen(struct rdma_tp *t, ibc_deadline_t dl)
 	int n = comm->size, r = comm->rank, p2 = 1, rc;
 	ibcomm_status_t st = IBCOMM_OK;
 
-	if (n <= 2)
-		return IBCOMM_OK; /* two ranks: the first call's peer is the only one */
+	if (n < 2)
+		return IBCOMM_OK;
 	while (p2 * 2 <= n)
 		p2 *= 2;
 	if (r >= p2)
