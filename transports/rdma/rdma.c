@@ -23,9 +23,9 @@
  * blocked, and nobody answered. That is why QPs were made eagerly, to every peer, at create.
  * The protocol now (the connection manager, "CM"):
  *   - create() makes one UD QP on the communicator's CQ and publishes its address under
- *     "<comm id>/rdma/ud/<rank>"; it waits for nobody.
+ *     "<comm id>/rdma/ud/<rank>" before it connects to anybody (see the end).
  *   - The first put()/get() naming peer p with no QP for p ("NONE") reads p's UD address
- *     (the only rendezvous wait: for p's create(), which waits for nobody), makes the RC QP
+ *     (the only rendezvous wait: for p's create() to have published it), makes the RC QP
  *     and p's region (INIT, receives posted: "OPEN") and sends p a connect message
  *     (rdma_proto.h): its QP info, flags 0.
  *   - Every wait of the transport (block(): put, get, wait, flush, drain) polls the CQ, so
@@ -46,11 +46,11 @@
  * A put that may not wait returns IBC_AGAIN until READY; wait() returns when it is.
  * One exception to "on first use": every collective on more than two ranks first compares
  * the call signatures over the recursive-doubling pattern (lib/coll.c, lib/algo/rd.c), so
- * create() connects those log2(n) (+1) partners at once (two ranks: the peer), and waits until they are READY:
- * create() is collective (init, split, dup), every rank's wait answers connect messages, so
- * this waits only for the partners' own create(). The first collective then does not pay
- * the QP and registration cost step after step, nor the skew of the other ranks' setup
- * (about 1 s on 6 emulated ranks, measured).
+ * create() connects those log2(n) (+1) partners at once (two ranks: the peer) and waits
+ * until they are READY: create() is collective (init, split, dup) and its wait answers
+ * connect messages, so it waits only for the partners' own create(). The first collective
+ * then pays neither the QP and registration cost step after step nor the skew of the
+ * other ranks' setup (about 1 s on 6 emulated ranks, measured).
  *
  * Completions: one CQ with a completion channel. Calls progress by polling; a call that
  * must wait polls briefly, arms the CQ and sleeps in poll() on the channel's fd and a
