@@ -410,9 +410,15 @@ static int run_silent(int rank)
 	rc = ops->create(comm, &tp);
 	if (rc)
 		FAILF("create: %d", rc);
+	if (rank == 3 && ibc_rdv_put(comm->rdv, "silent/created", "1", 1, comm->err, sizeof(comm->err)))
+		FAILF("created put");
 	if (rank == 0) {
 		if (tp->cnt.qps != 2)
 			FAILF("%u QPs after create, want 2", tp->cnt.qps);
+		/* rank 3 out of create() (whose waits answer connect messages) */
+		if (ibc_rdv_get(comm->rdv, "silent/created", val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), comm->err,
+				sizeof(comm->err)))
+			FAILF("created get");
 		t0 = ibc_now_ms();
 		rc = ops->put(tp, 3, IBC_CHAN_P2P, 5, "abc", 3, true, ibc_deadline(1500));
 		if (rc != IBCOMM_ERR_TIMEOUT || !strstr(comm->err, "peer 3") || ibc_now_ms() - t0 > 10000)
