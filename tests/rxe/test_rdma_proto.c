@@ -157,6 +157,18 @@ static void test_cm(void)
 	bad[6] = 0x80; /* unknown flag */
 	CU_ASSERT_FALSE(ibc_rdma_cm_decode(bad, len, &out, why, sizeof(why)));
 	CU_ASSERT_PTR_NOT_NULL(strstr(why, "flags"));
+	/* with the MAC (job key) at the end: still within one datagram, cut anywhere: refused */
+	m.flags |= IBC_RDMA_CM_MAC;
+	memset(m.mac, 0xa5, sizeof(m.mac));
+	len = ibc_rdma_cm_encode(&m, buf, sizeof(buf));
+	CU_ASSERT_TRUE_FATAL(len > IBC_RDMA_CM_MAC_LEN && len <= IBC_RDMA_CM_MAX);
+	CU_ASSERT_EQUAL(memcmp(buf + len - IBC_RDMA_CM_MAC_LEN, m.mac, IBC_RDMA_CM_MAC_LEN), 0);
+	CU_ASSERT_TRUE_FATAL(ibc_rdma_cm_decode(buf, len, &out, why, sizeof(why)));
+	CU_ASSERT_EQUAL(memcmp(&m, &out, sizeof(m)), 0);
+	for (size_t n = 0; n < len; n++)
+		CU_ASSERT_FALSE(ibc_rdma_cm_decode(buf, n, &out, why, sizeof(why)));
+	m.flags &= (uint8_t)~IBC_RDMA_CM_MAC;
+	memset(m.mac, 0, sizeof(m.mac));
 	/* HAVE_YOURS without a paired QP, a paired QP without HAVE_YOURS */
 	m.paired_qpn = 0;
 	len = ibc_rdma_cm_encode(&m, buf, sizeof(buf));

@@ -347,6 +347,8 @@ static int run_ring(int rank)
 	uint8_t b[100];
 
 	init_comm(comm, rank, size, "ring");
+	/* with a job key: every connect message is signed and checked (rdma.c cm_mac) */
+	snprintf(comm->set.job_key, sizeof(comm->set.job_key), "ring-key");
 	rc = ops->create(comm, &tp);
 	if (rc)
 		FAILF("create: %d", rc);
@@ -456,6 +458,31 @@ out:
 	return ret;
 }
 
+/*
+ * 2 ranks with different job keys: each drops the other's connect messages, so create()
+ * (which connects the one peer) times out instead of connecting to a rank without the key.
+ */
+static int run_wrong_key(int rank)
+{
+	struct ibcomm comm_s, *comm = &comm_s;
+	ibc_tp_t *tp = NULL;
+	int ret = 1, rc;
+
+	init_comm(comm, rank, 2, "wrongkey");
+	snprintf(comm->set.job_key, sizeof(comm->set.job_key), "key-%d", rank);
+	comm->set.timeout_ms = 4000;
+	rc = ibc_rdma_ops.create(comm, &tp);
+	if (rc != IBCOMM_ERR_TIMEOUT)
+		FAILF("create with a key the peer does not share: %d, want a timeout (%s)", rc, comm->err);
+	printf("rank %d: wrong key reported as: %s\n", rank, comm->err);
+	ret = 0;
+out:
+	if (tp)
+		ibc_rdma_ops.destroy(tp);
+	fake_rdv_free(comm->boot);
+	return ret;
+}
+
 /* Runs fn in n forked ranks; every rank must exit 0. */
 static void run_ranks(int (*fn)(int), int n)
 {
@@ -490,6 +517,11 @@ static void test_ring(void)
 static void test_silent(void)
 {
 	run_ranks(run_silent, 4);
+}
+
+static void test_wrong_key(void)
+{
+	run_ranks(run_wrong_key, 2);
 }
 
 static void test_death(void)
@@ -581,6 +613,7 @@ int main(int argc, char **argv)
 		{ "ranks exchange chunks", test_exchange },
 		{ "lazy connections: a ring of blocking puts", test_ring },
 		{ "lazy connections: a rank that does not answer", test_silent },
+		{ "connect messages: a rank with another job key", test_wrong_key },
 		{ "a dead peer is an error, not a hang", test_death },
 	};
 	struct ibcomm comm;

@@ -41,6 +41,10 @@
  *     QP per pair, so simultaneous opens simply pair up).
  *   - UD may drop a datagram: while a QP is not READY, block() resends its connect message
  *     (RDMA_RETX_MS, doubling up to RDMA_RETX_MAX_MS); duplicates are harmless.
+ * With a job key (IBCOMM_JOB_KEY), every connect message carries an HMAC under it (cm_mac()),
+ * and one without a valid MAC is dropped: a host without the key cannot make a rank connect
+ * a QP to it. There is no nonce: a message captured on the fabric can be replayed, but it
+ * only repeats what its sender said (the receiver ignores it once connected to another QP).
  * No wait depends on a rank doing anything but being inside some call of the communicator,
  * which a blocked put already needed (its data must be taken by a get): no new deadlock.
  * A put that may not wait returns IBC_AGAIN until READY; wait() returns when it is.
@@ -77,6 +81,7 @@
 
 #include <infiniband/verbs.h>
 
+#include "auth.h"
 #include "ibc.h"
 #include "rdma_proto.h"
 #include "rdma_info.h"
@@ -1407,6 +1412,22 @@ static ibcomm_status_t make_ah(struct rdma_tp *t, struct rdma_peer *p, int link_
 	return IBCOMM_OK;
 }
 
+/*
+ * The connect message's MAC: HMAC-SHA256 under the job key of "ibcomm-rdma-cm-1" and the
+ * message's len first bytes (everything but the MAC). 0 or -1.
+ */
+static int cm_mac(struct ibcomm *comm, const uint8_t *msg, size_t len, uint8_t mac[IBC_RDMA_CM_MAC_LEN])
+{
+	static const char label[] = "ibcomm-rdma-cm-1";
+	uint8_t data[sizeof(label) + RDMA_UD_BUF];
+
+	if (len > RDMA_UD_BUF)
+		return -1;
+	memcpy(data, label, sizeof(label));
+	memcpy(data + sizeof(label), msg, len);
+	return ibc_auth_hmac_sha256(comm->set.job_key, strlen(comm->set.job_key), data, sizeof(label) + len, mac);
+}
+
 /* Sends p this rank's connect message; a full send queue or an error is left to the resend. */
 static void cm_send(struct rdma_tp *t, struct rdma_peer *p)
 {
@@ -1421,12 +1442,16 @@ static void cm_send(struct rdma_tp *t, struct rdma_peer *p)
 	if (!p->ah || !p->qp || t->ud_posted - t->ud_done >= RDMA_UD_SQ)
 		return;
 	memset(&m, 0, sizeof(m));
-	m.flags = (p->state >= PEER_RTR ? IBC_RDMA_CM_HAVE_YOURS : 0) | (p->connected ? IBC_RDMA_CM_READY : 0);
+	m.flags = (p->state >= PEER_RTR ? IBC_RDMA_CM_HAVE_YOURS : 0) | (p->connected ? IBC_RDMA_CM_READY : 0) |
+		  (comm->set.job_key[0] ? IBC_RDMA_CM_MAC : 0);
 	snprintf(m.id, sizeof(m.id), "%s", comm->id);
 	m.paired_qpn = p->state >= PEER_RTR ? p->remote.qpn : 0;
 	info_fill(t, p, &m.info);
 	buf = t->ud_mem + RDMA_UD_RQ * (RDMA_UD_GRH + RDMA_UD_BUF) + (t->ud_posted % RDMA_UD_SQ) * RDMA_UD_BUF;
 	len = ibc_rdma_cm_encode(&m, buf, RDMA_UD_BUF);
+	if (len && (m.flags & IBC_RDMA_CM_MAC) &&
+	    cm_mac(comm, buf, len - IBC_RDMA_CM_MAC_LEN, buf + len - IBC_RDMA_CM_MAC_LEN))
+		len = 0;
 	if (!len) {
 		ibc_cwarn(comm, "rank %d: the RDMA connect message for peer %d does not encode", comm->rank, p->rank);
 		return;
@@ -1475,6 +1500,21 @@ static int cm_tick(struct rdma_tp *t)
 	return next ? (int)(next - now) : -1;
 }
 
+/* Whether a decoded connect message of len bytes in buf carries the MAC the job key asks for. */
+static bool cm_authentic(struct ibcomm *comm, const uint8_t *buf, size_t len, const ibc_rdma_cm_t *m)
+{
+	uint8_t mac[IBC_RDMA_CM_MAC_LEN], diff = 0;
+
+	if (!comm->set.job_key[0])
+		return !(m->flags & IBC_RDMA_CM_MAC);
+	if (!(m->flags & IBC_RDMA_CM_MAC) || len < IBC_RDMA_CM_MAC_LEN ||
+	    cm_mac(comm, buf, len - IBC_RDMA_CM_MAC_LEN, mac))
+		return false;
+	for (unsigned i = 0; i < IBC_RDMA_CM_MAC_LEN; i++) /* constant time */
+		diff |= (uint8_t)(mac[i] ^ m->mac[i]);
+	return diff == 0;
+}
+
 /* A connect message from the UD QP (sender's UD QP src_qp): see the protocol at the top. */
 static int cm_recv(struct rdma_tp *t, const uint8_t *buf, size_t len, uint32_t src_qp)
 {
@@ -1487,6 +1527,14 @@ static int cm_recv(struct rdma_tp *t, const uint8_t *buf, size_t len, uint32_t s
 	if (!ibc_rdma_cm_decode(buf, len, &m, why, sizeof(why))) {
 		ibc_cwarn(comm, "rank %d: dropping a bad RDMA connect message (%zu bytes) on %s: %s", comm->rank, len, t->devname,
 			 why);
+		return 0;
+	}
+	if (!cm_authentic(comm, buf, len, &m)) {
+		ibc_cwarn(comm, "rank %d: dropping an RDMA connect message claiming to be from peer %u: %s", comm->rank,
+			  m.info.src,
+			  !comm->set.job_key[0] ? "it is signed with a job key, and this rank has none (IBCOMM_JOB_KEY)"
+			  : (m.flags & IBC_RDMA_CM_MAC) ? "its job-key MAC is wrong (a different IBCOMM_JOB_KEY?)"
+							  : "it is not signed with the job key (IBCOMM_JOB_KEY unset there?)");
 		return 0;
 	}
 	if (strcmp(m.id, comm->id) != 0 || m.info.dst != (uint32_t)comm->rank || m.info.src >= (uint32_t)comm->size ||

@@ -342,19 +342,23 @@ static inline bool ibc_rdma_ud_decode(const void *buf, size_t len, ibc_rdma_ud_a
  * The connect message, one UD datagram: the sender's QP info for the receiver (src, dst
  * inside) and what the sender knows. HAVE_YOURS: the sender connected its QP to the
  * receiver's QP paired_qpn (it is in RTR: the receiver may write). READY: the sender knows
- * the receiver is in RTR too (no answer needed).
+ * the receiver is in RTR too (no answer needed). MAC: the job has a key (IBCOMM_JOB_KEY), and
+ * the message ends with IBC_RDMA_CM_MAC_LEN bytes of HMAC-SHA256 under it over every byte
+ * before them (rdma.c computes and checks it; this file only carries it).
  */
 #define IBC_RDMA_CM_MAGIC 0x43445249u /* "IRDC" */
 #define IBC_RDMA_CM_VERSION 1
 #define IBC_RDMA_CM_MAX 224   /* encoded size bound: fits a UD datagram on any path MTU (>= 256) */
 #define IBC_RDMA_CM_ID_MAX 63 /* communicator id bytes */
-enum { IBC_RDMA_CM_HAVE_YOURS = 1, IBC_RDMA_CM_READY = 2 };
+#define IBC_RDMA_CM_MAC_LEN 32
+enum { IBC_RDMA_CM_HAVE_YOURS = 1, IBC_RDMA_CM_READY = 2, IBC_RDMA_CM_MAC = 4 };
 
 typedef struct ibc_rdma_cm {
 	uint8_t flags;                   /* IBC_RDMA_CM_* */
 	char id[IBC_RDMA_CM_ID_MAX + 1]; /* the communicator's id, NUL-terminated */
 	uint32_t paired_qpn;             /* with HAVE_YOURS: the receiver's QP the sender connected to; else 0 */
 	ibc_rdma_info_t info;            /* the sender's QP for the receiver */
+	uint8_t mac[IBC_RDMA_CM_MAC_LEN]; /* with MAC: the last bytes of the message */
 } ibc_rdma_cm_t;
 
 static inline size_t ibc_rdma_cm_encode(const ibc_rdma_cm_t *m, void *buf, size_t cap)
@@ -373,6 +377,8 @@ static inline size_t ibc_rdma_cm_encode(const ibc_rdma_cm_t *m, void *buf, size_
 	ibc_w_u32(&w, m->paired_qpn);
 	ibc_w_u16(&w, (uint16_t)ilen);
 	ibc_w_bytes(&w, info, ilen);
+	if (m->flags & IBC_RDMA_CM_MAC)
+		ibc_w_bytes(&w, m->mac, IBC_RDMA_CM_MAC_LEN);
 	return w.ok ? w.len : 0;
 }
 
@@ -381,7 +387,7 @@ static inline bool ibc_rdma_cm_decode(const void *buf, size_t len, ibc_rdma_cm_t
 {
 	ibc_rbuf_t r = ibc_rbuf(buf, len);
 	ibc_rdma_cm_t m;
-	const uint8_t *id, *info;
+	const uint8_t *id, *info, *mac = NULL;
 	uint32_t magic;
 	uint16_t version, ilen;
 	uint8_t idlen;
@@ -404,11 +410,13 @@ static inline bool ibc_rdma_cm_decode(const void *buf, size_t len, ibc_rdma_cm_t
 	m.paired_qpn = ibc_r_u32(&r);
 	ilen = ibc_r_u16(&r);
 	info = ibc_r_bytes(&r, ilen);
-	if (!ibc_r_done(&r) || !id || !info) {
+	if (r.ok && (m.flags & IBC_RDMA_CM_MAC))
+		mac = ibc_r_bytes(&r, IBC_RDMA_CM_MAC_LEN);
+	if (!ibc_r_done(&r) || !id || !info || ((m.flags & IBC_RDMA_CM_MAC) && !mac)) {
 		snprintf(why, whylen, "RDMA connect message of %zu bytes is %s", len, r.ok ? "too long" : "truncated");
 		return false;
 	}
-	if (m.flags & ~(IBC_RDMA_CM_HAVE_YOURS | IBC_RDMA_CM_READY)) {
+	if (m.flags & ~(IBC_RDMA_CM_HAVE_YOURS | IBC_RDMA_CM_READY | IBC_RDMA_CM_MAC)) {
 		snprintf(why, whylen, "RDMA connect message: unknown flags 0x%x", m.flags);
 		return false;
 	}
@@ -417,6 +425,8 @@ static inline bool ibc_rdma_cm_decode(const void *buf, size_t len, ibc_rdma_cm_t
 		return false;
 	}
 	memcpy(m.id, id, idlen);
+	if (mac)
+		memcpy(m.mac, mac, IBC_RDMA_CM_MAC_LEN);
 	if ((m.flags & IBC_RDMA_CM_HAVE_YOURS) ? (m.paired_qpn == 0 || m.paired_qpn > 0xffffff) : m.paired_qpn != 0) {
 		snprintf(why, whylen, "RDMA connect message: paired QP 0x%x with flags 0x%x", m.paired_qpn, m.flags);
 		return false;
