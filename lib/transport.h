@@ -54,6 +54,7 @@ typedef struct ibc_tp_counters {
 	uint32_t max_inflight;  /* most chunks outstanding (written, not yet released) to one peer+chan */
 	uint32_t connects;      /* connections this rank opened */
 	uint64_t zc_puts;       /* puts sent straight from registered user memory (no staging copy) */
+	uint32_t qps;           /* RDMA: RC queue pairs made (one per peer talked to, lazily); TCP: 0 */
 } ibc_tp_counters_t;
 
 typedef struct ibc_tp ibc_tp_t;

@@ -2,7 +2,7 @@
  * The pure parts of the RDMA transport, on any host (no device): GID choice from recorded
  * GID tables, path MTU, the QP-info message (round trip; truncated, trailing, wrong magic or
  * version, out-of-range and random input rejected), immediate data and credit arithmetic,
- * the slot header.
+ * the slot header, the UD address and the connect message of lazy connections.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +132,89 @@ static ibc_rdma_info_t sample(void)
 	in.ring_addr = 0x7f0012345000ull, in.ring_rkey = 0xdeadbeef;
 	in.credit_addr = 0x7f0099999040ull, in.credit_rkey = 0x1234;
 	return in;
+}
+
+/* The connect message: round trip, size bound, every truncation and bad fields rejected. */
+static void test_cm(void)
+{
+	ibc_rdma_cm_t m, out;
+	uint8_t buf[IBC_RDMA_CM_MAX + 16], bad[IBC_RDMA_CM_MAX + 16];
+	size_t len;
+
+	memset(&m, 0, sizeof(m));
+	m.flags = IBC_RDMA_CM_HAVE_YOURS;
+	memset(m.id, 'x', IBC_RDMA_CM_ID_MAX); /* the longest id */
+	m.paired_qpn = 0x123456;
+	m.info = sample();
+	len = ibc_rdma_cm_encode(&m, buf, sizeof(buf));
+	CU_ASSERT_TRUE_FATAL(len > 0 && len <= IBC_RDMA_CM_MAX);
+	CU_ASSERT_TRUE_FATAL(ibc_rdma_cm_decode(buf, len, &out, why, sizeof(why)));
+	CU_ASSERT_EQUAL(memcmp(&m, &out, sizeof(m)), 0);
+	for (size_t n = 0; n < len; n++)
+		CU_ASSERT_FALSE(ibc_rdma_cm_decode(buf, n, &out, why, sizeof(why)));
+	CU_ASSERT_FALSE(ibc_rdma_cm_decode(buf, len + 1, &out, why, sizeof(why)));
+	memcpy(bad, buf, len);
+	bad[6] = 0x80; /* unknown flag */
+	CU_ASSERT_FALSE(ibc_rdma_cm_decode(bad, len, &out, why, sizeof(why)));
+	CU_ASSERT_PTR_NOT_NULL(strstr(why, "flags"));
+	/* with the MAC (job key) at the end: still within one datagram, cut anywhere: refused */
+	m.flags |= IBC_RDMA_CM_MAC;
+	memset(m.mac, 0xa5, sizeof(m.mac));
+	len = ibc_rdma_cm_encode(&m, buf, sizeof(buf));
+	CU_ASSERT_TRUE_FATAL(len > IBC_RDMA_CM_MAC_LEN && len <= IBC_RDMA_CM_MAX);
+	CU_ASSERT_EQUAL(memcmp(buf + len - IBC_RDMA_CM_MAC_LEN, m.mac, IBC_RDMA_CM_MAC_LEN), 0);
+	CU_ASSERT_TRUE_FATAL(ibc_rdma_cm_decode(buf, len, &out, why, sizeof(why)));
+	CU_ASSERT_EQUAL(memcmp(&m, &out, sizeof(m)), 0);
+	for (size_t n = 0; n < len; n++)
+		CU_ASSERT_FALSE(ibc_rdma_cm_decode(buf, n, &out, why, sizeof(why)));
+	m.flags &= (uint8_t)~IBC_RDMA_CM_MAC;
+	memset(m.mac, 0, sizeof(m.mac));
+	/* HAVE_YOURS without a paired QP, a paired QP without HAVE_YOURS */
+	m.paired_qpn = 0;
+	len = ibc_rdma_cm_encode(&m, buf, sizeof(buf));
+	CU_ASSERT_FALSE(ibc_rdma_cm_decode(buf, len, &out, why, sizeof(why)));
+	m.flags = 0;
+	m.paired_qpn = 5;
+	len = ibc_rdma_cm_encode(&m, buf, sizeof(buf));
+	CU_ASSERT_FALSE(ibc_rdma_cm_decode(buf, len, &out, why, sizeof(why)));
+	/* an empty id, a bad QP info inside */
+	m.paired_qpn = 0;
+	m.id[0] = 0;
+	CU_ASSERT_TRUE(ibc_rdma_cm_encode(&m, buf, sizeof(buf)) > 0);
+	CU_ASSERT_FALSE(ibc_rdma_cm_decode(buf, ibc_rdma_cm_encode(&m, buf, sizeof(buf)), &out, why, sizeof(why)));
+	snprintf(m.id, sizeof(m.id), "0.1.2");
+	m.info.qpn = 0;
+	CU_ASSERT_FALSE(ibc_rdma_cm_decode(buf, ibc_rdma_cm_encode(&m, buf, sizeof(buf)), &out, why, sizeof(why)));
+	/* random bytes never decode */
+	srand(7);
+	for (int i = 0; i < 2000; i++) {
+		size_t n = (size_t)rand() % sizeof(bad);
+
+		for (size_t k = 0; k < n; k++)
+			bad[k] = (uint8_t)rand();
+		CU_ASSERT_FALSE(ibc_rdma_cm_decode(bad, n, &out, why, sizeof(why)));
+	}
+}
+
+static void test_ud_addr(void)
+{
+	ibc_rdma_ud_addr_t a = { .rank = 3, .link_layer = IBC_RDMA_LL_ETH, .lid = 0, .qpn = 0x11 }, out;
+	uint8_t buf[IBC_RDMA_UD_MAX + 4];
+	size_t len;
+
+	gid_v4(a.gid, 10, 77, 0, 1);
+	len = ibc_rdma_ud_encode(&a, buf, sizeof(buf));
+	CU_ASSERT_TRUE_FATAL(len > 0 && len <= IBC_RDMA_UD_MAX);
+	CU_ASSERT_TRUE_FATAL(ibc_rdma_ud_decode(buf, len, &out, why, sizeof(why)));
+	CU_ASSERT_EQUAL(memcmp(&a, &out, sizeof(a)), 0);
+	for (size_t n = 0; n < len; n++)
+		CU_ASSERT_FALSE(ibc_rdma_ud_decode(buf, n, &out, why, sizeof(why)));
+	CU_ASSERT_FALSE(ibc_rdma_ud_decode(buf, len + 1, &out, why, sizeof(why)));
+	memset(a.gid, 0, 16); /* RoCE without a GID */
+	CU_ASSERT_FALSE(ibc_rdma_ud_decode(buf, ibc_rdma_ud_encode(&a, buf, sizeof(buf)), &out, why, sizeof(why)));
+	a.link_layer = IBC_RDMA_LL_IB;
+	a.qpn = 0x1000000;
+	CU_ASSERT_FALSE(ibc_rdma_ud_decode(buf, ibc_rdma_ud_encode(&a, buf, sizeof(buf)), &out, why, sizeof(why)));
 }
 
 static void test_info_roundtrip(void)
@@ -290,6 +373,8 @@ int main(int argc, char **argv)
 		{ "QP info random input", test_info_garbage },
 		{ "immediate data and credits", test_imm_credit },
 		{ "slot header", test_hdr },
+		{ "connect message", test_cm },
+		{ "UD address", test_ud_addr },
 	};
 
 	return CM_MAIN1(argc, argv, "rdma_proto", tests);

@@ -2,8 +2,11 @@
  * The RDMA transport alone, through its ops table, with a file-based fake rendezvous:
  * RXE_TP_RANKS processes (default 3) exchange chunks of many sizes both ways on both
  * channels (non-blocking puts/gets + wait), ping-pong with blocking calls, check the
- * counters, a get timeout that names the peer, and an interrupted wait. Needs an RDMA
- * device with an active port (Soft-RoCE: tests/rxe/rxe-run); without one it exits 77.
+ * counters, a get timeout that names the peer, and an interrupted wait. Lazy connections:
+ * a ring whose ranks all first block in a put to their right neighbour connects (no
+ * deadlock, no 2 s stall) with QPs to the two neighbours only; a put to a rank that does
+ * not answer times out naming it, and connects once the rank calls in. Needs an RDMA device
+ * with an active port (Soft-RoCE: tests/rxe/rxe-run); without one it exits 77.
  */
 #include <dirent.h>
 #include <signal.h>
@@ -195,9 +198,10 @@ static int run_rank(int rank)
 		FAILF("counters: puts %llu (want %llu) bytes %llu (want %llu)", (unsigned long long)tp->cnt.puts,
 		      (unsigned long long)want_puts, (unsigned long long)tp->cnt.bytes_put,
 		      (unsigned long long)want_bytes);
-	if (tp->cnt.max_inflight < 1 || tp->cnt.max_inflight > tp->nslots || tp->cnt.connects != (uint32_t)size - 1)
-		FAILF("counters: max_inflight %u nslots %u connects %u", tp->cnt.max_inflight, tp->nslots,
-		      tp->cnt.connects);
+	if (tp->cnt.max_inflight < 1 || tp->cnt.max_inflight > tp->nslots || tp->cnt.connects != (uint32_t)size - 1 ||
+	    tp->cnt.qps != (uint32_t)size - 1)
+		FAILF("counters: max_inflight %u nslots %u connects %u qps %u", tp->cnt.max_inflight, tp->nslots,
+		      tp->cnt.connects, tp->cnt.qps);
 
 	/* 4. A get that times out names the peer. */
 	{
@@ -246,7 +250,7 @@ out:
 }
 
 /*
- * Rank 1 connects and then destroys its transport; rank 0 then writes to it: the write
+ * Rank 1 connects (one chunk from rank 0) and then destroys its transport; rank 0 then writes to it: the write
  * completes in error (transport retry exceeded) and comes back as IBCOMM_ERR_PEER, with a
  * message naming rank, peer, QP and a hint; never an abort.
  */
@@ -264,7 +268,14 @@ static int run_death(int rank)
 	rc = ops->create(comm, &tp);
 	if (rc)
 		FAILF("create: %d", rc);
+	dl = ibc_deadline(WAIT_MS);
+	if (rank == 0 && ops->put(tp, 1, 0, 7, "x", 1, true, dl))
+		FAILF("first put");
 	if (rank == 1) {
+		ibc_chunk_t c;
+
+		if (ops->get(tp, 0, 0, &c, true, dl) || c.tag != 7 || ops->release(tp, &c))
+			FAILF("first get");
 		ops->destroy(tp);
 		tp = NULL;
 		if (ibc_boot_put(comm->boot, "death/gone", "1", 1, comm->err, sizeof(comm->err)))
@@ -276,7 +287,7 @@ static int run_death(int rank)
 			sizeof(comm->err)))
 		FAILF("gone get");
 	dl = ibc_deadline(90000);
-	for (int i = 0; rc == 0 || rc == IBC_AGAIN; i++) {
+	for (int i = 1; rc == 0 || rc == IBC_AGAIN; i++) {
 		rc = ops->put(tp, 1, 0, (uint32_t)i, val, 1, false, dl);
 		if (rc == IBC_AGAIN || (rc == 0 && i >= 2))
 			rc = ops->wait(tp, dl);
@@ -294,6 +305,223 @@ out:
 		ops->destroy(tp);
 	fake_rdv_free(comm->boot);
 	return ret;
+}
+
+/* Peers of rank r: its recursive-doubling partners (opened at create: rdma.c), then more. */
+static int peers_of(int r, int n, bool ring, bool set[64])
+{
+	int p2 = 1, k = 0;
+
+	memset(set, 0, 64 * sizeof(bool));
+	while (p2 * 2 <= n)
+		p2 *= 2;
+	if (r >= p2)
+		set[r - p2] = true;
+	if (r < p2) {
+		if (r + p2 < n)
+			set[r + p2] = true;
+		for (int m = 1; m < p2; m *= 2)
+			set[r ^ m] = true;
+	}
+	if (ring)
+		set[(r + 1) % n] = set[(r + n - 1) % n] = true;
+	for (int i = 0; i < n; i++)
+		k += set[i];
+	return k;
+}
+
+/* Every rank first blocks in puts to its right neighbour, then takes from its left one. */
+static int run_ring(int rank)
+{
+	struct ibcomm comm_s, *comm = &comm_s;
+	const struct ibc_tp_ops *ops = &ibc_rdma_ops;
+	ibc_tp_t *tp = NULL;
+	int size = nranks, right = (rank + 1) % size, left = (rank + size - 1) % size, ret = 1, rc;
+	bool set[64];
+	uint32_t want0 = (uint32_t)peers_of(rank, size, false, set), want_qps = (uint32_t)peers_of(rank, size, true, set);
+	uint64_t t0;
+	ibc_deadline_t dl;
+	ibc_chunk_t c;
+	char key[64], val[8];
+	size_t vlen;
+	uint8_t b[100];
+
+	init_comm(comm, rank, size, "ring");
+	/* with a job key: every connect message is signed and checked (rdma.c cm_mac) */
+	snprintf(comm->set.job_key, sizeof(comm->set.job_key), "ring-key");
+	rc = ops->create(comm, &tp);
+	if (rc)
+		FAILF("create: %d", rc);
+	if (tp->cnt.qps != want0)
+		FAILF("%u QPs right after create (want %u: the recursive-doubling partners only)", tp->cnt.qps, want0);
+	dl = ibc_deadline(WAIT_MS);
+	t0 = ibc_now_ms();
+	for (int i = 0; i < 3; i++) {
+		fill(b, sizeof(b), rank, right, 0, i);
+		rc = ops->put(tp, right, 0, (uint32_t)i, b, sizeof(b), true, dl);
+		if (rc)
+			FAILF("put %d to %d: %d", i, right, rc);
+	}
+	for (int i = 0; i < 3; i++) {
+		rc = ops->get(tp, left, 0, &c, true, dl);
+		if (rc)
+			FAILF("get %d from %d: %d", i, left, rc);
+		if (c.tag != (uint32_t)i || c.len != sizeof(b) || !check(c.data, c.len, left, rank, 0, i))
+			FAILF("chunk %d from %d wrong", i, left);
+		if (ops->release(tp, &c))
+			FAILF("release");
+	}
+	if (tp->cnt.qps != want_qps || tp->cnt.connects < (size == 2 ? 1u : 2u) || tp->cnt.connects > want_qps)
+		FAILF("%u QPs, %u connected after the ring (want %u: the neighbours and the partners opened at create)",
+		      tp->cnt.qps, tp->cnt.connects, want_qps);
+	printf("rank %d: ring connected in %llu ms with %u QPs\n", rank, (unsigned long long)(ibc_now_ms() - t0),
+	       tp->cnt.qps);
+	snprintf(key, sizeof(key), "ring-done/%d", rank);
+	if (ibc_boot_put(comm->boot, key, "1", 1, comm->err, sizeof(comm->err)))
+		FAILF("done put");
+	for (int p = 0; p < size; p++) {
+		snprintf(key, sizeof(key), "ring-done/%d", p);
+		if (ibc_boot_get(comm->boot, key, val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), NULL, comm->err,
+				sizeof(comm->err)))
+			FAILF("done get %d", p);
+	}
+	ret = 0;
+out:
+	if (tp)
+		ops->destroy(tp);
+	fake_rdv_free(comm->boot);
+	return ret;
+}
+
+/*
+ * 4 ranks (create connects 0-1, 0-2, 1-3, 2-3): rank 3 makes no call for a while: rank 0's
+ * blocking put to it times out naming peer 3 (its connect messages wait unanswered); rank 0
+ * tries again, rank 3 then takes the chunk: the connection is made from the messages that
+ * waited.
+ */
+static int run_silent(int rank)
+{
+	struct ibcomm comm_s, *comm = &comm_s;
+	const struct ibc_tp_ops *ops = &ibc_rdma_ops;
+	ibc_tp_t *tp = NULL;
+	int ret = 1, rc;
+	char val[8], key[32];
+	size_t vlen;
+	uint64_t t0;
+	ibc_chunk_t c;
+
+	init_comm(comm, rank, 4, "silent");
+	rc = ops->create(comm, &tp);
+	if (rc)
+		FAILF("create: %d", rc);
+	if (rank == 3 && ibc_boot_put(comm->boot, "silent/created", "1", 1, comm->err, sizeof(comm->err)))
+		FAILF("created put");
+	if (rank == 0) {
+		if (tp->cnt.qps != 2)
+			FAILF("%u QPs after create, want 2", tp->cnt.qps);
+		/* rank 3 out of create() (whose waits answer connect messages) */
+		if (ibc_boot_get(comm->boot, "silent/created", val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), NULL, comm->err,
+				sizeof(comm->err)))
+			FAILF("created get");
+		t0 = ibc_now_ms();
+		rc = ops->put(tp, 3, IBC_CHAN_P2P, 5, "abc", 3, true, ibc_deadline(1500));
+		if (rc != IBCOMM_ERR_TIMEOUT || !strstr(comm->err, "peer 3") || ibc_now_ms() - t0 > 10000)
+			FAILF("put to a silent rank: %d after %llu ms", rc, (unsigned long long)(ibc_now_ms() - t0));
+		printf("rank 0: silent peer reported as: %s\n", comm->err);
+		if (ibc_boot_put(comm->boot, "silent/timedout", "1", 1, comm->err, sizeof(comm->err)))
+			FAILF("timedout put");
+		rc = ops->put(tp, 3, IBC_CHAN_P2P, 6, "abc", 3, true, ibc_deadline(WAIT_MS));
+		if (rc)
+			FAILF("put after the timeout: %d", rc);
+	} else if (rank == 3) {
+		if (ibc_boot_get(comm->boot, "silent/timedout", val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), NULL, comm->err,
+				sizeof(comm->err)))
+			FAILF("timedout get");
+		rc = ops->get(tp, 0, IBC_CHAN_P2P, &c, true, ibc_deadline(WAIT_MS));
+		if (rc || c.tag != 6 || c.len != 3 || memcmp(c.data, "abc", 3) || ops->release(tp, &c))
+			FAILF("get after the timeout: %d", rc);
+	}
+	snprintf(key, sizeof(key), "silent/done%d", rank);
+	if (ibc_boot_put(comm->boot, key, "1", 1, comm->err, sizeof(comm->err)))
+		FAILF("done put");
+	for (int p = 0; p < 4; p++) {
+		snprintf(key, sizeof(key), "silent/done%d", p);
+		if (ibc_boot_get(comm->boot, key, val, sizeof(val), &vlen, ibc_deadline(WAIT_MS), NULL, comm->err,
+				sizeof(comm->err)))
+			FAILF("done get %d", p);
+	}
+	ret = 0;
+out:
+	if (tp)
+		ops->destroy(tp);
+	fake_rdv_free(comm->boot);
+	return ret;
+}
+
+/*
+ * 2 ranks with different job keys: each drops the other's connect messages, so create()
+ * (which connects the one peer) times out instead of connecting to a rank without the key.
+ */
+static int run_wrong_key(int rank)
+{
+	struct ibcomm comm_s, *comm = &comm_s;
+	ibc_tp_t *tp = NULL;
+	int ret = 1, rc;
+
+	init_comm(comm, rank, 2, "wrongkey");
+	snprintf(comm->set.job_key, sizeof(comm->set.job_key), "key-%d", rank);
+	comm->set.timeout_ms = 4000;
+	rc = ibc_rdma_ops.create(comm, &tp);
+	if (rc != IBCOMM_ERR_TIMEOUT)
+		FAILF("create with a key the peer does not share: %d, want a timeout (%s)", rc, comm->err);
+	printf("rank %d: wrong key reported as: %s\n", rank, comm->err);
+	ret = 0;
+out:
+	if (tp)
+		ibc_rdma_ops.destroy(tp);
+	fake_rdv_free(comm->boot);
+	return ret;
+}
+
+/* Runs fn in n forked ranks; every rank must exit 0. */
+static void run_ranks(int (*fn)(int), int n)
+{
+	pid_t pids[64];
+	int status, failed = 0;
+
+	for (int r = 0; r < n; r++) {
+		pids[r] = fork();
+		if (pids[r] == 0) {
+			alarm(240);
+			fflush(stdout);
+			_exit(fn(r));
+		}
+		CU_ASSERT_FATAL(pids[r] > 0);
+	}
+	for (int r = 0; r < n; r++) {
+		if (waitpid(pids[r], &status, 0) != pids[r] || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "rank %d: exited with status 0x%x\n", r, status);
+			failed++;
+			for (int k = 0; k < n; k++)
+				kill(pids[k], SIGKILL);
+		}
+	}
+	CU_ASSERT_EQUAL(failed, 0);
+}
+
+static void test_ring(void)
+{
+	run_ranks(run_ring, nranks);
+}
+
+static void test_silent(void)
+{
+	run_ranks(run_silent, 4);
+}
+
+static void test_wrong_key(void)
+{
+	run_ranks(run_wrong_key, 2);
 }
 
 static void test_death(void)
@@ -383,6 +611,9 @@ int main(int argc, char **argv)
 	static const struct cm_test tests[] = {
 		{ "bad device name", test_bad_device },
 		{ "ranks exchange chunks", test_exchange },
+		{ "lazy connections: a ring of blocking puts", test_ring },
+		{ "lazy connections: a rank that does not answer", test_silent },
+		{ "connect messages: a rank with another job key", test_wrong_key },
 		{ "a dead peer is an error, not a hang", test_death },
 	};
 	struct ibcomm comm;

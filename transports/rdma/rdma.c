@@ -2,19 +2,60 @@
  * The RDMA (verbs) transport: RC queue pairs, RDMA WRITE WITH IMMEDIATE into receiver-owned
  * slot rings, credits returned by small RDMA writes with immediate.
  *
- * Memory: one region per communicator, registered once at create:
- *   rings   per peer, IBC_NCHAN x nslots slots of `stride` bytes the peer writes into
- *   stage   per peer, IBC_NCHAN x nslots send staging slots (slot s stages writes to the
- *           peer's slot s, so it is free again once the write's completion was seen)
- *   cred_in per peer, IBC_NCHAN u64 credit words the peer writes (its released count)
- *   cred_out per peer, IBC_NCHAN u64 source of our credit writes
+ * Memory: one region per connected peer, allocated and registered when its QP is made:
+ *   ring     IBC_NCHAN x nslots slots of `stride` bytes the peer writes into
+ *   stage    IBC_NCHAN x nslots send staging slots (slot s stages writes to the peer's
+ *            slot s, so it is free again once the write's completion was seen)
+ *   cred_in  IBC_NCHAN u64 credit words the peer writes (its released count)
+ *   cred_out IBC_NCHAN u64 source of our credit writes
  * A slot holds a 64-byte header (tag, length, sequence; rdma_proto.h) and the payload.
  *
- * Connections: every QP must be in RTR before its peer writes to it, and a lazy two-sided
- * handshake (publish on first use, wait for the peer's) deadlocks a ring in which every rank
- * first writes to its right neighbour. So create() makes one RC QP per peer, publishes all
- * QP-info messages, and only then reads the peers' and moves each QP to RTR and RTS: no
- * rank waits for anything but the others' create().
+ * Device: the device context and protection domain are opened once per process for a given
+ * IBCOMM_DEVICE / port / GID setting and shared, reference counted, by every communicator
+ * that asks for the same (ibcomm_split and ibcomm_dup children share their parent's); the
+ * bytes they pin are counted once, per device, against the locked-memory limit.
+ *
+ * Connections are lazy: a communicator makes RC QPs only to the peers its calls talk to, on
+ * the first put() or get() naming the peer. Every QP must be in RTR before its peer writes
+ * to it, and the old lazy design (publish the QP info in the rendezvous on first use, then
+ * block in the rendezvous for the peer's) deadlocked: in a ring where every rank first
+ * writes to its right neighbour, every rank blocked waiting for a peer that was itself
+ * blocked, and nobody answered. That is why QPs were made eagerly, to every peer, at create.
+ * The protocol now (the connection manager, "CM"):
+ *   - create() makes one UD QP on the communicator's CQ and publishes its address under
+ *     "<comm id>/rdma/ud/<rank>" before it connects to anybody (see the end).
+ *   - The first put()/get() naming peer p with no QP for p ("NONE") reads p's UD address
+ *     (the only rendezvous wait: for p's create() to have published it), makes the RC QP
+ *     and p's region (INIT, receives posted: "OPEN") and sends p a connect message
+ *     (rdma_proto.h): its QP info, flags 0.
+ *   - Every wait of the transport (block(): put, get, wait, flush, drain) polls the CQ, so
+ *     connect messages from any peer are answered whatever the rank is waiting for, as the
+ *     TCP transport's waits keep accepting connections. A rank that gets a connect message
+ *     makes its own QP for the sender if it has none, moves it to RTR and RTS with the
+ *     sender's info ("RTR") and, unless the message says READY, answers with its own info
+ *     and HAVE_YOURS (it is in RTR, connected to the sender's QP).
+ *   - A rank is "READY" with p (may write to p) once p said HAVE_YOURS naming its QP, or
+ *     once anything arrived from p on the RC QP (p is in RTS, so in RTR). Every answer
+ *     carries HAVE_YOURS, so any message without READY is answered at most once: the
+ *     exchange ends (REQ, REP, RTU; 4-6 messages when both open at once: each side has one
+ *     QP per pair, so simultaneous opens simply pair up).
+ *   - UD may drop a datagram: while a QP is not READY, block() resends its connect message
+ *     (RDMA_RETX_MS, doubling up to RDMA_RETX_MAX_MS); duplicates are harmless.
+ * With a job key (IBCOMM_JOB_KEY), every connect message carries an HMAC under it (cm_mac()),
+ * and one without a valid MAC is dropped: a host without the key cannot make a rank connect
+ * a QP to it. There is no nonce: a message captured on the fabric can be replayed, but it
+ * only repeats what its sender said (the receiver ignores it once connected to another QP).
+ * No wait depends on a rank doing anything but being inside some call of the communicator,
+ * which a blocked put already needed (its data must be taken by a get): no new deadlock.
+ * A put that may not wait returns IBC_AGAIN until READY; wait() returns when it is.
+ * One exception to "on first use": every collective on more than two ranks first compares
+ * the call signatures over the recursive-doubling pattern (lib/coll.c, lib/algo/rd.c), so
+ * create() connects those log2(n) (+1) partners at once (two ranks: the peer) and waits
+ * until they are READY: create() is collective (init, split, dup) and its wait answers
+ * connect messages, so it waits only for the partners' own create(); then it ends with a
+ * barrier over them (create_barrier()). The first collective then pays neither the QP and
+ * registration cost step after step nor the skew of the other ranks' setup (about 1 s on 6
+ * emulated ranks, measured).
  *
  * Completions: one CQ with a completion channel. Calls progress by polling; a call that
  * must wait polls briefly, arms the CQ and sleeps in poll() on the channel's fd and a
@@ -29,6 +70,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +81,7 @@
 
 #include <infiniband/verbs.h>
 
+#include "auth.h"
 #include "ibc.h"
 #include "rdma_proto.h"
 #include "rdma_info.h"
@@ -57,13 +100,32 @@
 #define RDMA_MIN_RNR_TIMER 12
 #define RDMA_DRAIN_MS 10000            /* destroy waits this long for writes in flight */
 
+#define RDMA_UD_RQ 128                /* connect messages waiting to be read */
+#define RDMA_UD_SQ 16
+#define RDMA_UD_BUF 256               /* >= IBC_RDMA_CM_MAX */
+#define RDMA_UD_GRH 40                /* in front of every UD receive */
+#define RDMA_RETX_MS 100              /* first resend of an unanswered connect message */
+#define RDMA_RETX_MAX_MS 1000
+
 #define WRID_RECV (1ull << 47)
 #define WRID_SEQ_MASK (WRID_RECV - 1)
+#define WRID_UD 0xffffull             /* peer field (bits 48-63) of the UD QP's work requests */
+
+enum { PEER_NONE, PEER_OPEN, PEER_RTR }; /* READY is `connected` (see the top) */
 
 struct rdma_peer {
 	int rank;
 	struct ibv_qp *qp;
-	bool connected;
+	bool connected;                /* READY: this rank may write to the peer */
+	int state;                     /* PEER_*: how far the connection got */
+	uint8_t *mem;                  /* ring | stage | cred_in | cred_out (top), from the QP on */
+	struct ibv_mr *mr;
+	size_t pinned;                 /* bytes of mem counted in the device's pinned total */
+	struct ibv_ah *ah;             /* the peer's UD QP, for connect messages */
+	uint32_t ud_qpn;
+	uint64_t retx_at;              /* ibc_now_ms() of the next resend of the connect message */
+	unsigned retx_ms;
+	uint64_t t_start;              /* ibc_now_ms() of the first use (for the trace) */
 	uint32_t psn;
 	ibc_rdma_info_t remote;
 	int path_mtu;
@@ -79,16 +141,40 @@ struct rdma_peer {
 	uint64_t zc_last_seq;          /* WR sequence of the last zero-copy write (signaled) */
 };
 
-struct rdma_tp {
-	ibc_tp_t base;
+/* A device context and PD shared by the communicators of a process (see the top). */
+struct rdma_dev {
+	struct rdma_dev *next;
+	pid_t pid;                     /* a forked child never uses its parent's contexts */
+	int refs;                      /* under devs_lock */
+	char want_dev[64];             /* the settings it was opened for */
+	int want_port, want_gid;
 	struct ibv_device **devs;
 	struct ibv_context *ctx;
 	struct ibv_pd *pd;
+	char devname[64];
+	int port, link_layer, gid_index, active_mtu;
+	uint16_t lid;
+	uint8_t gid[16];
+	atomic_size_t pinned;          /* bytes registered for transports, all communicators */
+};
+
+struct rdma_tp {
+	ibc_tp_t base;
+	struct rdma_dev *dev;          /* shared; NULL while open_device() results are t's own */
+	struct ibv_device **devs;      /* before dev exists (probe errors) */
+	struct ibv_context *ctx;       /* dev's */
+	struct ibv_pd *pd;             /* dev's */
 	struct ibv_comp_channel *chan;
 	struct ibv_cq *cq;
-	struct ibv_mr *mr;
-	uint8_t *mem;
-	size_t memlen;
+	size_t memlen;                 /* every peer's region together: what probe() checks */
+	size_t peer_memlen;            /* one peer's region */
+	/* connection manager (top) */
+	struct ibv_qp *ud_qp;
+	uint8_t *ud_mem;               /* RDMA_UD_RQ receive buffers, then RDMA_UD_SQ send buffers */
+	struct ibv_mr *ud_mr;
+	size_t ud_pinned;
+	uint64_t ud_posted, ud_done;
+	unsigned npending;             /* peers with a QP, not yet READY */
 	char devname[64];
 	int port;
 	int link_layer;                /* IBC_RDMA_LL_* */
@@ -119,31 +205,24 @@ static inline struct rdma_tp *to_rdma(ibc_tp_t *tp)
 	return (struct rdma_tp *)tp;
 }
 
-static inline int peer_index(const struct rdma_tp *t, int peer)
-{
-	return peer < t->base.comm->rank ? peer : peer - 1;
-}
-
 static inline uint8_t *ring_slot(struct rdma_tp *t, int peer, int chan, uint32_t slot)
 {
-	return t->mem + (size_t)peer_index(t, peer) * t->per_peer_ring +
-	       ((size_t)chan * t->base.nslots + slot) * t->stride;
+	return t->peers[peer].mem + ((size_t)chan * t->base.nslots + slot) * t->stride;
 }
 
 static inline uint8_t *stage_slot(struct rdma_tp *t, int peer, int chan, uint32_t slot)
 {
-	return t->mem + t->off_stage + (size_t)peer_index(t, peer) * t->per_peer_ring +
-	       ((size_t)chan * t->base.nslots + slot) * t->stride;
+	return t->peers[peer].mem + t->per_peer_ring + ((size_t)chan * t->base.nslots + slot) * t->stride;
 }
 
 static inline uint64_t *cred_in(struct rdma_tp *t, int peer)
 {
-	return (uint64_t *)(t->mem + t->off_cred_in + (size_t)peer_index(t, peer) * 64);
+	return (uint64_t *)(t->peers[peer].mem + 2 * t->per_peer_ring);
 }
 
 static inline uint8_t *cred_out(struct rdma_tp *t, int peer)
 {
-	return t->mem + t->off_cred_out + (size_t)peer_index(t, peer) * 64;
+	return t->peers[peer].mem + 2 * t->per_peer_ring + 64;
 }
 
 static const char *chan_name(int chan)
@@ -322,7 +401,7 @@ static int send_credit(struct rdma_tp *t, struct rdma_peer *p, int chan, bool fo
 	src = cred_out(t, p->rank) + chan * 8;
 	w = ibc_wbuf(src, 8);
 	ibc_w_u64(&w, p->released[chan]);
-	sge = (struct ibv_sge){ .addr = (uintptr_t)src, .length = 8, .lkey = t->mr->lkey };
+	sge = (struct ibv_sge){ .addr = (uintptr_t)src, .length = 8, .lkey = p->mr->lkey };
 	if (post_write(t, p, &sge, 1, t->max_inline >= 8, p->remote.credit_addr + (uint64_t)chan * 8,
 		       p->remote.credit_rkey, ibc_rdma_imm_credit(chan, p->released[chan]), force, NULL))
 		return t->failed;
@@ -332,6 +411,12 @@ static int send_credit(struct rdma_tp *t, struct rdma_peer *p, int chan, bool fo
 
 /* ---- completions ---- */
 
+/* the connection manager (after the setup functions it uses) */
+static int ud_wc(struct rdma_tp *t, const struct ibv_wc *wc);
+static int cm_tick(struct rdma_tp *t);
+static void peer_ready(struct rdma_tp *t, struct rdma_peer *p);
+static ibcomm_status_t peer_start(struct rdma_tp *t, struct rdma_peer *p, ibc_deadline_t dl);
+
 static int handle_wc(struct rdma_tp *t, const struct ibv_wc *wc)
 {
 	int peer = (int)(wc->wr_id >> 48);
@@ -339,6 +424,8 @@ static int handle_wc(struct rdma_tp *t, const struct ibv_wc *wc)
 	uint32_t imm;
 	int chan;
 
+	if ((wc->wr_id >> 48) == WRID_UD)
+		return ud_wc(t, wc);
 	if (wc->status != IBV_WC_SUCCESS)
 		return wc_error(t, wc);
 	if (peer < 0 || peer >= t->base.comm->size || peer == t->base.comm->rank)
@@ -352,6 +439,8 @@ static int handle_wc(struct rdma_tp *t, const struct ibv_wc *wc)
 		return 0;
 	}
 	p->rq_posted--;
+	if (!p->connected)
+		peer_ready(t, p); /* the peer wrote: it is in RTS, so in RTR */
 	if (wc->opcode != IBV_WC_RECV_RDMA_WITH_IMM || !(wc->wc_flags & IBV_WC_WITH_IMM)) {
 		ibc_err(t->base.comm, IBCOMM_ERR_TRANSPORT, "rank %d: unexpected completion (opcode %d) from peer %d on QP 0x%x",
 			t->base.comm->rank, wc->opcode, peer, wc->qp_num);
@@ -441,10 +530,11 @@ static int block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int peer,
 {
 	struct pollfd pfd[3];
 	uint64_t spin_end;
-	int n, left, rdv_fd = -1;
+	int n, left, retx, rdv_fd = -1;
 
 	if (check_abort(t))
 		return IBCOMM_ERR_ABORTED;
+	retx = cm_tick(t); /* resends unanswered connect messages; ms to the next resend */
 	n = notices_check(t, false, op, peer, chan);
 	if (n)
 		return n;
@@ -473,6 +563,8 @@ static int block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int peer,
 		return IBCOMM_ERR_TIMEOUT;
 	if (left < 0 || left > 1000)
 		left = 1000;
+	if (retx >= 0 && retx < left)
+		left = retx;
 	pfd[0] = (struct pollfd){ .fd = t->chan->fd, .events = POLLIN };
 	pfd[1] = (struct pollfd){ .fd = t->pipefd[0], .events = POLLIN };
 	/* the rendezvous connection: failure notices (a dead writer completes nothing here) */
@@ -544,9 +636,6 @@ static int check_args(struct rdma_tp *t, const char *op, int peer, int chan)
 		return t->failed;
 	if (notices_check(t, false, op, peer, chan))
 		return t->failed;
-	if (!t->peers[peer].connected)
-		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: RDMA %s: peer %d is not connected", comm->rank, op,
-			       peer);
 	return 0;
 }
 
@@ -658,6 +747,27 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: RDMA put of %zu bytes to peer %d exceeds the chunk size %zu",
 			       comm->rank, len, peer, tp->max_chunk);
 	p = &t->peers[peer];
+	if (!p->connected) {
+		rc = peer_start(t, p, dl);
+		if (rc)
+			return rc;
+		while (!p->connected) {
+			rc = progress(t);
+			if (rc < 0)
+				return rc;
+			if (p->connected)
+				break;
+			if (!wait)
+				return IBC_AGAIN; /* wait() returns once it is READY */
+			rc = block(t, dl, "put (connecting)", peer, chan);
+			if (rc == IBCOMM_ERR_TIMEOUT)
+				return ibc_err(comm, IBCOMM_ERR_TIMEOUT,
+					       "rank %d: timed out connecting to peer %d over RDMA (%s): its UD QP 0x%x did not answer the connect messages (is peer %d still in this communicator, and inside a call of it?)",
+					       comm->rank, peer, t->devname, p->ud_qpn, peer);
+			if (rc < 0)
+				return rc;
+		}
+	}
 	while (p->put_cnt[chan] - p->credit[chan] >= nslots) {
 		rc = progress(t);
 		if (rc < 0)
@@ -693,15 +803,15 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 	if (inl) {
 		memset(hdr, 0, sizeof(hdr));
 		ibc_rdma_hdr_encode(hdr, tag, (uint32_t)len, (uint32_t)p->put_cnt[chan]);
-		sge[0] = (struct ibv_sge){ .addr = (uintptr_t)hdr, .length = IBC_RDMA_HDR, .lkey = t->mr->lkey };
-		sge[1] = (struct ibv_sge){ .addr = (uintptr_t)buf, .length = (uint32_t)len, .lkey = t->mr->lkey };
+		sge[0] = (struct ibv_sge){ .addr = (uintptr_t)hdr, .length = IBC_RDMA_HDR, .lkey = p->mr->lkey };
+		sge[1] = (struct ibv_sge){ .addr = (uintptr_t)buf, .length = (uint32_t)len, .lkey = p->mr->lkey };
 		nsge = len ? 2 : 1;
 	} else if ((zc = zc_mr(t, buf, len))) {
 		/* the header from the staging slot, the payload straight from the user's memory */
 		uint8_t *s = stage_slot(t, peer, chan, slot);
 
 		ibc_rdma_hdr_encode(s, tag, (uint32_t)len, (uint32_t)p->put_cnt[chan]);
-		sge[0] = (struct ibv_sge){ .addr = (uintptr_t)s, .length = IBC_RDMA_HDR, .lkey = t->mr->lkey };
+		sge[0] = (struct ibv_sge){ .addr = (uintptr_t)s, .length = IBC_RDMA_HDR, .lkey = p->mr->lkey };
 		sge[1] = (struct ibv_sge){ .addr = (uintptr_t)buf, .length = (uint32_t)len, .lkey = zc->lkey };
 		nsge = 2;
 	} else {
@@ -710,7 +820,7 @@ static int rdma_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *
 		ibc_rdma_hdr_encode(s, tag, (uint32_t)len, (uint32_t)p->put_cnt[chan]);
 		memcpy(s + IBC_RDMA_HDR, buf, len);
 		sge[0] = (struct ibv_sge){ .addr = (uintptr_t)s, .length = (uint32_t)(IBC_RDMA_HDR + len),
-					   .lkey = t->mr->lkey };
+					   .lkey = p->mr->lkey };
 		nsge = 1;
 	}
 	rc = post_write(t, p, sge, nsge, inl, p->remote.ring_addr + ((uint64_t)chan * p->remote.nslots + slot) * p->remote.stride,
@@ -749,6 +859,11 @@ static int rdma_get(ibc_tp_t *tp, int peer, int chan, ibc_chunk_t *chunk, bool w
 	if (rc)
 		return rc;
 	p = &t->peers[peer];
+	if (p->state == PEER_NONE) {
+		rc = peer_start(t, p, dl); /* either side's first use connects the pair */
+		if (rc)
+			return rc;
+	}
 	while (p->consumed[chan] == p->arrived[chan]) {
 		rc = progress(t);
 		if (rc < 0)
@@ -921,7 +1036,8 @@ static ibcomm_status_t choose_geometry(struct rdma_tp *t)
 	chunk = comm->set.rdma_chunk ? comm->set.rdma_chunk : dflt_chunk;
 	nslots = comm->set.rdma_slots ? comm->set.rdma_slots : dflt_slots;
 	chunk = (chunk + 63) & ~63ul; /* slots stay 64-byte aligned */
-	/* rings and staging (one of each per peer), and the credit words: all registered (pinned) */
+	/* rings and staging (one of each per peer), and the credit words: all registered (pinned).
+	 * Regions are made lazily, per peer talked to: this is the worst case, every peer connected. */
 	snprintf(how, sizeof(how), "%zu peers x 2 (rings, staging) x %d channels x %lu slots x %lu bytes, + credits",
 		 npeers, IBC_NCHAN, nslots, chunk + IBC_RDMA_HDR);
 	st = ibc_mem_check(comm, "RDMA", 2 * npeers * IBC_NCHAN * nslots * (chunk + IBC_RDMA_HDR) + 2 * npeers * 64,
@@ -979,63 +1095,38 @@ static ibcomm_status_t create_qp(struct rdma_tp *t, struct rdma_peer *p)
 	return post_recvs(t, p) ? t->failed : IBCOMM_OK;
 }
 
-static ibcomm_status_t publish(struct rdma_tp *t, struct rdma_peer *p)
+/* This rank's QP info for p (sent in connect messages). */
+static void info_fill(struct rdma_tp *t, struct rdma_peer *p, ibc_rdma_info_t *in)
 {
 	struct ibcomm *comm = t->base.comm;
-	ibc_rdma_info_t in;
-	uint8_t buf[IBC_RDMA_INFO_MAX];
-	char key[160], err[256];
-	size_t len;
 
-	memset(&in, 0, sizeof(in));
-	in.src = (uint32_t)comm->rank;
-	in.dst = (uint32_t)p->rank;
-	in.link_layer = (uint8_t)t->link_layer;
-	in.mtu = (uint8_t)t->active_mtu;
-	in.lid = t->lid;
-	in.qpn = p->qp->qp_num;
-	in.psn = p->psn;
-	memcpy(in.gid, t->gid, 16);
-	in.nslots = t->base.nslots;
-	in.stride = (uint32_t)t->stride;
-	in.max_chunk = (uint32_t)t->base.max_chunk;
-	in.ring_addr = (uintptr_t)ring_slot(t, p->rank, 0, 0);
-	in.ring_rkey = t->mr->rkey;
-	in.credit_addr = (uintptr_t)cred_in(t, p->rank);
-	in.credit_rkey = t->mr->rkey;
-	len = ibc_rdma_info_encode(&in, buf, sizeof(buf));
-	snprintf(key, sizeof(key), "%s/rdma/%d/%d", comm->id, comm->rank, p->rank);
-	if (ibc_boot_put(comm->boot, key, buf, len, err, sizeof(err)))
-		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: publishing RDMA QP info for peer %d: %s", comm->rank,
-			       p->rank, err);
-	return IBCOMM_OK;
+	memset(in, 0, sizeof(*in));
+	in->src = (uint32_t)comm->rank;
+	in->dst = (uint32_t)p->rank;
+	in->link_layer = (uint8_t)t->link_layer;
+	in->mtu = (uint8_t)t->active_mtu;
+	in->lid = t->lid;
+	in->qpn = p->qp->qp_num;
+	in->psn = p->psn;
+	memcpy(in->gid, t->gid, 16);
+	in->nslots = t->base.nslots;
+	in->stride = (uint32_t)t->stride;
+	in->max_chunk = (uint32_t)t->base.max_chunk;
+	in->ring_addr = (uintptr_t)ring_slot(t, p->rank, 0, 0);
+	in->ring_rkey = p->mr->rkey;
+	in->credit_addr = (uintptr_t)cred_in(t, p->rank);
+	in->credit_rkey = p->mr->rkey;
 }
 
-/* Reads the peer's QP info and moves the QP to RTR and RTS. */
-static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_deadline_t dl)
+/* Moves p's QP to RTR and RTS with the peer's QP info r (from its connect message). */
+static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, const ibc_rdma_info_t *rp)
 {
 	struct ibcomm *comm = t->base.comm;
-	uint8_t buf[IBC_RDMA_INFO_MAX + 1];
-	char key[160], err[256], why[160], gs[64];
-	ibc_rdma_info_t r;
+	char gs[64];
+	ibc_rdma_info_t r = *rp;
 	struct ibv_qp_attr a;
-	ibcomm_status_t st;
-	size_t len = 0;
 	int mask;
 
-	snprintf(key, sizeof(key), "%s/rdma/%d/%d", comm->id, p->rank, comm->rank);
-	st = ibc_boot_get(comm->boot, key, buf, sizeof(buf), &len, dl, &comm->aborted, err, sizeof(err));
-	if (st)
-		return ibc_err(comm, st, "rank %d: waiting for the RDMA QP info of peer %d (key %s): %s (does peer %d use RDMA too?)",
-			       comm->rank, p->rank, key, err, p->rank);
-	if (len > sizeof(buf))
-		len = sizeof(buf); /* too long: decode says so */
-	if (!ibc_rdma_info_decode(buf, len, &r, why, sizeof(why)))
-		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: bad RDMA QP info from peer %d: %s", comm->rank, p->rank,
-			       why);
-	if (r.src != (uint32_t)p->rank || r.dst != (uint32_t)comm->rank)
-		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: RDMA QP info under key %s is from %u for %u", comm->rank,
-			       key, r.src, r.dst);
 	if (r.link_layer != t->link_layer)
 		return ibc_err(comm, IBCOMM_ERR_MISMATCH, "rank %d: peer %d is on %s, this rank on %s: cannot connect",
 			       comm->rank, p->rank, r.link_layer == IBC_RDMA_LL_IB ? "InfiniBand" : "Ethernet (RoCE)",
@@ -1083,39 +1174,664 @@ static ibcomm_status_t connect_peer(struct rdma_tp *t, struct rdma_peer *p, ibc_
 	if (ibv_modify_qp(p->qp, &a, mask))
 		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: QP 0x%x to peer %d on %s: RTS failed: %s", comm->rank,
 			       p->qp->qp_num, p->rank, t->devname, strerror(errno));
-	p->connected = true;
-	t->base.cnt.connects++;
+	p->state = PEER_RTR;
 	ibc_ctrace(comm, "rank %d: RDMA QP 0x%x connected to peer %d (QP 0x%x), path MTU %d", comm->rank, p->qp->qp_num,
 		  p->rank, r.qpn, ibc_rdma_mtu_bytes(p->path_mtu));
 	return IBCOMM_OK;
 }
 
+/* ---- the shared device (top) ---- */
+
+static pthread_mutex_t devs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rdma_dev *devs_open; /* under devs_lock */
+
+static void dev_copy(struct rdma_tp *t, const struct rdma_dev *d)
+{
+	t->dev = (struct rdma_dev *)d;
+	t->ctx = d->ctx;
+	t->pd = d->pd;
+	snprintf(t->devname, sizeof(t->devname), "%s", d->devname);
+	t->port = d->port;
+	t->link_layer = d->link_layer;
+	t->lid = d->lid;
+	t->gid_index = d->gid_index;
+	memcpy(t->gid, d->gid, 16);
+	t->active_mtu = d->active_mtu;
+}
+
 /*
- * Publishes that this rank's QPs are in RTR and waits until every peer's are: a write that
- * reaches a QP still in INIT is dropped without a NAK and resent only after the ack timeout
- * (RDMA_QP_TIMEOUT, about 2 s), so the first call after create() stalled whenever a peer was
- * slower through its connect_peer() loop.
+ * Takes a reference on the process's open device for comm's settings (IBCOMM_DEVICE, port,
+ * GID index), opening it (device, port, GID, PD) when there is none.
  */
-static ibcomm_status_t wait_peers_ready(struct rdma_tp *t, ibc_deadline_t dl)
+static ibcomm_status_t dev_acquire(struct rdma_tp *t)
 {
 	struct ibcomm *comm = t->base.comm;
-	char key[160], err[256], val[8];
+	struct ibv_port_attr pa;
+	struct rdma_dev *d;
 	ibcomm_status_t st;
-	size_t len;
 
-	snprintf(key, sizeof(key), "%s/rdma/ready/%d", comm->id, comm->rank);
-	if (ibc_boot_put(comm->boot, key, "1", 1, err, sizeof(err)))
-		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: publishing RDMA readiness: %s", comm->rank, err);
-	for (int r = 0; r < comm->size; r++) {
-		if (r == comm->rank)
-			continue;
-		snprintf(key, sizeof(key), "%s/rdma/ready/%d", comm->id, r);
-		st = ibc_boot_get(comm->boot, key, val, sizeof(val), &len, dl, &comm->aborted, err, sizeof(err));
-		if (st)
-			return ibc_err(comm, st, "rank %d: waiting for peer %d to connect its RDMA queue pairs: %s",
-				       comm->rank, r, err);
+	pthread_mutex_lock(&devs_lock);
+	for (d = devs_open; d; d = d->next)
+		if (d->pid == getpid() && strcmp(d->want_dev, comm->set.device) == 0 &&
+		    d->want_port == comm->set.ib_port && d->want_gid == comm->set.gid_index)
+			break;
+	if (d) {
+		d->refs++;
+		pthread_mutex_unlock(&devs_lock);
+		dev_copy(t, d);
+		return IBCOMM_OK;
+	}
+	st = open_device(t, &pa);
+	if (st)
+		goto out;
+	t->link_layer = pa.link_layer == IBV_LINK_LAYER_INFINIBAND ? IBC_RDMA_LL_IB : IBC_RDMA_LL_ETH;
+	t->lid = pa.lid;
+	t->active_mtu = pa.active_mtu;
+	if (t->link_layer != IBC_RDMA_LL_ETH) { /* RoCE: open_device chose the GID */
+		union ibv_gid g;
+
+		/* InfiniBand: addressed by LID, no GRH; the GID is only reported. */
+		t->gid_index = comm->set.gid_index >= 0 ? comm->set.gid_index : 0;
+		if (ibv_query_gid(t->ctx, (uint8_t)t->port, t->gid_index, &g) == 0)
+			memcpy(t->gid, g.raw, 16);
+	}
+	t->pd = ibv_alloc_pd(t->ctx);
+	if (!t->pd) {
+		st = ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_alloc_pd on %s failed: %s", comm->rank, t->devname,
+			     strerror(errno));
+		goto out;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory opening %s", comm->rank, t->devname);
+		goto out;
+	}
+	d->pid = getpid();
+	d->refs = 1;
+	snprintf(d->want_dev, sizeof(d->want_dev), "%s", comm->set.device);
+	d->want_port = comm->set.ib_port;
+	d->want_gid = comm->set.gid_index;
+	d->devs = t->devs;
+	d->ctx = t->ctx;
+	d->pd = t->pd;
+	snprintf(d->devname, sizeof(d->devname), "%s", t->devname);
+	d->port = t->port;
+	d->link_layer = t->link_layer;
+	d->lid = t->lid;
+	d->gid_index = t->gid_index;
+	memcpy(d->gid, t->gid, 16);
+	d->active_mtu = t->active_mtu;
+	atomic_init(&d->pinned, 0);
+	d->next = devs_open;
+	devs_open = d;
+	t->devs = NULL; /* d owns them now */
+	t->dev = d;
+out:
+	pthread_mutex_unlock(&devs_lock);
+	return st;
+}
+
+static void dev_release(struct rdma_dev *d)
+{
+	struct rdma_dev **pp;
+
+	pthread_mutex_lock(&devs_lock);
+	if (--d->refs > 0) {
+		pthread_mutex_unlock(&devs_lock);
+		return;
+	}
+	for (pp = &devs_open; *pp; pp = &(*pp)->next)
+		if (*pp == d) {
+			*pp = d->next;
+			break;
+		}
+	pthread_mutex_unlock(&devs_lock);
+	ibv_dealloc_pd(d->pd);
+	ibv_close_device(d->ctx);
+	ibv_free_device_list(d->devs);
+	free(d);
+}
+
+/*
+ * Counts bytes this transport is about to pin in the device's total (every communicator on
+ * it), refused with a clear message when the total would pass the locked-memory limit.
+ */
+static ibcomm_status_t pin_account(struct rdma_tp *t, size_t bytes, const char *what)
+{
+	struct ibcomm *comm = t->base.comm;
+	size_t before = atomic_fetch_add(&t->dev->pinned, bytes);
+	struct rlimit rl;
+
+	if (geteuid() != 0 && getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    before + bytes > rl.rlim_cur) {
+		atomic_fetch_sub(&t->dev->pinned, bytes);
+		return ibc_err(comm, IBCOMM_ERR_NOMEM,
+			       "rank %d: %s needs %zu KiB of locked memory on %s, where the communicators of this process already pin %zu KiB, and the limit is %llu KiB (raise it: ulimit -l unlimited, or memlock in /etc/security/limits.conf)",
+			       comm->rank, what, bytes / 1024, t->devname, before / 1024,
+			       (unsigned long long)rl.rlim_cur / 1024);
 	}
 	return IBCOMM_OK;
+}
+
+/* ---- per-peer QPs and the connection manager (top) ---- */
+
+/* Makes p's region and RC QP (INIT, receives posted): NONE -> OPEN. */
+static ibcomm_status_t peer_open(struct rdma_tp *t, struct rdma_peer *p)
+{
+	struct ibcomm *comm = t->base.comm;
+	char what[64];
+	ibcomm_status_t st;
+
+	if (!p->t_start)
+		p->t_start = ibc_now_ms();
+	snprintf(what, sizeof(what), "the connection to peer %d", p->rank);
+	st = pin_account(t, t->peer_memlen, what);
+	if (st)
+		return st;
+	p->pinned = t->peer_memlen;
+	if (posix_memalign((void **)&p->mem, 4096, t->peer_memlen)) {
+		p->mem = NULL;
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: cannot allocate %zu bytes of RDMA buffers for peer %d",
+			       comm->rank, t->peer_memlen, p->rank);
+	}
+	p->mr = ibv_reg_mr(t->pd, p->mem, t->peer_memlen, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+	if (!p->mr)
+		return ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: ibv_reg_mr of %zu bytes for peer %d on %s failed: %s%s",
+			       comm->rank, t->peer_memlen, p->rank, t->devname, strerror(errno),
+			       errno == ENOMEM || errno == EPERM ? " (locked-memory limit too low? ulimit -l)" : "");
+	p->stage_seq = calloc((size_t)IBC_NCHAN * t->base.nslots, sizeof(*p->stage_seq));
+	if (!p->stage_seq)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory for RDMA peer %d", comm->rank, p->rank);
+	st = create_qp(t, p);
+	if (st)
+		return st;
+	t->base.cnt.qps++;
+	p->state = PEER_OPEN;
+	p->retx_ms = RDMA_RETX_MS;
+	p->retx_at = ibc_now_ms() + p->retx_ms;
+	t->npending++;
+	return IBCOMM_OK;
+}
+
+static void peer_close(struct rdma_tp *t, struct rdma_peer *p)
+{
+	if (p->qp)
+		ibv_destroy_qp(p->qp);
+	if (p->ah)
+		ibv_destroy_ah(p->ah);
+	if (p->mr)
+		ibv_dereg_mr(p->mr);
+	free(p->mem);
+	if (p->pinned)
+		atomic_fetch_sub(&t->dev->pinned, p->pinned);
+	free(p->stage_seq);
+}
+
+static void peer_ready(struct rdma_tp *t, struct rdma_peer *p)
+{
+	if (p->connected || p->state != PEER_RTR)
+		return;
+	p->connected = true;
+	t->npending--;
+	t->base.cnt.connects++;
+	t->woken = true; /* a put that returned IBC_AGAIN may go now */
+	ibc_ctrace(t->base.comm, "rank %d: RDMA QP 0x%x to peer %d ready, %llu ms after its first use or message", t->base.comm->rank,
+		  p->qp->qp_num, p->rank, (unsigned long long)(ibc_now_ms() - p->t_start));
+}
+
+/* An address handle for the UD QP of p (link layer, LID, GID of its port). */
+static ibcomm_status_t make_ah(struct rdma_tp *t, struct rdma_peer *p, int link_layer, uint16_t lid,
+			       const uint8_t gid[16], uint32_t ud_qpn)
+{
+	struct ibcomm *comm = t->base.comm;
+	struct ibv_ah_attr aa;
+	char gs[64];
+
+	if (link_layer != t->link_layer)
+		return ibc_err(comm, IBCOMM_ERR_MISMATCH, "rank %d: peer %d is on %s, this rank on %s: cannot connect",
+			       comm->rank, p->rank, link_layer == IBC_RDMA_LL_IB ? "InfiniBand" : "Ethernet (RoCE)",
+			       t->link_layer == IBC_RDMA_LL_IB ? "InfiniBand" : "Ethernet (RoCE)");
+	memset(&aa, 0, sizeof(aa));
+	aa.port_num = (uint8_t)t->port;
+	if (t->link_layer == IBC_RDMA_LL_ETH) {
+		aa.is_global = 1;
+		memcpy(aa.grh.dgid.raw, gid, 16);
+		aa.grh.sgid_index = (uint8_t)t->gid_index;
+		aa.grh.hop_limit = 64;
+	} else {
+		aa.dlid = lid;
+	}
+	p->ah = ibv_create_ah(t->pd, &aa);
+	if (!p->ah) {
+		ibc_rdma_gid_str(gid, gs, sizeof(gs));
+		return ibc_err(comm, IBCOMM_ERR_TRANSPORT,
+			       "rank %d: ibv_create_ah for peer %d (GID %s, LID %u) on %s failed: %s; check the GID (IBCOMM_GID_INDEX=%d here) and routing",
+			       comm->rank, p->rank, gs, lid, t->devname, strerror(errno), t->gid_index);
+	}
+	p->ud_qpn = ud_qpn;
+	return IBCOMM_OK;
+}
+
+/*
+ * The connect message's MAC: HMAC-SHA256 under the job key of "ibcomm-rdma-cm-1" and the
+ * message's len first bytes (everything but the MAC). 0 or -1.
+ */
+static int cm_mac(struct ibcomm *comm, const uint8_t *msg, size_t len, uint8_t mac[IBC_RDMA_CM_MAC_LEN])
+{
+	static const char label[] = "ibcomm-rdma-cm-1";
+	uint8_t data[sizeof(label) + RDMA_UD_BUF];
+
+	if (len > RDMA_UD_BUF)
+		return -1;
+	memcpy(data, label, sizeof(label));
+	memcpy(data + sizeof(label), msg, len);
+	return ibc_auth_hmac_sha256(comm->set.job_key, strlen(comm->set.job_key), data, sizeof(label) + len, mac);
+}
+
+/* Sends p this rank's connect message; a full send queue or an error is left to the resend. */
+static void cm_send(struct rdma_tp *t, struct rdma_peer *p)
+{
+	struct ibcomm *comm = t->base.comm;
+	struct ibv_send_wr wr, *bad;
+	struct ibv_sge sge;
+	ibc_rdma_cm_t m;
+	uint8_t *buf;
+	size_t len;
+	int rc;
+
+	if (!p->ah || !p->qp || t->ud_posted - t->ud_done >= RDMA_UD_SQ)
+		return;
+	memset(&m, 0, sizeof(m));
+	m.flags = (p->state >= PEER_RTR ? IBC_RDMA_CM_HAVE_YOURS : 0) | (p->connected ? IBC_RDMA_CM_READY : 0) |
+		  (comm->set.job_key[0] ? IBC_RDMA_CM_MAC : 0);
+	snprintf(m.id, sizeof(m.id), "%s", comm->id);
+	m.paired_qpn = p->state >= PEER_RTR ? p->remote.qpn : 0;
+	info_fill(t, p, &m.info);
+	buf = t->ud_mem + RDMA_UD_RQ * (RDMA_UD_GRH + RDMA_UD_BUF) + (t->ud_posted % RDMA_UD_SQ) * RDMA_UD_BUF;
+	len = ibc_rdma_cm_encode(&m, buf, RDMA_UD_BUF);
+	if (len && (m.flags & IBC_RDMA_CM_MAC) &&
+	    cm_mac(comm, buf, len - IBC_RDMA_CM_MAC_LEN, buf + len - IBC_RDMA_CM_MAC_LEN))
+		len = 0;
+	if (!len) {
+		ibc_cwarn(comm, "rank %d: the RDMA connect message for peer %d does not encode", comm->rank, p->rank);
+		return;
+	}
+	sge = (struct ibv_sge){ .addr = (uintptr_t)buf, .length = (uint32_t)len, .lkey = t->ud_mr->lkey };
+	memset(&wr, 0, sizeof(wr));
+	wr.wr_id = (WRID_UD << 48) | ((t->ud_posted + 1) & WRID_SEQ_MASK);
+	wr.sg_list = &sge;
+	wr.num_sge = 1;
+	wr.opcode = IBV_WR_SEND;
+	wr.send_flags = IBV_SEND_SIGNALED;
+	wr.wr.ud.ah = p->ah;
+	wr.wr.ud.remote_qpn = p->ud_qpn;
+	wr.wr.ud.remote_qkey = IBC_RDMA_QKEY;
+	rc = ibv_post_send(t->ud_qp, &wr, &bad);
+	if (rc) {
+		ibc_cinfo(comm, "rank %d: posting the RDMA connect message to peer %d failed: %s", comm->rank, p->rank,
+			 strerror(rc));
+		return;
+	}
+	t->ud_posted++;
+	ibc_ctrace(comm, "rank %d: RDMA connect message to peer %d (flags %u)", comm->rank, p->rank, m.flags);
+}
+
+/* Resends the connect message of every peer not READY whose time came; ms to the next, or -1. */
+static int cm_tick(struct rdma_tp *t)
+{
+	uint64_t now, next = 0;
+
+	if (!t->npending || !t->peers)
+		return -1;
+	now = ibc_now_ms();
+	for (int r = 0; r < t->base.comm->size; r++) {
+		struct rdma_peer *p = &t->peers[r];
+
+		if (!p->qp || p->connected)
+			continue;
+		if (p->retx_at <= now) {
+			cm_send(t, p);
+			p->retx_ms = IBC_MIN(2 * p->retx_ms, RDMA_RETX_MAX_MS);
+			p->retx_at = now + p->retx_ms;
+		}
+		if (!next || p->retx_at < next)
+			next = p->retx_at;
+	}
+	return next ? (int)(next - now) : -1;
+}
+
+/* Whether a decoded connect message of len bytes in buf carries the MAC the job key asks for. */
+static bool cm_authentic(struct ibcomm *comm, const uint8_t *buf, size_t len, const ibc_rdma_cm_t *m)
+{
+	uint8_t mac[IBC_RDMA_CM_MAC_LEN], diff = 0;
+
+	if (!comm->set.job_key[0])
+		return !(m->flags & IBC_RDMA_CM_MAC);
+	if (!(m->flags & IBC_RDMA_CM_MAC) || len < IBC_RDMA_CM_MAC_LEN ||
+	    cm_mac(comm, buf, len - IBC_RDMA_CM_MAC_LEN, mac))
+		return false;
+	for (unsigned i = 0; i < IBC_RDMA_CM_MAC_LEN; i++) /* constant time */
+		diff |= (uint8_t)(mac[i] ^ m->mac[i]);
+	return diff == 0;
+}
+
+/* A connect message from the UD QP (sender's UD QP src_qp): see the protocol at the top. */
+static int cm_recv(struct rdma_tp *t, const uint8_t *buf, size_t len, uint32_t src_qp)
+{
+	struct ibcomm *comm = t->base.comm;
+	struct rdma_peer *p;
+	ibc_rdma_cm_t m;
+	ibcomm_status_t st;
+	char why[160];
+
+	if (!ibc_rdma_cm_decode(buf, len, &m, why, sizeof(why))) {
+		ibc_cwarn(comm, "rank %d: dropping a bad RDMA connect message (%zu bytes) on %s: %s", comm->rank, len, t->devname,
+			 why);
+		return 0;
+	}
+	if (!cm_authentic(comm, buf, len, &m)) {
+		ibc_cwarn(comm, "rank %d: dropping an RDMA connect message claiming to be from peer %u: %s", comm->rank,
+			  m.info.src,
+			  !comm->set.job_key[0] ? "it is signed with a job key, and this rank has none (IBCOMM_JOB_KEY)"
+			  : (m.flags & IBC_RDMA_CM_MAC) ? "its job-key MAC is wrong (a different IBCOMM_JOB_KEY?)"
+							  : "it is not signed with the job key (IBCOMM_JOB_KEY unset there?)");
+		return 0;
+	}
+	if (strcmp(m.id, comm->id) != 0 || m.info.dst != (uint32_t)comm->rank || m.info.src >= (uint32_t)comm->size ||
+	    m.info.src == (uint32_t)comm->rank) {
+		ibc_cwarn(comm, "rank %d: dropping an RDMA connect message from %u for %u of communicator %s (this is %d of %s)",
+			 comm->rank, m.info.src, m.info.dst, m.id, comm->rank, comm->id);
+		return 0;
+	}
+	p = &t->peers[m.info.src];
+	if (!p->ah) {
+		st = make_ah(t, p, m.info.link_layer, m.info.lid, m.info.gid, src_qp);
+		if (st)
+			return fail(t, st);
+	}
+	if (src_qp != p->ud_qpn) {
+		/* the peer has one UD QP (the one it published, or the first that spoke for it) */
+		ibc_cwarn(comm, "rank %d: dropping an RDMA connect message claiming to be from peer %d: it came from UD QP 0x%x, not 0x%x",
+			 comm->rank, p->rank, src_qp, p->ud_qpn);
+		return 0;
+	}
+	if (p->state == PEER_NONE) {
+		if (m.flags & IBC_RDMA_CM_HAVE_YOURS)
+			return 0; /* names a QP of this rank that does not exist: stale */
+		st = peer_open(t, p);
+		if (st)
+			return fail(t, st);
+	}
+	if (p->state == PEER_OPEN) {
+		st = connect_peer(t, p, &m.info);
+		if (st)
+			return fail(t, st);
+	} else if (m.info.qpn != p->remote.qpn) {
+		ibc_cinfo(comm, "rank %d: ignoring an RDMA connect message from peer %d for its QP 0x%x (connected to 0x%x)",
+			 comm->rank, p->rank, m.info.qpn, p->remote.qpn);
+		return 0;
+	}
+	if ((m.flags & IBC_RDMA_CM_HAVE_YOURS) && m.paired_qpn == p->qp->qp_num)
+		peer_ready(t, p);
+	if (!(m.flags & IBC_RDMA_CM_READY))
+		cm_send(t, p); /* the peer does not know this rank is in RTR yet */
+	return 0;
+}
+
+static int ud_post_recv(struct rdma_tp *t, unsigned i)
+{
+	struct ibv_sge sge = { .addr = (uintptr_t)(t->ud_mem + (size_t)i * (RDMA_UD_GRH + RDMA_UD_BUF)),
+			       .length = RDMA_UD_GRH + RDMA_UD_BUF, .lkey = t->ud_mr->lkey };
+	struct ibv_recv_wr wr = { .wr_id = (WRID_UD << 48) | WRID_RECV | i, .sg_list = &sge, .num_sge = 1 }, *bad;
+	int rc = ibv_post_recv(t->ud_qp, &wr, &bad);
+
+	if (rc) {
+		ibc_err(t->base.comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_post_recv on the RDMA connect QP 0x%x failed: %s",
+			t->base.comm->rank, t->ud_qp->qp_num, strerror(rc));
+		return fail(t, IBCOMM_ERR_TRANSPORT);
+	}
+	return 0;
+}
+
+/* A completion of the UD QP. A lost or failed connect message only delays: never fatal. */
+static int ud_wc(struct rdma_tp *t, const struct ibv_wc *wc)
+{
+	unsigned i = (unsigned)(wc->wr_id & 0xffff);
+	int rc = 0;
+
+	if (!(wc->wr_id & WRID_RECV)) {
+		t->ud_done++; /* every send is signaled; they complete in order */
+		if (wc->status != IBV_WC_SUCCESS)
+			ibc_cinfo(t->base.comm, "rank %d: an RDMA connect message failed: %s", t->base.comm->rank,
+				 ibv_wc_status_str(wc->status));
+		return 0;
+	}
+	if (wc->status == IBV_WC_WR_FLUSH_ERR || i >= RDMA_UD_RQ)
+		return 0;
+	if (wc->status == IBV_WC_SUCCESS && wc->byte_len > RDMA_UD_GRH && wc->byte_len <= RDMA_UD_GRH + RDMA_UD_BUF)
+		rc = cm_recv(t, t->ud_mem + (size_t)i * (RDMA_UD_GRH + RDMA_UD_BUF) + RDMA_UD_GRH,
+			     wc->byte_len - RDMA_UD_GRH, wc->src_qp);
+	else
+		ibc_cinfo(t->base.comm, "rank %d: RDMA connect QP: receive %s, %u bytes", t->base.comm->rank,
+			 ibv_wc_status_str(wc->status), wc->byte_len);
+	if (rc < 0)
+		return rc;
+	return ud_post_recv(t, i);
+}
+
+/*
+ * The first use of p by this rank: reads p's UD address (it is there once p's create()
+ * returned), makes the QP, sends the connect message. Nothing when p's QP exists.
+ */
+static ibcomm_status_t peer_start(struct rdma_tp *t, struct rdma_peer *p, ibc_deadline_t dl)
+{
+	struct ibcomm *comm = t->base.comm;
+	uint8_t buf[IBC_RDMA_UD_MAX + 1];
+	char key[160], err[256], why[160];
+	ibc_rdma_ud_addr_t a;
+	ibcomm_status_t st;
+	uint64_t t_addr;
+	size_t len = 0;
+
+	if (p->state != PEER_NONE)
+		return IBCOMM_OK;
+	p->t_start = ibc_now_ms();
+	if (!p->ah) {
+		/* the peer may have asked first: then its message has all this rank needs */
+		if (progress(t) < 0)
+			return t->failed;
+		if (p->state != PEER_NONE)
+			return IBCOMM_OK;
+	}
+	if (!p->ah) {
+		snprintf(key, sizeof(key), "%s/rdma/ud/%d", comm->id, p->rank);
+		st = ibc_boot_get(comm->boot, key, buf, sizeof(buf), &len, dl, &comm->aborted, err, sizeof(err));
+		if (st)
+			return ibc_err(comm, st,
+				       "rank %d: waiting for the RDMA address of peer %d (key %s): %s (does peer %d use RDMA too?)",
+				       comm->rank, p->rank, key, err, p->rank);
+		if (len > sizeof(buf))
+			len = sizeof(buf); /* too long: decode says so */
+		if (!ibc_rdma_ud_decode(buf, len, &a, why, sizeof(why)))
+			return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: bad RDMA address of peer %d: %s", comm->rank,
+				       p->rank, why);
+		if (a.rank != (uint32_t)p->rank)
+			return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: the RDMA address under key %s is rank %u's",
+				       comm->rank, key, a.rank);
+		st = make_ah(t, p, a.link_layer, a.lid, a.gid, a.qpn);
+		if (st)
+			return st;
+	}
+	t_addr = ibc_now_ms();
+	st = peer_open(t, p);
+	if (st)
+		return st;
+	cm_send(t, p);
+	ibc_ctrace(comm, "rank %d: RDMA connect to peer %d: its address in %llu ms, QP and %zu KiB registered in %llu ms",
+		  comm->rank, p->rank, (unsigned long long)(t_addr - p->t_start), t->peer_memlen / 1024,
+		  (unsigned long long)(ibc_now_ms() - t_addr));
+	return IBCOMM_OK;
+}
+
+/* One token to peer and one from it (the create barrier), on the collective channel. */
+static int token(struct rdma_tp *t, int peer, bool send, ibc_deadline_t dl)
+{
+	ibc_chunk_t c;
+	int rc;
+
+	if (send)
+		return rdma_put(&t->base, peer, IBC_CHAN_COLL, UINT32_MAX, "", 0, true, dl);
+	rc = rdma_get(&t->base, peer, IBC_CHAN_COLL, &c, true, dl);
+	if (rc)
+		return rc;
+	if (c.tag != UINT32_MAX || c.len)
+		return ibc_err(t->base.comm, IBCOMM_ERR_TRANSPORT, "rank %d: RDMA create: peer %d sent a chunk (tag 0x%x) where the create barrier's token was due",
+			       t->base.comm->rank, peer, c.tag);
+	return rdma_release(&t->base, &c);
+}
+
+/*
+ * A barrier over the recursive-doubling partners, at the end of create(): the ranks leave
+ * create() together, as they did when create() connected every peer, so that the first
+ * call does not carry the skew of the others' setup (a slow rank's registrations). The
+ * tokens are not the caller's traffic: the counters are put back.
+ */
+static ibcomm_status_t create_barrier(struct rdma_tp *t, int p2, ibc_deadline_t dl)
+{
+	int n = t->base.comm->size, r = t->base.comm->rank, rc = 0;
+	ibc_tp_counters_t saved = t->base.cnt;
+
+	if (r >= p2) {
+		rc = token(t, r - p2, true, dl);
+		if (!rc)
+			rc = token(t, r - p2, false, dl);
+	} else {
+		if (r + p2 < n)
+			rc = token(t, r + p2, false, dl);
+		for (int mask = 1; mask < p2 && !rc; mask *= 2) {
+			rc = token(t, r ^ mask, true, dl);
+			if (!rc)
+				rc = token(t, r ^ mask, false, dl);
+		}
+		if (!rc && r + p2 < n)
+			rc = token(t, r + p2, true, dl);
+	}
+	saved.qps = t->base.cnt.qps;
+	saved.connects = t->base.cnt.connects;
+	t->base.cnt = saved;
+	return rc < 0 ? rc : IBCOMM_OK;
+}
+
+/*
+ * Connects the recursive-doubling partners of this rank (lib/algo/rd.c: the ranks r >= p2
+ * fold into r - p2, the others exchange with r ^ 2^k), which the signature agreement of
+ * every collective on more than two ranks uses first (top): starts them all, then waits
+ * until each is READY.
+ */
+static ibcomm_status_t preopen(struct rdma_tp *t, ibc_deadline_t dl)
+{
+	struct ibcomm *comm = t->base.comm;
+	int n = comm->size, r = comm->rank, p2 = 1, rc;
+	ibcomm_status_t st = IBCOMM_OK;
+
+	if (n < 2)
+		return IBCOMM_OK;
+	while (p2 * 2 <= n)
+		p2 *= 2;
+	if (r >= p2)
+		st = peer_start(t, &t->peers[r - p2], dl);
+	if (r < p2 && r + p2 < n)
+		st = peer_start(t, &t->peers[r + p2], dl);
+	for (int mask = 1; r < p2 && mask < p2 && !st; mask *= 2)
+		st = peer_start(t, &t->peers[r ^ mask], dl);
+	for (int q = 0; q < n && !st; q++) {
+		struct rdma_peer *p = &t->peers[q];
+
+		while (!st && p->qp && !p->connected) {
+			rc = block(t, dl, "create (connecting the recursive-doubling partners)", q, IBC_CHAN_COLL);
+			if (rc == IBCOMM_ERR_TIMEOUT)
+				return ibc_err(comm, IBCOMM_ERR_TIMEOUT,
+					       "rank %d: timed out connecting to peer %d over RDMA (%s) at create: its UD QP 0x%x did not answer (did peer %d create this communicator, with RDMA?)",
+					       comm->rank, q, t->devname, p->ud_qpn, q);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return st ? st : create_barrier(t, p2, dl);
+}
+
+/* The UD QP of the connection manager, its buffers, and its address in the rendezvous. */
+static ibcomm_status_t ud_open(struct rdma_tp *t)
+{
+	struct ibcomm *comm = t->base.comm;
+	size_t len = RDMA_UD_RQ * (RDMA_UD_GRH + RDMA_UD_BUF) + RDMA_UD_SQ * RDMA_UD_BUF;
+	struct ibv_qp_init_attr ia;
+	struct ibv_qp_attr a;
+	ibc_rdma_ud_addr_t ad;
+	uint8_t enc[IBC_RDMA_UD_MAX];
+	char key[160], err[256];
+	ibcomm_status_t st;
+	size_t n;
+
+	st = pin_account(t, len, "the RDMA connect QP");
+	if (st)
+		return st;
+	t->ud_pinned = len;
+	if (posix_memalign((void **)&t->ud_mem, 4096, len)) {
+		t->ud_mem = NULL;
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory for the RDMA connect QP", comm->rank);
+	}
+	memset(t->ud_mem, 0, len);
+	t->ud_mr = ibv_reg_mr(t->pd, t->ud_mem, len, IBV_ACCESS_LOCAL_WRITE);
+	if (!t->ud_mr)
+		return ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: ibv_reg_mr of %zu bytes on %s failed: %s%s", comm->rank, len,
+			       t->devname, strerror(errno),
+			       errno == ENOMEM || errno == EPERM ? " (locked-memory limit too low? ulimit -l)" : "");
+	memset(&ia, 0, sizeof(ia));
+	ia.send_cq = t->cq;
+	ia.recv_cq = t->cq;
+	ia.qp_type = IBV_QPT_UD;
+	ia.cap.max_send_wr = RDMA_UD_SQ;
+	ia.cap.max_recv_wr = RDMA_UD_RQ;
+	ia.cap.max_send_sge = 1;
+	ia.cap.max_recv_sge = 1;
+	t->ud_qp = ibv_create_qp(t->pd, &ia);
+	if (!t->ud_qp)
+		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_create_qp (UD, for connections) on %s failed: %s",
+			       comm->rank, t->devname, strerror(errno));
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_INIT;
+	a.port_num = (uint8_t)t->port;
+	a.qkey = IBC_RDMA_QKEY;
+	if (ibv_modify_qp(t->ud_qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_QKEY))
+		goto err_modify;
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_RTR;
+	if (ibv_modify_qp(t->ud_qp, &a, IBV_QP_STATE))
+		goto err_modify;
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_RTS;
+	a.sq_psn = 0;
+	if (ibv_modify_qp(t->ud_qp, &a, IBV_QP_STATE | IBV_QP_SQ_PSN))
+		goto err_modify;
+	for (unsigned i = 0; i < RDMA_UD_RQ; i++)
+		if (ud_post_recv(t, i))
+			return t->failed;
+	memset(&ad, 0, sizeof(ad));
+	ad.rank = (uint32_t)comm->rank;
+	ad.link_layer = (uint8_t)t->link_layer;
+	ad.lid = t->lid;
+	ad.qpn = t->ud_qp->qp_num;
+	memcpy(ad.gid, t->gid, 16);
+	n = ibc_rdma_ud_encode(&ad, enc, sizeof(enc));
+	snprintf(key, sizeof(key), "%s/rdma/ud/%d", comm->id, comm->rank);
+	if (ibc_boot_put(comm->boot, key, enc, n, err, sizeof(err)))
+		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: publishing the RDMA address: %s", comm->rank, err);
+	return IBCOMM_OK;
+
+err_modify:
+	return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: the UD QP 0x%x (for connections) on %s: %s", comm->rank,
+		       t->ud_qp->qp_num, t->devname, strerror(errno));
 }
 
 /* True while p may still lack data this rank wrote: not all released, last write not complete. */
@@ -1176,16 +1892,17 @@ static void rdma_destroy(ibc_tp_t *tp)
 		return;
 	drain(t);
 	if (t->peers) {
-		for (int r = 0; r < tp->comm->size; r++) {
-			if (t->peers[r].qp)
-				ibv_destroy_qp(t->peers[r].qp);
-			free(t->peers[r].stage_seq);
-		}
+		for (int r = 0; r < tp->comm->size; r++)
+			peer_close(t, &t->peers[r]);
 		free(t->peers);
 	}
-	if (t->mr)
-		ibv_dereg_mr(t->mr);
-	free(t->mem);
+	if (t->ud_qp)
+		ibv_destroy_qp(t->ud_qp);
+	if (t->ud_mr)
+		ibv_dereg_mr(t->ud_mr);
+	free(t->ud_mem);
+	if (t->ud_pinned)
+		atomic_fetch_sub(&t->dev->pinned, t->ud_pinned);
 	if (t->cq) {
 		if (t->cq_unacked)
 			ibv_ack_cq_events(t->cq, t->cq_unacked);
@@ -1193,12 +1910,16 @@ static void rdma_destroy(ibc_tp_t *tp)
 	}
 	if (t->chan)
 		ibv_destroy_comp_channel(t->chan);
-	if (t->pd)
-		ibv_dealloc_pd(t->pd);
-	if (t->ctx)
-		ibv_close_device(t->ctx);
-	if (t->devs)
-		ibv_free_device_list(t->devs);
+	if (t->dev) {
+		dev_release(t->dev);
+	} else { /* what dev_acquire() opened before it failed */
+		if (t->pd)
+			ibv_dealloc_pd(t->pd);
+		if (t->ctx)
+			ibv_close_device(t->ctx);
+		if (t->devs)
+			ibv_free_device_list(t->devs);
+	}
 	if (t->pipefd[0] >= 0)
 		close(t->pipefd[0]);
 	if (t->pipefd[1] >= 0)
@@ -1213,7 +1934,6 @@ static void rdma_destroy(ibc_tp_t *tp)
  */
 static ibcomm_status_t rdma_probe(struct ibcomm *comm)
 {
-	struct ibv_port_attr pa;
 	struct rlimit rl;
 	struct rdma_tp *t;
 	ibcomm_status_t st;
@@ -1224,7 +1944,7 @@ static ibcomm_status_t rdma_probe(struct ibcomm *comm)
 	t->base.ops = &ibc_rdma_ops;
 	t->base.comm = comm;
 	t->pipefd[0] = t->pipefd[1] = -1;
-	st = open_device(t, &pa); /* and, on RoCE, the GID */
+	st = dev_acquire(t);
 	if (!st)
 		st = choose_geometry(t);
 	if (!st) {
@@ -1240,8 +1960,6 @@ static ibcomm_status_t rdma_probe(struct ibcomm *comm)
 
 static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 {
-	ibc_deadline_t dl = ibc_call_deadline(comm);
-	struct ibv_port_attr pa;
 	struct ibv_device_attr da;
 	struct rdma_tp *t;
 	ibcomm_status_t st;
@@ -1255,23 +1973,18 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->pipefd[0] = t->pipefd[1] = -1;
 	t->dead_peer = -1;
 	t->test_qp_error_after = comm->set.test_qp_error_after; /* test hook: test_force_qp_error() */
-	st = open_device(t, &pa);
+	if (comm->size >= (int)WRID_UD) {
+		st = ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "rank %d: the RDMA transport handles at most %d ranks, not %d",
+			     comm->rank, (int)WRID_UD - 1, comm->size);
+		goto err_free;
+	}
+	st = dev_acquire(t); /* the parent's (split, dup) or another communicator's, if open */
 	if (st)
 		goto err_free;
-	t->link_layer = pa.link_layer == IBV_LINK_LAYER_INFINIBAND ? IBC_RDMA_LL_IB : IBC_RDMA_LL_ETH;
-	t->lid = pa.lid;
-	t->active_mtu = pa.active_mtu;
-	if (t->link_layer != IBC_RDMA_LL_ETH) { /* RoCE: open_device chose the GID */
-		union ibv_gid g;
-
-		/* InfiniBand: addressed by LID, no GRH; the GID is only reported. */
-		t->gid_index = comm->set.gid_index >= 0 ? comm->set.gid_index : 0;
-		if (ibv_query_gid(t->ctx, (uint8_t)t->port, t->gid_index, &g) == 0)
-			memcpy(t->gid, g.raw, 16);
-	}
 	st = choose_geometry(t);
 	if (st)
 		goto err_free;
+	t->peer_memlen = 2 * t->per_peer_ring + 2 * 64;
 	npeers = (size_t)(comm->size > 1 ? comm->size - 1 : 1);
 	if (ibv_query_device(t->ctx, &da)) {
 		st = ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_query_device on %s failed", comm->rank, t->devname);
@@ -1282,17 +1995,11 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 			     comm->rank, t->devname, da.max_qp_wr, IBC_MAX(t->sq_depth, t->rq_depth));
 		goto err_free;
 	}
-	t->cqe = (unsigned)IBC_MIN((size_t)da.max_cqe, npeers * (t->sq_depth + t->rq_depth));
+	t->cqe = (unsigned)IBC_MIN((size_t)da.max_cqe, npeers * (t->sq_depth + t->rq_depth) + RDMA_UD_SQ + RDMA_UD_RQ);
 
 	if (pipe(t->pipefd) || fcntl(t->pipefd[0], F_SETFL, O_NONBLOCK) || fcntl(t->pipefd[1], F_SETFL, O_NONBLOCK) ||
 	    fcntl(t->pipefd[0], F_SETFD, FD_CLOEXEC) || fcntl(t->pipefd[1], F_SETFD, FD_CLOEXEC)) {
 		st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: pipe for the RDMA transport: %s", comm->rank, strerror(errno));
-		goto err_free;
-	}
-	t->pd = ibv_alloc_pd(t->ctx);
-	if (!t->pd) {
-		st = ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: ibv_alloc_pd on %s failed: %s", comm->rank, t->devname,
-			     strerror(errno));
 		goto err_free;
 	}
 	t->chan = ibv_create_comp_channel(t->ctx);
@@ -1307,57 +2014,23 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 			     t->cqe, t->devname, strerror(errno));
 		goto err_free;
 	}
-	if (posix_memalign((void **)&t->mem, 4096, t->memlen)) {
-		st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: cannot allocate %zu bytes of RDMA buffers", comm->rank,
-			     t->memlen);
-		goto err_free;
-	}
-	memset(t->mem, 0, t->memlen);
-	t->mr = ibv_reg_mr(t->pd, t->mem, t->memlen, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-	if (!t->mr) {
-		st = ibc_err(comm, IBCOMM_ERR_SYSTEM,
-			     "rank %d: ibv_reg_mr of %zu bytes on %s failed: %s%s", comm->rank, t->memlen, t->devname,
-			     strerror(errno), errno == ENOMEM || errno == EPERM ? " (locked-memory limit too low? ulimit -l)" : "");
-		goto err_free;
-	}
 	t->peers = calloc((size_t)comm->size, sizeof(*t->peers));
 	if (!t->peers) {
 		st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory for RDMA peers", comm->rank);
 		goto err_free;
 	}
-	for (int r = 0; r < comm->size; r++) {
-		struct rdma_peer *p = &t->peers[r];
-
-		p->rank = r;
-		if (r == comm->rank)
-			continue;
-		p->stage_seq = calloc((size_t)IBC_NCHAN * t->base.nslots, sizeof(*p->stage_seq));
-		if (!p->stage_seq) {
-			st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory for RDMA peers", comm->rank);
-			goto err_free;
-		}
-		st = create_qp(t, p);
-		if (st)
-			goto err_free;
-		st = publish(t, p);
-		if (st)
-			goto err_free;
-	}
-	for (int r = 0; r < comm->size; r++) {
-		if (r == comm->rank)
-			continue;
-		st = connect_peer(t, &t->peers[r], dl);
-		if (st)
-			goto err_free;
-	}
-	if (comm->size > 1) {
-		st = wait_peers_ready(t, dl);
-		if (st)
-			goto err_free;
-	}
-	ibc_cinfo(comm, "rank %d: RDMA transport on %s, GID index %d, MTU %d, %u slots x %zu bytes per peer and channel, inline %u",
+	for (int r = 0; r < comm->size; r++)
+		t->peers[r].rank = r;
+	/* no QP to any peer yet: the first put() or get() naming one connects it (top) */
+	st = ud_open(t);
+	if (st)
+		goto err_free;
+	st = preopen(t, ibc_call_deadline(comm));
+	if (st)
+		goto err_free;
+	ibc_cinfo(comm, "rank %d: RDMA transport on %s, GID index %d, MTU %d, %u slots x %zu bytes per peer and channel, connect QP 0x%x",
 		 comm->rank, t->devname, t->gid_index, ibc_rdma_mtu_bytes(t->active_mtu), t->base.nslots,
-		 t->base.max_chunk, t->max_inline);
+		 t->base.max_chunk, t->ud_qp->qp_num);
 	*tpp = &t->base;
 	return IBCOMM_OK;
 

@@ -139,7 +139,7 @@ static inline int ibc_rdma_path_mtu(int local, int remote)
 	return local < remote ? local : remote;
 }
 
-/* ---- the QP-info message (rendezvous key "<comm id>/rdma/<rank>/<peer>") ---- */
+/* ---- the QP-info message (carried by the connect message below) ---- */
 
 #define IBC_RDMA_INFO_MAGIC 0x41445249u /* "IRDA" */
 #define IBC_RDMA_INFO_VERSION 1
@@ -259,6 +259,181 @@ static inline bool ibc_rdma_info_decode(const void *buf, size_t len, ibc_rdma_in
 		return false;
 	}
 	*out = in;
+	return true;
+}
+
+/* ---- lazy connections (rdma.c, top): a rank's UD address and the connect message ---- */
+
+/* The Q_Key of every connect datagram (bit 31 clear: not a privileged key). */
+#define IBC_RDMA_QKEY 0x1bc50001u
+
+/* Published once per communicator under "<comm id>/rdma/ud/<rank>". */
+#define IBC_RDMA_UD_MAGIC 0x55445249u /* "IRDU" */
+#define IBC_RDMA_UD_VERSION 1
+#define IBC_RDMA_UD_MAX 48 /* encoded size bound */
+
+typedef struct ibc_rdma_ud_addr {
+	uint32_t rank;
+	uint8_t link_layer; /* IBC_RDMA_LL_* */
+	uint16_t lid;
+	uint32_t qpn;       /* the UD QP that receives connect messages, 24 bits */
+	uint8_t gid[16];
+} ibc_rdma_ud_addr_t;
+
+static inline size_t ibc_rdma_ud_encode(const ibc_rdma_ud_addr_t *a, void *buf, size_t cap)
+{
+	ibc_wbuf_t w = ibc_wbuf(buf, cap);
+
+	ibc_w_u32(&w, IBC_RDMA_UD_MAGIC);
+	ibc_w_u16(&w, IBC_RDMA_UD_VERSION);
+	ibc_w_u32(&w, a->rank);
+	ibc_w_u8(&w, a->link_layer);
+	ibc_w_u16(&w, a->lid);
+	ibc_w_u32(&w, a->qpn);
+	ibc_w_bytes(&w, a->gid, 16);
+	return w.ok ? w.len : 0;
+}
+
+/* Decodes and validates; false (with a reason in why) on bad input. *out written only on success. */
+static inline bool ibc_rdma_ud_decode(const void *buf, size_t len, ibc_rdma_ud_addr_t *out, char *why, size_t whylen)
+{
+	ibc_rbuf_t r = ibc_rbuf(buf, len);
+	ibc_rdma_ud_addr_t a;
+	uint32_t magic;
+	uint16_t version;
+	const uint8_t *gid;
+
+	memset(&a, 0, sizeof(a));
+	magic = ibc_r_u32(&r);
+	version = ibc_r_u16(&r);
+	if (r.ok && (magic != IBC_RDMA_UD_MAGIC || version != IBC_RDMA_UD_VERSION)) {
+		snprintf(why, whylen, "not an RDMA UD address of version %u (magic 0x%08x, version %u)",
+			 IBC_RDMA_UD_VERSION, magic, version);
+		return false;
+	}
+	a.rank = ibc_r_u32(&r);
+	a.link_layer = ibc_r_u8(&r);
+	a.lid = ibc_r_u16(&r);
+	a.qpn = ibc_r_u32(&r);
+	gid = ibc_r_bytes(&r, 16);
+	if (gid)
+		memcpy(a.gid, gid, 16);
+	if (!ibc_r_done(&r)) {
+		snprintf(why, whylen, "RDMA UD address of %zu bytes is %s", len, r.ok ? "too long" : "truncated");
+		return false;
+	}
+	if (a.link_layer != IBC_RDMA_LL_IB && a.link_layer != IBC_RDMA_LL_ETH) {
+		snprintf(why, whylen, "RDMA UD address: bad link layer %u", a.link_layer);
+		return false;
+	}
+	if (a.qpn == 0 || a.qpn > 0xffffff) {
+		snprintf(why, whylen, "RDMA UD address: bad QP number 0x%x", a.qpn);
+		return false;
+	}
+	if (a.link_layer == IBC_RDMA_LL_ETH && ibc_rdma_gid_is_zero(a.gid)) {
+		snprintf(why, whylen, "RDMA UD address: empty GID on a RoCE port");
+		return false;
+	}
+	*out = a;
+	return true;
+}
+
+/*
+ * The connect message, one UD datagram: the sender's QP info for the receiver (src, dst
+ * inside) and what the sender knows. HAVE_YOURS: the sender connected its QP to the
+ * receiver's QP paired_qpn (it is in RTR: the receiver may write). READY: the sender knows
+ * the receiver is in RTR too (no answer needed). MAC: the job has a key (IBCOMM_JOB_KEY), and
+ * the message ends with IBC_RDMA_CM_MAC_LEN bytes of HMAC-SHA256 under it over every byte
+ * before them (rdma.c computes and checks it; this file only carries it).
+ */
+#define IBC_RDMA_CM_MAGIC 0x43445249u /* "IRDC" */
+#define IBC_RDMA_CM_VERSION 1
+#define IBC_RDMA_CM_MAX 224   /* encoded size bound: fits a UD datagram on any path MTU (>= 256) */
+#define IBC_RDMA_CM_ID_MAX 63 /* communicator id bytes */
+#define IBC_RDMA_CM_MAC_LEN 32
+enum { IBC_RDMA_CM_HAVE_YOURS = 1, IBC_RDMA_CM_READY = 2, IBC_RDMA_CM_MAC = 4 };
+
+typedef struct ibc_rdma_cm {
+	uint8_t flags;                   /* IBC_RDMA_CM_* */
+	char id[IBC_RDMA_CM_ID_MAX + 1]; /* the communicator's id, NUL-terminated */
+	uint32_t paired_qpn;             /* with HAVE_YOURS: the receiver's QP the sender connected to; else 0 */
+	ibc_rdma_info_t info;            /* the sender's QP for the receiver */
+	uint8_t mac[IBC_RDMA_CM_MAC_LEN]; /* with MAC: the last bytes of the message */
+} ibc_rdma_cm_t;
+
+static inline size_t ibc_rdma_cm_encode(const ibc_rdma_cm_t *m, void *buf, size_t cap)
+{
+	uint8_t info[IBC_RDMA_INFO_MAX];
+	size_t idlen = strnlen(m->id, sizeof(m->id)), ilen = ibc_rdma_info_encode(&m->info, info, sizeof(info));
+	ibc_wbuf_t w = ibc_wbuf(buf, cap);
+
+	if (!ilen || idlen > IBC_RDMA_CM_ID_MAX)
+		return 0;
+	ibc_w_u32(&w, IBC_RDMA_CM_MAGIC);
+	ibc_w_u16(&w, IBC_RDMA_CM_VERSION);
+	ibc_w_u8(&w, m->flags);
+	ibc_w_u8(&w, (uint8_t)idlen);
+	ibc_w_bytes(&w, m->id, idlen);
+	ibc_w_u32(&w, m->paired_qpn);
+	ibc_w_u16(&w, (uint16_t)ilen);
+	ibc_w_bytes(&w, info, ilen);
+	if (m->flags & IBC_RDMA_CM_MAC)
+		ibc_w_bytes(&w, m->mac, IBC_RDMA_CM_MAC_LEN);
+	return w.ok ? w.len : 0;
+}
+
+/* Decodes and validates (the QP info with ibc_rdma_info_decode); *out written only on success. */
+static inline bool ibc_rdma_cm_decode(const void *buf, size_t len, ibc_rdma_cm_t *out, char *why, size_t whylen)
+{
+	ibc_rbuf_t r = ibc_rbuf(buf, len);
+	ibc_rdma_cm_t m;
+	const uint8_t *id, *info, *mac = NULL;
+	uint32_t magic;
+	uint16_t version, ilen;
+	uint8_t idlen;
+
+	memset(&m, 0, sizeof(m));
+	magic = ibc_r_u32(&r);
+	version = ibc_r_u16(&r);
+	if (r.ok && magic != IBC_RDMA_CM_MAGIC) {
+		snprintf(why, whylen, "not an RDMA connect message (magic 0x%08x)", magic);
+		return false;
+	}
+	if (r.ok && version != IBC_RDMA_CM_VERSION) {
+		snprintf(why, whylen, "RDMA connect message version %u, this library speaks %u", version,
+			 IBC_RDMA_CM_VERSION);
+		return false;
+	}
+	m.flags = ibc_r_u8(&r);
+	idlen = ibc_r_u8(&r);
+	id = ibc_r_bytes(&r, idlen);
+	m.paired_qpn = ibc_r_u32(&r);
+	ilen = ibc_r_u16(&r);
+	info = ibc_r_bytes(&r, ilen);
+	if (r.ok && (m.flags & IBC_RDMA_CM_MAC))
+		mac = ibc_r_bytes(&r, IBC_RDMA_CM_MAC_LEN);
+	if (!ibc_r_done(&r) || !id || !info || ((m.flags & IBC_RDMA_CM_MAC) && !mac)) {
+		snprintf(why, whylen, "RDMA connect message of %zu bytes is %s", len, r.ok ? "too long" : "truncated");
+		return false;
+	}
+	if (m.flags & ~(IBC_RDMA_CM_HAVE_YOURS | IBC_RDMA_CM_READY | IBC_RDMA_CM_MAC)) {
+		snprintf(why, whylen, "RDMA connect message: unknown flags 0x%x", m.flags);
+		return false;
+	}
+	if (idlen == 0 || idlen > IBC_RDMA_CM_ID_MAX || memchr(id, 0, idlen)) {
+		snprintf(why, whylen, "RDMA connect message: bad communicator id (%u bytes)", idlen);
+		return false;
+	}
+	memcpy(m.id, id, idlen);
+	if (mac)
+		memcpy(m.mac, mac, IBC_RDMA_CM_MAC_LEN);
+	if ((m.flags & IBC_RDMA_CM_HAVE_YOURS) ? (m.paired_qpn == 0 || m.paired_qpn > 0xffffff) : m.paired_qpn != 0) {
+		snprintf(why, whylen, "RDMA connect message: paired QP 0x%x with flags 0x%x", m.paired_qpn, m.flags);
+		return false;
+	}
+	if (!ibc_rdma_info_decode(info, ilen, &m.info, why, whylen))
+		return false;
+	*out = m;
 	return true;
 }
 
