@@ -6,6 +6,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <net/if.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,6 +239,33 @@ static ibcomm_status_t parse_long(const char *name, const char *val, long lo, lo
 		return IBCOMM_ERR_INVALID;
 	}
 	*out = v;
+	return IBCOMM_OK;
+}
+
+/*
+ * IBCOMM_ROOT_FD: the rendezvous socket ibcomm_run bound and listens on, inherited by rank 0,
+ * so that no other process can take the port between the launcher's choice and rank 0's
+ * bind. The first communicator of the process adopts it (its server closes it at the end);
+ * later ones bind the port themselves, as without the variable. Anything else is ignored.
+ */
+static ibcomm_status_t take_root_fd(int port, int *fd, char *err, size_t errlen)
+{
+	static atomic_bool taken;
+	const char *v = env("IBCOMM_ROOT_FD");
+	ibcomm_status_t st;
+	long n;
+
+	if (!v || atomic_exchange(&taken, true))
+		return IBCOMM_OK;
+	st = parse_long("IBCOMM_ROOT_FD", v, 3, INT_MAX, &n, err, errlen);
+	if (st)
+		return st;
+	/*
+	 * The variable reaches rank 0's descendants too (a test starting its own jobs), without the
+	 * socket or with another IBCOMM_ROOT: only a socket listening on this very port is ours.
+	 */
+	if (ibc_sock_is_listening((int)n) && ibc_sock_port((int)n) == port)
+		*fd = (int)n;
 	return IBCOMM_OK;
 }
 
@@ -548,6 +577,11 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 			return IBCOMM_ERR_INVALID;
 		}
 		memcpy(t.root, v, strlen(v) + 1);
+		if (t.rank == 0 && !strcmp(name, "IBCOMM_ROOT")) {
+			st = take_root_fd(atoi(port), &t.listen_fd, err, errlen);
+			if (st)
+				return st;
+		}
 	}
 
 	v = pick_str(CFG_STR(cfg, transport), "IBCOMM_TRANSPORT", &name,

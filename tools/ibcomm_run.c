@@ -3,8 +3,9 @@
  *
  *   ibcomm_run -n N [--transport T] [--timeout S] [--host ADDR] [--] PROG [ARGS...]
  *
- * It picks a free TCP port on ADDR for the rendezvous, sets IBCOMM_RANK, IBCOMM_SIZE,
- * IBCOMM_ROOT, IBCOMM_JOB_KEY (and IBCOMM_TRANSPORT) for each rank, and prefixes every line
+ * It listens on a free TCP port of ADDR for the rendezvous and hands that socket to rank 0
+ * (IBCOMM_ROOT_FD), sets IBCOMM_RANK, IBCOMM_SIZE, IBCOMM_ROOT, IBCOMM_JOB_KEY (and
+ * IBCOMM_TRANSPORT) for each rank, and prefixes every line
  * the ranks print with "[R] ". Its exit status is the one of the first rank to fail
  * (128 + signal for a rank killed by a signal), 124 on --timeout, 0 when all succeed. When
  * one rank fails, the others get a short grace period, then SIGTERM, then SIGKILL: nothing
@@ -259,13 +260,24 @@ static void run_reap(struct run_job *job)
 	}
 }
 
-/* Binds host:0, reads the port the system chose, releases it. Writes "host:port" to out. */
-static int run_pick_root(const char *host, char *out, size_t outlen)
+/*
+ * The rendezvous socket: ibcomm_run listens on host:0 itself and rank 0 inherits the socket
+ * (IBCOMM_ROOT_FD), so no other process can take the port before rank 0 serves it.
+ */
+static int root_fd = -1;
+
+/* Listens on host:0; writes "host:port" to out. */
+static int run_listen_root(const char *host, char *out, size_t outlen)
 {
 	char why[256];
+	int n;
 
-	if (ibc_sock_free_port(host, out, outlen, why, sizeof(why))) {
+	if (ibc_sock_listen(host, "0", &root_fd, 1, &n, why, sizeof(why))) {
 		fprintf(stderr, "ibcomm_run: --host: %s\n", why);
+		return -1;
+	}
+	if (ibc_sock_bound(root_fd, out, outlen) < 0) {
+		fprintf(stderr, "ibcomm_run: --host: getsockname: %s\n", strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -324,6 +336,15 @@ static void run_exec_rank(int r, int outfd, int errfd, char **argv, const sigset
 	}
 	snprintf(rank, sizeof(rank), "%d", r);
 	setenv("IBCOMM_RANK", rank, 1);
+	if (r == 0 && root_fd >= 0) {
+		char fd[16];
+
+		snprintf(fd, sizeof(fd), "%d", root_fd);
+		fcntl(root_fd, F_SETFD, 0); /* the other ranks' copies close at exec */
+		setenv("IBCOMM_ROOT_FD", fd, 1);
+	} else {
+		unsetenv("IBCOMM_ROOT_FD");
+	}
 	execvp(argv[0], argv);
 	fprintf(stderr, "ibcomm_run: rank %d: cannot run %s: %s\n", r, argv[0], strerror(errno));
 	_exit(127);
@@ -560,7 +581,7 @@ int main(int argc, char **argv)
 	for (int fd = 0; fd <= 2; fd++)
 		if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) < 0)
 			return 1;
-	if (run_pick_root(host, root, sizeof(root)) < 0 || run_make_job_key() < 0)
+	if (run_listen_root(host, root, sizeof(root)) < 0 || run_make_job_key() < 0)
 		return 1;
 	snprintf(size, sizeof(size), "%ld", nranks);
 	/* the ranks' output goes through pipes: tell them whether a person watches (progress lines) */
@@ -614,6 +635,10 @@ int main(int argc, char **argv)
 			}
 			run_plan_end(&job, tool_now_ns());
 			break;
+		}
+		if (r == 0 && root_fd >= 0) { /* rank 0's now: closed here, the port is free once rank 0 is done */
+			close(root_fd);
+			root_fd = -1;
 		}
 	}
 	{
