@@ -189,6 +189,8 @@ static ibcomm_status_t pair_check(struct ibc_sig *s, int peer, uint32_t tag, con
 	ibcomm_status_t st;
 	uint8_t flag;
 
+	if (bare(tag) && len > IBC_SIG_MSG_LEN)
+		len = IBC_SIG_MSG_LEN; /* the peer's agreement round carries data behind it (vcount_begin) */
 	if (!bare(tag) && (tag >> 8) != (a->tag >> 8))
 		st = ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s #%u: rank %d sent %s #%u data without a call "
 			     "signature", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, peer, coll_of(tag), tag >> 8);

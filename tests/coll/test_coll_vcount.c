@@ -418,6 +418,49 @@ static void test_mismatch(void)
 	}
 }
 
+/*
+ * Rank 0 calls allgather where the others call allgatherv (same sizes): a mismatch on every
+ * rank within bounded time, nothing written. On two ranks the allgather side may have sent
+ * data already, so the communicator is not used after (no final barrier).
+ */
+static void other_coll_fn(ibcomm_t *comm, void *arg)
+{
+	int n = ibcomm_size(comm), rank = ibcomm_rank(comm);
+	size_t counts[HX_MAX_RANKS], displs[HX_MAX_RANKS];
+	int32_t sbuf[2] = { rank, rank };
+	struct hx_buf rb = { 0 };
+	ibcomm_status_t st;
+	double t0;
+
+	(void)arg;
+	for (int j = 0; j < n; j++) {
+		counts[j] = 2;
+		displs[j] = 2 * (size_t)j;
+	}
+	if (!hx_buf_new(&rb, 2 * (size_t)n * 4)) {
+		oom();
+		return;
+	}
+	t0 = now_s();
+	if (rank == 0)
+		st = ibcomm_allgather(comm, sbuf, rb.p, 2, IBCOMM_INT32);
+	else
+		st = ibcomm_allgatherv(comm, sbuf, 2, rb.p, counts, displs, IBCOMM_INT32);
+	expect_mismatch(comm, "allgather against allgatherv", st, t0, n > 2 || rank ? "allgatherv" : NULL, &rb);
+	hx_case_done();
+	hx_buf_free(&rb);
+}
+
+static void test_other_coll(void)
+{
+	for (int n = IBC_MAX(hx_nmin(), 2); n <= IBC_MIN(hx_nmax(), 4); n++) {
+		struct hx_job job = { .name = "allgather against allgatherv", .n = n, .fn = other_coll_fn,
+				      .no_final_barrier = true, .timeout_s = 60 };
+
+		hx_run_job(&job);
+	}
+}
+
 /* Argument errors, made by every rank alike (an error on one rank alone leaves the others waiting). */
 static void args_fn(ibcomm_t *comm, void *arg)
 {
@@ -473,7 +516,8 @@ int main(int argc, char **argv)
 {
 	static const struct cm_test tests[] = {
 		{ "allgatherv", test_allgatherv },   { "alltoallv", test_alltoallv }, { "large chunks", test_large_chunks },
-		{ "mismatch", test_mismatch },       { "arguments", test_args },
+		{ "mismatch", test_mismatch },       { "other collective", test_other_coll },
+		{ "arguments", test_args },
 	};
 	return CM_MAIN1(argc, argv, "coll_vcount", tests);
 }
