@@ -212,8 +212,9 @@ IBC_HIDDEN void ibc_vcount_hash(const struct ibc_coll_args *a, uint8_t out[IBC_V
 IBC_HIDDEN void ibc_vcount_xor(void *dst, const void *src, size_t n);
 /*
  * Once every rank knows the counts disagree: the ranks exchange their counts (one small
- * message each way per pair) and each names the first disagreement it takes part in.
- * Returns IBCOMM_ERR_MISMATCH with that detail, or the error of the exchange.
+ * message each way per pair), then reduce what they found, so that every rank names the
+ * same first disagreeing pair and the number of such pairs. Returns IBCOMM_ERR_MISMATCH
+ * with that detail, or the error of the exchange.
  */
 IBC_HIDDEN ibcomm_status_t ibc_vcount_mismatch(struct ibc_coll_args *a);
 
