@@ -185,7 +185,9 @@ struct vjob {
 static void vjob_fn(ibcomm_t *comm, void *arg)
 {
 	static const int ag_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_RING, IBC_ALGO_LINEAR };
-	static const int a2a_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_PAIRWISE, IBC_ALGO_LINEAR };
+	/* MIXED: pairwise on even ranks, linear on odd ones (alltoallv's algorithms interoperate) */
+	enum { MIXED = -1 };
+	static const int a2a_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_PAIRWISE, IBC_ALGO_LINEAR, MIXED };
 	static const ibcomm_dtype_t spread[] = { IBCOMM_INT32, IBCOMM_FLOAT16, IBCOMM_UINT8, IBCOMM_FLOAT64 };
 	const struct vjob *vj = arg;
 	int coll = vj->a2a ? IBC_COLL_ALLTOALLV : IBC_COLL_ALLGATHERV;
@@ -195,7 +197,7 @@ static void vjob_fn(ibcomm_t *comm, void *arg)
 
 	for (int pat = vj->pmin; pat <= vj->pmax; pat++)
 		for (int d = 0; d < ndt; d++)
-			for (int al = 0; al < 3; al++)
+			for (int al = 0; al < (vj->a2a ? 4 : 3); al++)
 				for (int ip = 0; ip < (vj->a2a ? 1 : 2); ip++) {
 					struct hx_case c = { .label = NULL, .coll = coll, .algo = algos[al],
 							     .n = ibcomm_size(comm), .op = HX_NOOP, .root = -1,
@@ -205,9 +207,10 @@ static void vjob_fn(ibcomm_t *comm, void *arg)
 
 					c.dt = vj->ndt ? spread[d] : (ibcomm_dtype_t)d;
 					snprintf(label, sizeof(label), "%s %s algo=%s", vj->a2a ? "alltoallv" : "allgatherv",
-						 pat_names[pat], hx_algo_name(algos[al]));
+						 pat_names[pat], algos[al] == MIXED ? "mixed" : hx_algo_name(algos[al]));
 					c.label = label;
-					hx_force_algo(comm, coll, algos[al]);
+					hx_force_algo(comm, coll, algos[al] != MIXED ? algos[al] :
+						      ibcomm_rank(comm) % 2 ? IBC_ALGO_LINEAR : IBC_ALGO_PAIRWISE);
 					ok = vj->a2a ? run_alltoallv(comm, &c, pat) : run_allgatherv(comm, &c, pat);
 					if (!ok)
 						return;
