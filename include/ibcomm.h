@@ -262,6 +262,23 @@ IBCOMM_API ibcomm_status_t ibcomm_scatter(ibcomm_t *comm, const void *sendbuf, v
 IBCOMM_API ibcomm_status_t ibcomm_alltoall(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
 					   ibcomm_dtype_t dtype);
 
+/*
+ * Collectives with per-rank counts (MPI's allgatherv and alltoallv); counts and
+ * displacements in elements, any of them 0. allgatherv: rank j's sendcount elements land at
+ * recvbuf + displs[j] on every rank, recvcounts[j] of them; every rank passes the same
+ * recvcounts, equal to the senders' sendcounts. In place when sendbuf is recvbuf +
+ * displs[rank]. alltoallv: sendcounts[j] elements at sendbuf + sdispls[j] go to rank j, into
+ * its recvbuf + rdispls[i] (i the sender), where its recvcounts[i] must equal them. Never in
+ * place. Counts that disagree between ranks are IBCOMM_ERR_MISMATCH on every rank, before
+ * anything is written (the detail names the ranks and the counts); the communicator stays
+ * usable.
+ */
+IBCOMM_API ibcomm_status_t ibcomm_allgatherv(ibcomm_t *comm, const void *sendbuf, size_t sendcount, void *recvbuf,
+					     const size_t *recvcounts, const size_t *displs, ibcomm_dtype_t dtype);
+IBCOMM_API ibcomm_status_t ibcomm_alltoallv(ibcomm_t *comm, const void *sendbuf, const size_t *sendcounts,
+					    const size_t *sdispls, void *recvbuf, const size_t *recvcounts,
+					    const size_t *rdispls, ibcomm_dtype_t dtype);
+
 /* Returns when every rank has entered the barrier. */
 IBCOMM_API ibcomm_status_t ibcomm_barrier(ibcomm_t *comm);
 

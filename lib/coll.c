@@ -11,6 +11,7 @@
 #include "ibc.h"
 #include "algo/algo.h"
 #include "algo/sig.h"
+#include "coll.h"
 #include "regcache.h"
 
 /* Checks shared by every call. */
@@ -172,6 +173,31 @@ static ibcomm_status_t settle(struct ibc_coll_args *a, ibcomm_status_t st)
 	if (st == IBCOMM_ERR_TIMEOUT)
 		timeout_blame(a);
 	return st;
+}
+
+/* What the collectives with per-rank counts share with these (vcoll.c, through coll.h). */
+ibcomm_status_t ibc_coll_check(struct ibcomm *comm, const char *fn, ibcomm_dtype_t dtype, size_t *esz)
+{
+	ibcomm_status_t st = check_comm(comm, fn);
+
+	return st ? st : check_dtype(comm, fn, dtype, esz);
+}
+
+ibcomm_status_t ibc_coll_check_overlap(struct ibcomm *comm, const char *fn, const void *send, size_t slen,
+				       const void *recv, size_t rlen)
+{
+	return check_overlap(comm, fn, send, slen, recv, rlen);
+}
+
+void ibc_coll_args_init(struct ibc_coll_args *a, struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf,
+			void *recvbuf, size_t count, ibcomm_dtype_t dtype, size_t esz)
+{
+	args_init(a, comm, coll, sendbuf, recvbuf, count, dtype, esz);
+}
+
+ibcomm_status_t ibc_coll_settle(struct ibc_coll_args *a, ibcomm_status_t st)
+{
+	return settle(a, st);
 }
 
 /*

@@ -26,6 +26,7 @@ static const char *const coll_names[IBC_COLL_COUNT] = {
 	[IBC_COLL_REDUCE_SCATTER] = "reduce_scatter", [IBC_COLL_GATHER] = "gather",
 	[IBC_COLL_SCATTER] = "scatter",		    [IBC_COLL_ALLTOALL] = "alltoall",
 	[IBC_COLL_BARRIER] = "barrier",
+	[IBC_COLL_ALLGATHERV] = "allgatherv",	    [IBC_COLL_ALLTOALLV] = "alltoallv",
 };
 
 static const char *const algo_names[IBC_ALGO_COUNT] = {
@@ -46,6 +47,8 @@ static const unsigned coll_algos[IBC_COLL_COUNT] = {
 	[IBC_COLL_SCATTER] = A(AUTO) | A(TREE) | A(LINEAR),
 	[IBC_COLL_ALLTOALL] = A(AUTO) | A(PAIRWISE) | A(LINEAR),
 	[IBC_COLL_BARRIER] = A(AUTO) | A(DISSEM) | A(TREE),
+	[IBC_COLL_ALLGATHERV] = A(AUTO) | A(RING) | A(LINEAR),
+	[IBC_COLL_ALLTOALLV] = A(AUTO) | A(PAIRWISE) | A(LINEAR),
 };
 #undef A
 

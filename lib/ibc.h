@@ -33,16 +33,18 @@ enum ibc_coll {
 	IBC_COLL_SCATTER,
 	IBC_COLL_ALLTOALL,
 	IBC_COLL_BARRIER,
+	IBC_COLL_ALLGATHERV,
+	IBC_COLL_ALLTOALLV,
 	IBC_COLL_COUNT
 };
 enum ibc_algo {
 	IBC_ALGO_AUTO = 0,
-	IBC_ALGO_RING,     /* allreduce, allgather, reduce_scatter */
+	IBC_ALGO_RING,     /* allreduce, allgather(v), reduce_scatter */
 	IBC_ALGO_RD,       /* allreduce: recursive doubling */
 	IBC_ALGO_TREE,     /* broadcast, reduce: binomial tree; allreduce: tree reduce + tree broadcast */
 	IBC_ALGO_PIPELINE, /* broadcast: pipelined chain */
-	IBC_ALGO_LINEAR,   /* gather, scatter, alltoall: direct to/from each peer */
-	IBC_ALGO_PAIRWISE, /* alltoall: pairwise exchange */
+	IBC_ALGO_LINEAR,   /* gather, scatter, alltoall(v), allgatherv: direct to/from each peer */
+	IBC_ALGO_PAIRWISE, /* alltoall(v): pairwise exchange */
 	IBC_ALGO_DISSEM,   /* barrier: dissemination */
 	IBC_ALGO_COUNT
 };

@@ -67,6 +67,11 @@ struct ibc_coll_args {
 	int root;
 	int rank, size;
 	struct ibc_xhook *hook; /* what rides on the messages (the call signatures), or NULL */
+	/*
+	 * The collectives with per-rank counts (vcoll.c), in elements: allgatherv takes count
+	 * (this rank's sendcount), rcounts and rdispls; alltoallv all four. NULL otherwise.
+	 */
+	const size_t *scounts, *sdispls, *rcounts, *rdispls;
 };
 
 #define IBC_COLL_TAG(seq, coll) ((((uint32_t)(seq) & 0xffffffu) << 8) | ((uint32_t)(coll) & 0xffu))
@@ -177,6 +182,41 @@ IBC_HIDDEN ibcomm_status_t ibc_alltoall_pairwise(struct ibc_coll_args *a);   /* 
 IBC_HIDDEN ibcomm_status_t ibc_alltoall_linear(struct ibc_coll_args *a);     /* linear */
 IBC_HIDDEN ibcomm_status_t ibc_barrier_dissem(struct ibc_coll_args *a);      /* dissem */
 IBC_HIDDEN ibcomm_status_t ibc_barrier_tree(struct ibc_coll_args *a);        /* tree */
+IBC_HIDDEN ibcomm_status_t ibc_allgatherv_ring(struct ibc_coll_args *a);     /* ring */
+IBC_HIDDEN ibcomm_status_t ibc_allgatherv_linear(struct ibc_coll_args *a);   /* linear */
+IBC_HIDDEN ibcomm_status_t ibc_alltoallv_pairwise(struct ibc_coll_args *a);  /* pairwise */
+IBC_HIDDEN ibcomm_status_t ibc_alltoallv_linear(struct ibc_coll_args *a);    /* linear */
+
+/* ---- vcount.c: the counts of the collectives with per-rank counts ---- */
+static inline bool ibc_coll_is_v(enum ibc_coll coll)
+{
+	return coll == IBC_COLL_ALLGATHERV || coll == IBC_COLL_ALLTOALLV;
+}
+/* Elements this rank sends to rank j, and expects from rank j. */
+static inline size_t ibc_vcount_out(const struct ibc_coll_args *a, int j)
+{
+	return a->coll == IBC_COLL_ALLGATHERV ? a->count : a->scounts[j];
+}
+static inline size_t ibc_vcount_in(const struct ibc_coll_args *a, int j)
+{
+	return a->rcounts[j];
+}
+#define IBC_VCOUNT_HASH_LEN 8
+/*
+ * This rank's share of the count check: the XOR over the ranks' shares is zero when every
+ * (sender, receiver) pair agrees on its count (and nonzero, but for a 2^-64 chance, otherwise).
+ * Written little-endian; the XOR is bytewise, so it needs no byte order.
+ */
+IBC_HIDDEN void ibc_vcount_hash(const struct ibc_coll_args *a, uint8_t out[IBC_VCOUNT_HASH_LEN]);
+/* Bytewise XOR, the reduction of the shares above. */
+IBC_HIDDEN void ibc_vcount_xor(void *dst, const void *src, size_t n);
+/*
+ * Once every rank knows the counts disagree: the ranks exchange their counts (one small
+ * message each way per pair), then reduce what they found, so that every rank names the
+ * same first disagreeing pair and the number of such pairs. Returns IBCOMM_ERR_MISMATCH
+ * with that detail, or the error of the exchange.
+ */
+IBC_HIDDEN ibcomm_status_t ibc_vcount_mismatch(struct ibc_coll_args *a);
 
 /* ---- select.c ---- */
 /* True when algo is one of coll's algorithms (IBC_ALGO_AUTO is not). */

@@ -2,19 +2,21 @@
  * Which algorithm runs a collective: the one IBCOMM_ALGO forces for it, else by size.
  *
  * `bytes` is the vector for allreduce, broadcast and reduce; the whole gathered or scattered
- * buffer (nranks x block) for allgather, reduce_scatter, gather and scatter; one block (to one
- * peer) for alltoall. Automatic choices:
+ * buffer (nranks x block) for allgather, reduce_scatter, gather and scatter, and the sum of
+ * recvcounts for allgatherv (the same on every rank); one block (to one peer) for alltoall,
+ * and the mean block of this rank for alltoallv (whose algorithms interoperate: each rank may
+ * choose its own). Automatic choices:
  *
  *   allreduce       rd below 32 KiB (log2 n latency-bound exchanges); ring above (bandwidth
  *                   optimal), except tree when more than 32 ranks would cut it in segments
  *                   under 4 KiB
  *   broadcast       tree below 256 KiB; pipeline (chain) above
  *   reduce          tree (pipelined binomial; linear funnels everything through the root)
- *   allgather       linear below 64 KiB in all (one round); ring above
+ *   allgather(v)    linear below 64 KiB in all (one round); ring above
  *   reduce_scatter  linear below 64 KiB in all; ring above
  *   gather, scatter tree below 256 KiB in all; linear above (the root's link carries every
  *                   byte either way, linear without the store and forward)
- *   alltoall        linear below 16 KiB per block (all at once); pairwise above
+ *   alltoall(v)     linear below 16 KiB per block (all at once); pairwise above
  *   barrier         dissem
  */
 #include "algo/algo.h"
@@ -47,6 +49,10 @@ static const struct algo_entry algos[] = {
 	{ IBC_COLL_ALLTOALL, IBC_ALGO_LINEAR, ibc_alltoall_linear },
 	{ IBC_COLL_BARRIER, IBC_ALGO_DISSEM, ibc_barrier_dissem },
 	{ IBC_COLL_BARRIER, IBC_ALGO_TREE, ibc_barrier_tree },
+	{ IBC_COLL_ALLGATHERV, IBC_ALGO_RING, ibc_allgatherv_ring },
+	{ IBC_COLL_ALLGATHERV, IBC_ALGO_LINEAR, ibc_allgatherv_linear },
+	{ IBC_COLL_ALLTOALLV, IBC_ALGO_PAIRWISE, ibc_alltoallv_pairwise },
+	{ IBC_COLL_ALLTOALLV, IBC_ALGO_LINEAR, ibc_alltoallv_linear },
 };
 
 ibc_algo_fn ibc_algo_impl(enum ibc_coll coll, enum ibc_algo algo)
@@ -77,11 +83,13 @@ enum ibc_algo ibc_algo_auto(enum ibc_coll coll, size_t bytes, int nranks)
 		return IBC_ALGO_TREE;
 	case IBC_COLL_ALLGATHER:
 	case IBC_COLL_REDUCE_SCATTER:
+	case IBC_COLL_ALLGATHERV:
 		return bytes < 64 * KiB ? IBC_ALGO_LINEAR : IBC_ALGO_RING;
 	case IBC_COLL_GATHER:
 	case IBC_COLL_SCATTER:
 		return bytes < 256 * KiB ? IBC_ALGO_TREE : IBC_ALGO_LINEAR;
 	case IBC_COLL_ALLTOALL:
+	case IBC_COLL_ALLTOALLV:
 		return bytes < 16 * KiB ? IBC_ALGO_LINEAR : IBC_ALGO_PAIRWISE;
 	case IBC_COLL_BARRIER:
 	case IBC_COLL_COUNT:

@@ -67,7 +67,8 @@ static void sig_of(const struct ibc_coll_args *a, struct sig *s)
 	s->dtype = a->coll == IBC_COLL_BARRIER ? SIG_NONE : (uint8_t)a->dtype;
 	s->op = reduces ? (uint8_t)a->op : SIG_NONE;
 	s->root = rooted ? a->root : -1;
-	s->count = a->coll == IBC_COLL_BARRIER ? 0 : a->count;
+	/* per-rank counts are compared apart (vcount.c): here they would differ legitimately */
+	s->count = a->coll == IBC_COLL_BARRIER || ibc_coll_is_v((enum ibc_coll)a->coll) ? 0 : a->count;
 }
 
 /* Same call (the ranks may differ). */
@@ -112,6 +113,11 @@ static void sig_str(const struct sig *s, char *buf, size_t len)
 	}
 	if (s->coll == IBC_COLL_BARRIER) {
 		snprintf(buf, len, "rank %u's barrier #%u", s->rank, s->seq & 0xffffffu);
+		return;
+	}
+	if (ibc_coll_is_v((enum ibc_coll)s->coll)) {
+		snprintf(buf, len, "rank %u's %s #%u (%s)", s->rank, ibc_coll_name((enum ibc_coll)s->coll),
+			 s->seq & 0xffffffu, ibc_dtype_name((ibcomm_dtype_t)s->dtype));
 		return;
 	}
 	if (s->op != SIG_NONE)
@@ -183,6 +189,8 @@ static ibcomm_status_t pair_check(struct ibc_sig *s, int peer, uint32_t tag, con
 	ibcomm_status_t st;
 	uint8_t flag;
 
+	if (bare(tag) && len > IBC_SIG_MSG_LEN)
+		len = IBC_SIG_MSG_LEN; /* the peer's agreement round carries data behind it (vcount_begin) */
 	if (!bare(tag) && (tag >> 8) != (a->tag >> 8))
 		st = ibc_err(a->comm, IBCOMM_ERR_MISMATCH, "rank %d: %s #%u: rank %d sent %s #%u data without a call "
 			     "signature", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, peer, coll_of(tag), tag >> 8);
@@ -416,8 +424,12 @@ static bool fusable(const struct ibc_coll_args *a, size_t bytes)
 	return a->size > 2 && a->coll == IBC_COLL_ALLREDUCE && a->algo == IBC_ALGO_RD && bytes && fits(a, bytes);
 }
 
-/* More ranks, before the algorithm: the recursive-doubling pattern with signature-only messages. */
-static ibcomm_status_t agree(struct ibc_coll_args *a)
+/*
+ * More ranks, before the algorithm: the recursive-doubling pattern with signature-only
+ * messages, or with len bytes behind each signature that the pattern reduces with `reduce`
+ * (mine: this rank's, out: the result; the per-rank counts' check, vcount.c).
+ */
+static ibcomm_status_t agree(struct ibc_coll_args *a, const void *mine, void *out, size_t len, ibc_reduce_fn reduce)
 {
 	struct ibc_coll_args c = *a;
 	struct ibc_sig s;
@@ -430,10 +442,10 @@ static ibcomm_status_t agree(struct ibc_coll_args *a)
 			       a->tp->max_chunk, IBC_SIG_MSG_LEN);
 	c.tag = SIG_TAG;
 	c.esz = 1;
-	c.reduce = NULL;
+	c.reduce = reduce;
 	sig_init(&s, &c, true);
-	ibc_plan_init(&p, &c, 1);
-	st = ibc_rd_plan(&p, NULL, NULL, 0);
+	ibc_plan_init(&p, &c, IBC_MAX(len, 1));
+	st = ibc_rd_plan(&p, mine, out, len);
 	if (!st)
 		st = ibc_plan_run(&p);
 	ibc_plan_free(&p);
@@ -444,10 +456,32 @@ static ibcomm_status_t agree(struct ibc_coll_args *a)
 	return s.seen ? seen_err(&s) : IBCOMM_OK;
 }
 
+/*
+ * Per-rank counts, on any number of ranks: the shares of the count check (vcount.c) ride
+ * behind the signatures and are XOR-reduced on the way; a nonzero result is known to every
+ * rank, which then finds out which counts differ.
+ */
+static ibcomm_status_t vcount_begin(struct ibc_sig *s, struct ibc_coll_args *a)
+{
+	uint8_t mine[IBC_VCOUNT_HASH_LEN], all[IBC_VCOUNT_HASH_LEN];
+	static const uint8_t zero[IBC_VCOUNT_HASH_LEN];
+	ibcomm_status_t st;
+
+	sig_init(s, a, false);
+	a->hook = NULL;
+	ibc_vcount_hash(a, mine);
+	st = agree(a, mine, all, sizeof(all), ibc_vcount_xor);
+	if (!st && memcmp(all, zero, sizeof(all)))
+		st = ibc_vcount_mismatch(a);
+	return st;
+}
+
 ibcomm_status_t ibc_sig_begin(struct ibc_sig *s, struct ibc_coll_args *a, size_t bytes)
 {
 	ibcomm_status_t st;
 
+	if (ibc_coll_is_v(a->coll))
+		return vcount_begin(s, a);
 	if (a->size > 2) {
 		if (fusable(a, bytes)) {
 			sig_init(s, a, true); /* the algorithm compares the signatures as it runs */
@@ -455,7 +489,7 @@ ibcomm_status_t ibc_sig_begin(struct ibc_sig *s, struct ibc_coll_args *a, size_t
 		}
 		sig_init(s, a, false);
 		a->hook = NULL; /* nothing rides on the algorithm's messages */
-		return agree(a);
+		return agree(a, NULL, NULL, 0, NULL);
 	}
 	/*
 	 * Two ranks: no round trip before the data. The signature goes in front of this rank's

@@ -159,6 +159,8 @@ _PROTOS = {
     "ibcomm_scatter": (_int, [_vp, _vp, _vp, _sz, _int, _int]),
     "ibcomm_alltoall": (_int, [_vp, _vp, _vp, _sz, _int]),
     "ibcomm_barrier": (_int, [_vp]),
+    "ibcomm_allgatherv": (_int, [_vp, _vp, _sz, _vp, _vp, _vp, _int]),
+    "ibcomm_alltoallv": (_int, [_vp, _vp, _vp, _vp, _vp, _vp, _vp, _int]),
     "ibcomm_send": (_int, [_vp, _vp, _sz, _int, _int, ctypes.c_uint32]),
     "ibcomm_recv": (_int, [_vp, _vp, _sz, _int, _int, ctypes.c_uint32]),
     "ibcomm_strerror": (ctypes.c_char_p, [_int]),

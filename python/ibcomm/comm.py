@@ -437,6 +437,62 @@ class Comm:
         self._check(lib.ibcomm_alltoall(handle, s.addr, r.addr, s.count // self.size, s.dtype), handle)
         return out
 
+    # ---- counts per rank ----
+
+    def _vector(self, fn, name, values):
+        """A size_t[size] of the non-negative ints in values (ValueError otherwise)."""
+        values = list(values)
+        if len(values) != self.size:
+            raise ValueError("%s: %s has %d entries, expected one per rank (%d)" %
+                             (fn, name, len(values), self.size))
+        ints = [_as_int(v, name, fn) for v in values]
+        if any(v < 0 for v in ints):
+            raise ValueError("%s: %s has a negative entry: %r" % (fn, name, ints))
+        return (ctypes.c_size_t * self.size)(*ints)
+
+    def _layout(self, fn, buf, bname, counts, cname, displs, dname):
+        """counts and displs (default: the blocks one after another) as C vectors; every block
+        must lie inside buf."""
+        c = self._vector(fn, cname, counts)
+        if displs is None:
+            displs, off = [], 0
+            for v in c:
+                displs.append(off)
+                off += v
+        d = self._vector(fn, dname, displs)
+        for j in range(self.size):
+            if c[j] and d[j] + c[j] > buf.count:
+                raise ValueError("%s: block %d (%s[%d] %d + %s[%d] %d) ends past the %d elements of %s" %
+                                 (fn, j, dname, j, d[j], cname, j, c[j], buf.count, bname))
+        return c, d
+
+    def allgatherv(self, a, out, counts, displs=None, dtype=None):
+        """out receives rank j's a (counts[j] elements) at displs[j] (default: the blocks in
+        rank order, one after another). Every rank passes the same counts, and counts[j] is
+        rank j's len(a) (else MismatchError on every rank). In place when a is this rank's
+        block of out. Returns out."""
+        handle = self._h("allgatherv")
+        s = buffer(a, "allgatherv: a", False, dtype)
+        r = buffer(out, "allgatherv: out", True, dtype)
+        same_dtype("allgatherv", s, r)
+        c, d = self._layout("allgatherv", r, "out", counts, "counts", displs, "displs")
+        self._check(lib.ibcomm_allgatherv(handle, s.addr, s.count, r.addr, c, d, s.dtype), handle)
+        return out
+
+    def alltoallv(self, a, out, sendcounts, recvcounts, sdispls=None, rdispls=None, dtype=None):
+        """sendcounts[j] elements of a (at sdispls[j]) go to rank j, into its out at
+        rdispls[i] (i the sender), where its recvcounts[i] must be the same number (else
+        MismatchError on every rank). Displacements default to the blocks in rank order, one
+        after another. Never in place. Returns out."""
+        handle = self._h("alltoallv")
+        s = buffer(a, "alltoallv: a", False, dtype)
+        r = buffer(out, "alltoallv: out", True, dtype)
+        same_dtype("alltoallv", s, r)
+        sc, sd = self._layout("alltoallv", s, "a", sendcounts, "sendcounts", sdispls, "sdispls")
+        rc, rd = self._layout("alltoallv", r, "out", recvcounts, "recvcounts", rdispls, "rdispls")
+        self._check(lib.ibcomm_alltoallv(handle, s.addr, sc, sd, r.addr, rc, rd, s.dtype), handle)
+        return out
+
     def barrier(self):
         """Returns when every rank has entered the barrier."""
         handle = self._h("barrier")

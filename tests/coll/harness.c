@@ -483,7 +483,7 @@ static const char *coll_name(int coll)
 {
 	static const char *const names[IBC_COLL_COUNT] = {
 		"allreduce", "broadcast", "reduce", "allgather", "reduce_scatter",
-		"gather", "scatter", "alltoall", "barrier",
+		"gather", "scatter", "alltoall", "barrier", "allgatherv", "alltoallv",
 	};
 	return coll >= 0 && coll < IBC_COLL_COUNT ? names[coll] : "?";
 }
