@@ -398,6 +398,7 @@ static ibcomm_status_t rdv_connect(struct ibc_rdv *rdv, const char *host, const 
 
 		attempts++;
 		if (fd >= 0) {
+			ibc_sock_keepalive(fd); /* a lost rank 0 host: rdv_lost() */
 			rdv->fd = fd;
 			ibc_trace("rank %d: connected to the rendezvous at %s after %d attempts", rdv->rank, rdv->root,
 				  attempts);
@@ -836,7 +837,7 @@ bool ibc_rdv_dead(struct ibc_rdv *rdv, int rank, char *why, size_t whylen)
 		snprintf(why, whylen, "rank 0 (the rendezvous server) died: the connection to it dropped");
 	else if (kind)
 		snprintf(why, whylen,
-			 "rank %d died: the rendezvous server saw its connection drop without a goodbye (killed or crashed)",
+			 "rank %d died: the rendezvous server saw its connection drop without a goodbye (killed or crashed, or its host stopped answering)",
 			 rank);
 	return kind != 0;
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "rdv_server.h"
+#include "sock.h"
 
 void rdv_srv_client_put_ref(struct srv_client *c)
 {
@@ -212,6 +213,7 @@ static void srv_add_client(struct rdv_server *srv, int fd, const struct sockaddr
 	else
 		snprintf(c->addr, sizeof(c->addr), sa->sa_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	ibc_sock_keepalive(fd); /* a rank whose host is lost is announced dead (srv_announce_death) */
 	c->idx = srv->nclients++;
 	srv->clients[c->idx] = c;
 	srv->pfds[PFD_CLIENT0(srv) + c->idx] = (struct pollfd){ .fd = fd, .events = POLLIN };

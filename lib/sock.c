@@ -318,6 +318,17 @@ int ibc_sock_connect(const char *host, const char *port, bool numeric, ibc_deadl
 	return -1;
 }
 
+void ibc_sock_keepalive(int fd)
+{
+	int one = 1, idle = IBC_KEEPALIVE_IDLE_S, intvl = IBC_KEEPALIVE_INTVL_S, cnt = IBC_KEEPALIVE_CNT;
+
+	/* best effort: without it a lost host is found by the deadlines, as before */
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 /* ---- finding a free port ---- */
 
 int ibc_sock_free_port(const char *host, char *out, size_t outlen, char *why, size_t whylen)

@@ -52,6 +52,19 @@ IBC_HIDDEN int ibc_sock_connect(const char *host, const char *port, bool numeric
 				const atomic_int *cancel, const char **why);
 
 /*
+ * Turns on TCP keep-alive probes on fd so that a peer whose whole host is gone (powered off,
+ * cut off: no FIN or RST ever comes) shows as a failed connection (ETIMEDOUT) after
+ * IBC_KEEPALIVE_IDLE_S of silence plus IBC_KEEPALIVE_CNT unanswered probes IBC_KEEPALIVE_INTVL_S
+ * apart: at most 7 s, well before an RC QP's retries run out (about 16 s), so the rendezvous
+ * names the lost ranks before a survivor's own error makes it leave (and be named instead).
+ * Probes are answered by the peer's kernel, so a busy peer process never fails them.
+ */
+#define IBC_KEEPALIVE_IDLE_S 2
+#define IBC_KEEPALIVE_INTVL_S 1
+#define IBC_KEEPALIVE_CNT 5
+IBC_HIDDEN void ibc_sock_keepalive(int fd);
+
+/*
  * A free port on host: binds host:0, reads the port, releases it (the launcher's way; the
  * caller retries on EADDRINUSE). Writes "host:port" ("[v6]:port") to out. Returns 0, or -1
  * with why.

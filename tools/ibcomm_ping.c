@@ -422,8 +422,6 @@ int main(int argc, char **argv)
 			for (int i = 0; i < j.all[r].nproblems; i++)
 				ping_problem_add(&j.pl, r, -1, j.all[r].problems[i].fix, "%s", j.all[r].problems[i].what);
 		}
-		for (int i = 0; i < j.npairs; i++)
-			ping_diag_pair(&j.all[j.pairs[i].a], &j.all[j.pairs[i].b], &j.pl);
 	}
 
 	/* TCP: fresh connections on a duplicate, so that the first round trip includes set-up */
@@ -471,6 +469,9 @@ int main(int argc, char **argv)
 		client_json = cjson != 0;
 	}
 	if (j.rank == 0) {
+		/* after the measurements: a RoCEv2 pair across subnets that worked is routed */
+		for (int i = 0; i < j.npairs; i++)
+			ping_diag_pair(&j.all[j.pairs[i].a], &j.all[j.pairs[i].b], j.rdma_tried && j.rdma[i].ok, &j.pl);
 		for (int i = 0; i < j.npairs; i++) {
 			j.failed_pairs += !j.tcp[i].ok;
 			if (j.rdma_tried)

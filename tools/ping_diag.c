@@ -247,7 +247,7 @@ static int gid_in_subnet(const struct ping_port *p, uint32_t net, int prefix)
 	return -1;
 }
 
-int ping_diag_pair(const struct ping_report *a, const struct ping_report *b, struct ping_problems *pl)
+int ping_diag_pair(const struct ping_report *a, const struct ping_report *b, bool rdma_ok, struct ping_problems *pl)
 {
 	const struct ping_port *pa = ping_used_port(a), *pb = ping_used_port(b);
 	const struct ping_gid *ga, *gb;
@@ -300,7 +300,7 @@ int ping_diag_pair(const struct ping_report *a, const struct ping_report *b, str
 		int prefix = ga->prefix && gb->prefix ? (ga->prefix < gb->prefix ? ga->prefix : gb->prefix) : ga->prefix ? ga->prefix : gb->prefix;
 		uint32_t na = ipv4_of(ga->e.gid) & mask_of(prefix), nb = ipv4_of(gb->e.gid) & mask_of(prefix);
 
-		if (prefix > 0 && na != nb) {
+		if (prefix > 0 && na != nb && !(rdma_ok && ga->e.type == IBC_GID_ROCE_V2)) {
 			int alt = gid_in_subnet(pb, na, prefix);
 
 			if (alt >= 0)

@@ -103,9 +103,11 @@ int ping_diag_memlock(uint64_t memlock, bool privileged, bool has_rdma, int rank
 
 /*
  * Between the ports two ranks would use: link layers that differ, RoCE GID types that
- * differ, IPv4 GIDs on different subnets, active MTUs that differ.
+ * differ, IPv4 GIDs on different subnets, active MTUs that differ. rdma_ok: the pair was
+ * measured over RDMA and worked: RoCEv2 GIDs on different subnets are then routed (an L3
+ * fabric), not a problem.
  */
-int ping_diag_pair(const struct ping_report *a, const struct ping_report *b, struct ping_problems *pl);
+int ping_diag_pair(const struct ping_report *a, const struct ping_report *b, bool rdma_ok, struct ping_problems *pl);
 
 /* The port a report says the RDMA transport would use, or NULL. */
 const struct ping_port *ping_used_port(const struct ping_report *r);

@@ -181,7 +181,7 @@ static void test_gid_good_v2(void)
 	CU_ASSERT_EQUAL(ping_diag_gids(&a.ports[0], -1, 0, &pl), 0);
 	CU_ASSERT_EQUAL(ping_diag_gids(&b.ports[0], -1, 1, &pl), 0);
 	CU_ASSERT_EQUAL(a.ports[0].gid_used, 3);
-	CU_ASSERT_EQUAL(ping_diag_pair(&a, &b, &pl), 0);
+	CU_ASSERT_EQUAL(ping_diag_pair(&a, &b, false, &pl), 0);
 	CU_ASSERT_EQUAL(pl.n, 0);
 }
 
@@ -201,18 +201,21 @@ static void test_gid_other_subnet(void)
 	ping_diag_gids(&a.ports[0], -1, 0, &pl);
 	ping_diag_gids(&b.ports[0], -1, 1, &pl);
 	CU_ASSERT_EQUAL(pl.n, 0);
-	CU_ASSERT_EQUAL(ping_diag_pair(&a, &b, &pl), 1);
+	CU_ASSERT_EQUAL(ping_diag_pair(&a, &b, false, &pl), 1);
 	CU_ASSERT_EQUAL(pl_v[0].rank, 0);
 	CU_ASSERT_EQUAL(pl_v[0].peer, 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(pl_v[0].what, "different subnets"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(pl_v[0].fix, "10.1.0.0/24"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(pl_v[0].fix, "10.2.0.0/24"));
+	/* measured over RDMA and it worked: the subnets are routed (an L3 fabric), no problem */
+	pl.n = 0;
+	CU_ASSERT_EQUAL(ping_diag_pair(&a, &b, true, &pl), 0);
 
 	/* the peer also has an address in our subnet: the fix names its index */
 	pl.n = 0;
 	gid_v4(&b.ports[0].gids[1], 5, IBC_GID_ROCE_V2, 10, 1, 0, 9, 24);
 	b.ports[0].ngids = 2;
-	CU_ASSERT_EQUAL(ping_diag_pair(&a, &b, &pl), 1);
+	CU_ASSERT_EQUAL(ping_diag_pair(&a, &b, false, &pl), 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(pl_v[0].fix, "IBCOMM_GID_INDEX=5 on rank 1"));
 }
 
@@ -231,7 +234,7 @@ static void test_pair_mtu_and_type(void)
 	b.ports[0].ngids = 1;
 	a.ports[0].gid_used = 1;
 	b.ports[0].gid_used = 0;
-	CU_ASSERT_EQUAL(ping_diag_pair(&a, &b, &pl), 2);
+	CU_ASSERT_EQUAL(ping_diag_pair(&a, &b, false, &pl), 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(pl_v[0].what, "MTU mismatch"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(pl_v[0].what, "4096"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(pl_v[0].what, "1024"));
