@@ -2,12 +2,14 @@
  * ibcomm_bench --overlap: how much of an allreduce a nonblocking call hides behind work.
  *
  * For each size: the blocking allreduce's time (blk); then ibcomm_iallreduce, a sleep of
- * 1.5 x blk standing for accelerator work (the core is free), a fixed CPU compute of 0.5 x blk,
- * and ibcomm_wait, whose time is what the communication still cost (wait); then the same with
- * CPU compute only (2 x blk of computing: the progress thread competes with it for cores; on a
- * machine with fewer cores than ranks x 2 the TCP transport's copies do too). overlap =
- * (blk + work - total) / blk: 100% when wait is 0, 0% when nothing was hidden. Times are the
- * slowest rank's, averaged over -n iterations after -w warm-ups; every result is checked.
+ * 1.5 x blk standing for accelerator work (the core is free), a fixed amount of CPU compute
+ * that takes 0.5 x blk alone (calibrated first), and ibcomm_wait, whose time is what the
+ * communication still cost (wait); then the same with CPU compute only (2 x blk of it: the
+ * progress thread, and over TCP the kernel's copies, compete with it for the cores, which
+ * shows as work taking longer than alone). overlap = (blk + alone - total) / blk, alone being
+ * the work's time without communication: 100% when the allreduce cost nothing, 0% when nothing
+ * was hidden. Times are the slowest rank's, averaged over -n iterations after -w warm-ups;
+ * every result is checked.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -57,22 +59,42 @@ static void sleep_s(double s)
 }
 
 static volatile float sink; /* keeps the compute from being optimised away */
+static double loops_per_s;  /* of compute(), measured alone (calibrate) */
 
-/* Computes on the CPU (a small array that stays in cache) for s seconds. */
-static void compute_s(double s)
+/* A fixed amount of CPU work: n passes over a small array that stays in cache. */
+static void compute(double n)
 {
 	float acc[256] = { 0 };
-	double end = tool_now_s() + s;
 
-	do {
+	for (double i = 0; i < n; i++)
 		for (int k = 0; k < 4096; k++)
 			acc[k & 255] = acc[k & 255] * 0.999f + (float)k;
-	} while (tool_now_s() < end);
 	sink = acc[7];
+}
+
+/* How many passes of compute() this rank does per second with nothing else running. */
+static void calibrate(void)
+{
+	double n = 1, t;
+
+	do {
+		n *= 2;
+		t = tool_now_s();
+		compute(n);
+		t = tool_now_s() - t;
+	} while (t < 0.1);
+	loops_per_s = n / t;
+}
+
+/* The compute of s seconds (as measured alone): when something else takes the core, it takes longer. */
+static void compute_s(double s)
+{
+	compute(s * loops_per_s);
 }
 
 struct ov_time {
 	double work, wait, total; /* seconds, slowest rank */
+	double alone;             /* the work without the communication: sleep as slept + compute as calibrated */
 };
 
 static double slowest(struct bench *b, double t)
@@ -89,7 +111,7 @@ static void one(struct bench *b, bool blocking, double sleep, double cpu, struct
 {
 	ibcomm_request_t *req;
 	ibcomm_status_t st;
-	double t0, t1, t2;
+	double t0, t1, t2, slept = 0;
 
 	fill(b);
 	st = ibcomm_barrier(b->comm);
@@ -107,6 +129,7 @@ static void one(struct bench *b, bool blocking, double sleep, double cpu, struct
 			bench_die(b, "ibcomm_iallreduce", st);
 		if (sleep > 0)
 			sleep_s(sleep);
+		slept = tool_now_s() - t0;
 		compute_s(cpu);
 		t1 = tool_now_s();
 		st = ibcomm_wait(req);
@@ -117,6 +140,7 @@ static void one(struct bench *b, bool blocking, double sleep, double cpu, struct
 	t->work = slowest(b, t1 - t0);
 	t->wait = slowest(b, t2 - t1);
 	t->total = slowest(b, t2 - t0);
+	t->alone = slowest(b, slept + cpu);
 	if (b->check)
 		*wrong += check(b);
 }
@@ -124,21 +148,22 @@ static void one(struct bench *b, bool blocking, double sleep, double cpu, struct
 /* The average of -n iterations after -w warm-ups. */
 static struct ov_time avg(struct bench *b, bool blocking, double sleep, double cpu, int64_t *wrong)
 {
-	struct ov_time sum = { 0, 0, 0 }, t;
+	struct ov_time sum = { 0, 0, 0, 0 }, t;
 
 	for (int i = 0; i < b->warmup; i++)
 		one(b, blocking, sleep, cpu, &t, wrong);
 	for (int i = 0; i < b->iters; i++) {
 		one(b, blocking, sleep, cpu, &t, wrong);
-		sum.work += t.work, sum.wait += t.wait, sum.total += t.total;
+		sum.work += t.work, sum.wait += t.wait, sum.total += t.total, sum.alone += t.alone;
 	}
-	sum.work /= b->iters, sum.wait /= b->iters, sum.total /= b->iters;
+	sum.work /= b->iters, sum.wait /= b->iters, sum.total /= b->iters, sum.alone /= b->iters;
 	return sum;
 }
 
+/* Of blk, what the total hid behind the work (its time alone, not as slowed down by the communication). */
 static double overlap_pct(double blk, const struct ov_time *t)
 {
-	double o = blk > 0 ? 100.0 * (blk + t->work - t->total) / blk : 0;
+	double o = blk > 0 ? 100.0 * (blk + t->alone - t->total) / blk : 0;
 
 	return o < 0 ? 0 : o > 100 ? 100 : o;
 }
@@ -147,17 +172,19 @@ void bench_overlap(struct bench *b)
 {
 	int64_t wrong = 0;
 
+	calibrate();
 	if (b->rank == 0) {
 		printf("# ibcomm_bench --overlap: allreduce float sum, %d ranks, transport %s, %d iterations (%d warm-up)\n",
 		       b->nranks, b->transport, b->iters, b->warmup);
-		printf("# sleep+cpu: iallreduce, sleep 1.5 x blocking (accelerator work), CPU compute 0.5 x blocking, wait\n");
-		printf("# cpu only:  iallreduce, CPU compute 2 x blocking, wait (the progress thread and the transport's\n");
-		printf("#            copies compete with the compute for the cores)\n");
-		printf("# overlap = (blocking + work - total) / blocking; times in us, the slowest rank's\n");
-		printf("#%11s %12s | %10s %10s %8s %8s | %10s %10s %8s %8s | %6s\n", "size", "blocking", "work", "wait",
-		       "wait/blk", "overlap", "work", "wait", "wait/blk", "overlap", "wrong");
-		printf("#%11s %12s | %10s %10s %8s %8s | %10s %10s %8s %8s | %6s\n", "(B)", "(us)", "sleep+cpu", "(us)",
-		       "", "(%)", "cpu only", "(us)", "", "(%)", "");
+		printf("# sleep+cpu: iallreduce, sleep 1.5 x blocking (accelerator work), CPU compute of 0.5 x blocking, wait\n");
+		printf("# cpu only:  iallreduce, CPU compute of 2 x blocking, wait (the progress thread and the transport's\n");
+		printf("#            copies compete with the compute for the cores: work takes longer than alone)\n");
+		printf("# alone: the work's time without communication; overlap = (blocking + alone - total) / blocking\n");
+		printf("# times in us, the slowest rank's\n");
+		printf("#%11s %10s | %10s %10s %9s %8s %7s | %10s %10s %9s %8s %7s | %5s\n", "size", "blocking", "alone",
+		       "work", "wait", "wait/blk", "overlap", "alone", "work", "wait", "wait/blk", "overlap", "wrong");
+		printf("#%11s %10s | %10s %10s %9s %8s %7s | %10s %10s %9s %8s %7s | %5s\n", "(B)", "(us)", "sleep+cpu",
+		       "", "", "", "(%)", "cpu only", "", "", "", "(%)", "");
 	}
 	for (size_t bytes = b->min_bytes; bytes <= b->max_bytes;) {
 		struct ov_time blk, sc, co;
@@ -172,10 +199,10 @@ void bench_overlap(struct bench *b)
 			bench_die(b, "allreduce of the wrong counts", IBCOMM_ERR_TRANSPORT);
 		b->wrong_total += w0;
 		if (b->rank == 0) {
-			printf("%12zu %12.1f | %10.1f %10.1f %8.3f %8.1f | %10.1f %10.1f %8.3f %8.1f | %6lld\n", bytes,
-			       blk.total * 1e6, sc.work * 1e6, sc.wait * 1e6, sc.wait / blk.total, overlap_pct(blk.total, &sc),
-			       co.work * 1e6, co.wait * 1e6, co.wait / blk.total, overlap_pct(blk.total, &co),
-			       (long long)w0);
+			printf("%12zu %10.1f | %10.1f %10.1f %9.1f %8.3f %7.1f | %10.1f %10.1f %9.1f %8.3f %7.1f | %5lld\n",
+			       bytes, blk.total * 1e6, sc.alone * 1e6, sc.work * 1e6, sc.wait * 1e6, sc.wait / blk.total,
+			       overlap_pct(blk.total, &sc), co.alone * 1e6, co.work * 1e6, co.wait * 1e6,
+			       co.wait / blk.total, overlap_pct(blk.total, &co), (long long)w0);
 			fflush(stdout);
 		}
 		if (b->step_bytes ? bytes > b->max_bytes - b->step_bytes : (double)bytes * b->factor > (double)b->max_bytes)

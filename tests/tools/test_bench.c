@@ -360,17 +360,20 @@ static void test_overlap(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "# Out of bounds values : 0 OK"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, "overlap"));
 	for (line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-		char size[32], bar[4][2];
-		double v[8];
+		char size[32], bar[3][2];
+		double v[11];
 		long long wrong;
 
 		if (line[0] == '#')
 			continue;
-		if (sscanf(line, "%31s %lf %1s %lf %lf %lf %lf %1s %lf %lf %lf %lf %1s %lld", size, &v[0], bar[0], &v[1],
-			   &v[2], &v[3], &v[4], bar[1], &v[5], &v[6], &v[7], &v[7], bar[2], &wrong) != 14 ||
-		    rows >= 3 || strcmp(size, sizes[rows]) || wrong != 0 || v[0] <= 0 || v[4] < 0 || v[4] > 100) {
+		/* size blocking | alone work wait wait/blk overlap | alone work wait wait/blk overlap | wrong */
+		if (sscanf(line, "%31s %lf %1s %lf %lf %lf %lf %lf %1s %lf %lf %lf %lf %lf %1s %lld", size, &v[0], bar[0],
+			   &v[1], &v[2], &v[3], &v[4], &v[5], bar[1], &v[6], &v[7], &v[8], &v[9], &v[10], bar[2],
+			   &wrong) != 16 ||
+		    rows >= 3 || strcmp(size, sizes[rows]) || wrong != 0 || v[0] <= 0 || v[5] < 0 || v[5] > 100 ||
+		    v[10] < 0 || v[10] > 100) {
 			fprintf(stderr, "ibcomm_bench --overlap: unexpected row: %s\n", line);
-			CU_FAIL("a row of --overlap is not size, blocking | 4 | 4 | wrong");
+			CU_FAIL("a row of --overlap is not size, blocking | 5 | 5 | wrong");
 		}
 		rows++;
 	}
