@@ -210,6 +210,12 @@ IBC_HIDDEN ibcomm_status_t ibc_nbc_coll(struct ibcomm *comm, enum ibc_coll coll,
 IBC_HIDDEN ibcomm_status_t ibc_nbc_p2p(struct ibcomm *comm, bool send, void *buf, size_t count,
 				       ibcomm_dtype_t dtype, int peer, uint32_t tag, ibcomm_request_t **req);
 IBC_HIDDEN void ibc_nbc_destroy(struct ibcomm *comm);
+/*
+ * nbc.c: fn(comm, arg) where it may touch the transport: here when nothing is pending, else in
+ * the progress thread after the pending collectives (what names the caller, for messages).
+ */
+IBC_HIDDEN ibcomm_status_t ibc_nbc_call(struct ibcomm *comm, const char *what,
+					ibcomm_status_t (*fn)(struct ibcomm *comm, void *arg), void *arg);
 /* A deadline for one call on comm. */
 static inline ibc_deadline_t ibc_call_deadline(const struct ibcomm *comm)
 {

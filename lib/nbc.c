@@ -27,7 +27,7 @@
 
 #include "ibc.h"
 
-enum req_kind { REQ_COLL, REQ_SEND, REQ_RECV };
+enum req_kind { REQ_COLL, REQ_SEND, REQ_RECV, REQ_FN };
 
 struct ibcomm_request {
 	struct ibc_nbc *nbc;
@@ -36,6 +36,8 @@ struct ibcomm_request {
 	enum req_kind kind;
 	bool blocking; /* a blocking call queued behind requests (a receive from itself needs the send first) */
 	enum ibc_coll coll;
+	ibcomm_status_t (*fn)(struct ibcomm *comm, void *arg); /* REQ_FN: run in the collectives' order */
+	void *arg;
 	const void *sendbuf;
 	void *recvbuf; /* p2p: the buffer (sends too) */
 	size_t count;
@@ -94,7 +96,7 @@ static void q_unlink(struct req_queue *q, struct ibcomm_request *r)
 
 static struct req_queue *queue_of(struct ibc_nbc *n, const struct ibcomm_request *r)
 {
-	return r->kind == REQ_COLL ? &n->coll : &n->p2p;
+	return r->kind == REQ_COLL || r->kind == REQ_FN ? &n->coll : &n->p2p;
 }
 
 /* Records r's outcome and wakes its waiters. Lock held. */
@@ -198,7 +200,9 @@ static void *progress_thread(void *arg)
 		c = n->coll.head;
 		if (c) {
 			pthread_mutex_unlock(&n->lock);
-			st = ibc_coll_run(comm, c->coll, c->sendbuf, c->recvbuf, c->count, c->dtype, c->op, c->root);
+			st = c->kind == REQ_FN ? c->fn(comm, c->arg) :
+						 ibc_coll_run(comm, c->coll, c->sendbuf, c->recvbuf, c->count, c->dtype,
+							      c->op, c->root);
 			pthread_mutex_lock(&n->lock);
 			complete(n, c, st);
 			continue;
@@ -380,6 +384,21 @@ ibcomm_status_t ibc_nbc_p2p(struct ibcomm *comm, bool send, void *buf, size_t co
 	r->tag = tag;
 	r->dl = ibc_call_deadline(comm);
 	return submit(comm, r, fn, req);
+}
+
+ibcomm_status_t ibc_nbc_call(struct ibcomm *comm, const char *what,
+			     ibcomm_status_t (*fn)(struct ibcomm *comm, void *arg), void *arg)
+{
+	struct ibcomm_request *r;
+
+	if (!ibc_nbc_busy(comm))
+		return fn(comm, arg);
+	if (!(r = req_new(comm, what)))
+		return IBCOMM_ERR_NOMEM;
+	r->kind = REQ_FN;
+	r->fn = fn;
+	r->arg = arg;
+	return submit(comm, r, what, NULL);
 }
 
 void ibc_nbc_destroy(struct ibcomm *comm)

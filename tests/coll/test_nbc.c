@@ -189,7 +189,7 @@ static void test_order(void)
 
 /*
  * isend/irecv are independent of collectives: rank 0 pre-posts a receive that rank 1 answers
- * only after a collective, and the collective is not held up by the pending receive.
+ * only after a collective, and neither the collective nor a registration is held up by it.
  */
 static void p2p_indep_fn(ibcomm_t *comm, void *arg)
 {
@@ -202,6 +202,13 @@ static void p2p_indep_fn(ibcomm_t *comm, void *arg)
 		y[i] = me + i;
 	if (me == 0 && !ok(comm, ibcomm_irecv(comm, &x, 1, IBCOMM_INT32, 1, 42, &rq), "irecv"))
 		return;
+	/* registration while a receive is pending: done by the progress thread, not held up */
+	{
+		ibcomm_mr_t *mr;
+
+		if (ok(comm, ibcomm_register(comm, y, sizeof(y), &mr), "register with a receive pending"))
+			ok(comm, ibcomm_deregister(comm, mr), "deregister with a receive pending");
+	}
 	if (!ok(comm, ibcomm_iallreduce(comm, y, z, 16, IBCOMM_INT32, IBCOMM_SUM, &cq), "iallreduce") ||
 	    !ok(comm, ibcomm_wait(cq), "wait iallreduce"))
 		return;
