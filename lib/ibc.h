@@ -191,7 +191,9 @@ IBC_HIDDEN ibcomm_status_t ibc_p2p_check(struct ibcomm *comm, const char *fn, co
 IBC_HIDDEN int ibc_p2p_send_step(struct ibcomm *comm, const void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
 				 uint32_t tag, ibc_deadline_t dl, bool *started, size_t *off, bool wait);
 IBC_HIDDEN int ibc_p2p_recv_try(struct ibcomm *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
-				uint32_t tag, ibc_deadline_t dl, bool wait);
+				uint32_t tag, ibc_deadline_t dl, bool wait, const void *owner);
+/* p2p.c: the receive `owner` (its try's argument) failed: the rest of a message it was taking is discarded. */
+IBC_HIDDEN void ibc_p2p_forget(struct ibcomm *comm, const void *owner);
 /* coll.c: a collective's argument checks alone, and the whole blocking call without routing. */
 IBC_HIDDEN ibcomm_status_t ibc_coll_check(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf,
 					  void *recvbuf, size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root);

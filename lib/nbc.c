@@ -104,6 +104,8 @@ static void complete(struct ibc_nbc *n, struct ibcomm_request *r, ibcomm_status_
 {
 	q_unlink(queue_of(n, r), r);
 	n->npending--;
+	if (st && r->kind == REQ_RECV)
+		ibc_p2p_forget(n->comm, r);
 	r->st = st;
 	if (st)
 		memcpy(r->err, n->comm->err, sizeof(r->err));
@@ -130,7 +132,7 @@ static int p2p_try(struct ibcomm *comm, struct ibcomm_request *r)
 		return ibc_p2p_send_step(comm, r->recvbuf, r->count, r->dtype, r->peer, r->tag, r->dl, &r->started,
 					 &r->off, false);
 	return ibc_p2p_recv_try(comm, r->recvbuf, r->count, r->dtype, r->peer, r->tag, r->dl,
-				r->blocking && r->peer == comm->rank);
+				r->blocking && r->peer == comm->rank, r);
 }
 
 /* Tries every pending send and receive once, in issue order; whether any completed. */

@@ -237,6 +237,53 @@ static void test_p2p_indep(void)
 
 static char sentinel; /* what *req holds before a call that must not change it */
 
+/*
+ * The exchange every MPI user writes: isend to the peer, irecv from it, wait for both; with
+ * messages far larger than the transport's slots, so both sends stall on credits while both
+ * receives are part way through a message.
+ */
+static void exchange_fn(ibcomm_t *comm, void *arg)
+{
+	int me = ibcomm_rank(comm), n = ibcomm_size(comm), right = (me + 1) % n, left = (me + n - 1) % n;
+	size_t cnt = 50000;
+	int32_t *s = malloc(cnt * 2 * sizeof(*s)), *r = calloc(cnt * 2, sizeof(*r));
+	ibcomm_request_t *q[4];
+
+	(void)arg;
+	if (!s || !r) {
+		hx_fail("test: out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < 2 * cnt; i++)
+		s[i] = val(me, i, 3);
+	if (!ok(comm, ibcomm_isend(comm, s, cnt, IBCOMM_INT32, right, 1, &q[0]), "isend") ||
+	    !ok(comm, ibcomm_isend(comm, s + cnt, cnt, IBCOMM_INT32, left, 2, &q[1]), "isend") ||
+	    !ok(comm, ibcomm_irecv(comm, r, cnt, IBCOMM_INT32, left, 1, &q[2]), "irecv") ||
+	    !ok(comm, ibcomm_irecv(comm, r + cnt, cnt, IBCOMM_INT32, right, 2, &q[3]), "irecv"))
+		goto out;
+	for (int k = 0; k < 4; k++)
+		ok(comm, ibcomm_wait(q[k]), "wait");
+	for (size_t i = 0; i < cnt; i++)
+		if (r[i] != val(left, i, 3) || r[cnt + i] != val(right, cnt + i, 3)) {
+			hx_fail("exchange: element %zu: %d %d", i, r[i], r[cnt + i]);
+			break;
+		}
+	hx_case_done();
+out:
+	free(s);
+	free(r);
+}
+
+static void test_exchange(void)
+{
+	for (int n = 2; n <= 3 && n <= hx_nmax(); n++) {
+		struct hx_job job = { .name = "exchange", .n = n, .fn = exchange_fn, .env = hx_small_chunks_env,
+				      .timeout_s = 60 };
+
+		hx_run_job(&job);
+	}
+}
+
 static void expect_invalid(ibcomm_t *comm, ibcomm_status_t st, ibcomm_request_t *req, const char *what,
 			   const char *word)
 {
@@ -469,6 +516,7 @@ int main(int argc, char **argv)
 {
 	static const struct cm_test tests[] = {
 		{ "results", test_results },     { "order", test_order },     { "p2p_indep", test_p2p_indep },
+		{ "exchange", test_exchange },
 		{ "errors", test_errors },       { "dead_peer", test_dead_peer }, { "timeout", test_timeout },
 		{ "abort_destroy", test_abort_destroy },
 	};
