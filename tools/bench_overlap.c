@@ -3,12 +3,12 @@
  *
  * For each size: the blocking allreduce's time (blk); then ibcomm_iallreduce, a sleep of
  * 1.5 x blk standing for accelerator work (the core is free), a fixed amount of CPU compute
- * that takes 0.5 x blk alone (calibrated first), and ibcomm_wait, whose time is what the
+ * that takes 0.5 x blk alone (calibrated at each size), and ibcomm_wait, whose time is what the
  * communication still cost (wait); then the same with CPU compute only (2 x blk of it: the
  * progress thread, and over TCP the kernel's copies, compete with it for the cores, which
  * shows as work taking longer than alone). overlap = (blk + alone - total) / blk, alone being
- * the work's time without communication: 100% when the allreduce cost nothing, 0% when nothing
- * was hidden. Times are the slowest rank's, averaged over -n iterations after -w warm-ups;
+ * the same work's time measured without communication: 100% when the allreduce cost nothing,
+ * 0% when nothing was hidden. Times are the slowest rank's, averaged over -n iterations after -w warm-ups;
  * every result is checked.
  */
 #define _GNU_SOURCE
@@ -94,8 +94,10 @@ static void compute_s(double s)
 
 struct ov_time {
 	double work, wait, total; /* seconds, slowest rank */
-	double alone;             /* the work without the communication: sleep as slept + compute as calibrated */
+	double alone;             /* the same work without communication */
 };
+
+enum ov_mode { OV_BLOCKING, OV_OVERLAP, OV_ALONE };
 
 static double slowest(struct bench *b, double t)
 {
@@ -106,58 +108,68 @@ static double slowest(struct bench *b, double t)
 	return t;
 }
 
-/* One timed blocking call (blocking) or iallreduce + sleep + compute + wait; adds wrong elements to *wrong. */
-static void one(struct bench *b, bool blocking, double sleep, double cpu, struct ov_time *t, int64_t *wrong)
+/*
+ * One timed blocking call, or iallreduce + sleep + compute + wait, or the sleep and compute
+ * alone; adds wrong elements to *wrong.
+ */
+static void one(struct bench *b, enum ov_mode mode, double sleep, double cpu, struct ov_time *t, int64_t *wrong)
 {
-	ibcomm_request_t *req;
+	ibcomm_request_t *req = NULL;
 	ibcomm_status_t st;
-	double t0, t1, t2, slept = 0;
+	double t0, t1, t2;
 
 	fill(b);
 	st = ibcomm_barrier(b->comm);
 	if (st)
 		bench_die(b, "barrier", st);
 	t0 = tool_now_s();
-	if (blocking) {
+	if (mode == OV_BLOCKING) {
 		st = ibcomm_allreduce(b->comm, b->sbuf, b->rbuf, b->cnt, IBCOMM_FLOAT32, IBCOMM_SUM);
 		if (st)
 			bench_die(b, "ibcomm_allreduce", st);
-		t1 = t0;
-	} else {
+	} else if (mode == OV_OVERLAP) {
 		st = ibcomm_iallreduce(b->comm, b->sbuf, b->rbuf, b->cnt, IBCOMM_FLOAT32, IBCOMM_SUM, &req);
 		if (st)
 			bench_die(b, "ibcomm_iallreduce", st);
+	}
+	if (mode != OV_BLOCKING) {
 		if (sleep > 0)
 			sleep_s(sleep);
-		slept = tool_now_s() - t0;
 		compute_s(cpu);
-		t1 = tool_now_s();
-		st = ibcomm_wait(req);
-		if (st)
-			bench_die(b, "ibcomm_wait", st);
 	}
+	t1 = tool_now_s();
+	if (req && (st = ibcomm_wait(req)))
+		bench_die(b, "ibcomm_wait", st);
 	t2 = tool_now_s();
 	t->work = slowest(b, t1 - t0);
 	t->wait = slowest(b, t2 - t1);
 	t->total = slowest(b, t2 - t0);
-	t->alone = slowest(b, slept + cpu);
-	if (b->check)
+	if (b->check && mode != OV_ALONE)
 		*wrong += check(b);
 }
 
 /* The average of -n iterations after -w warm-ups. */
-static struct ov_time avg(struct bench *b, bool blocking, double sleep, double cpu, int64_t *wrong)
+static struct ov_time avg(struct bench *b, enum ov_mode mode, double sleep, double cpu, int64_t *wrong)
 {
 	struct ov_time sum = { 0, 0, 0, 0 }, t;
 
 	for (int i = 0; i < b->warmup; i++)
-		one(b, blocking, sleep, cpu, &t, wrong);
+		one(b, mode, sleep, cpu, &t, wrong);
 	for (int i = 0; i < b->iters; i++) {
-		one(b, blocking, sleep, cpu, &t, wrong);
-		sum.work += t.work, sum.wait += t.wait, sum.total += t.total, sum.alone += t.alone;
+		one(b, mode, sleep, cpu, &t, wrong);
+		sum.work += t.work, sum.wait += t.wait, sum.total += t.total;
 	}
-	sum.work /= b->iters, sum.wait /= b->iters, sum.total /= b->iters, sum.alone /= b->iters;
+	sum.work /= b->iters, sum.wait /= b->iters, sum.total /= b->iters;
 	return sum;
+}
+
+/* The overlapped run of sleep + cpu, with the same work alone (no communication) for comparison. */
+static struct ov_time overlapped(struct bench *b, double sleep, double cpu, int64_t *wrong)
+{
+	struct ov_time t = avg(b, OV_OVERLAP, sleep, cpu, wrong);
+
+	t.alone = avg(b, OV_ALONE, sleep, cpu, wrong).work;
+	return t;
 }
 
 /* Of blk, what the total hid behind the work (its time alone, not as slowed down by the communication). */
@@ -172,14 +184,13 @@ void bench_overlap(struct bench *b)
 {
 	int64_t wrong = 0;
 
-	calibrate();
 	if (b->rank == 0) {
 		printf("# ibcomm_bench --overlap: allreduce float sum, %d ranks, transport %s, %d iterations (%d warm-up)\n",
 		       b->nranks, b->transport, b->iters, b->warmup);
 		printf("# sleep+cpu: iallreduce, sleep 1.5 x blocking (accelerator work), CPU compute of 0.5 x blocking, wait\n");
 		printf("# cpu only:  iallreduce, CPU compute of 2 x blocking, wait (the progress thread and the transport's\n");
 		printf("#            copies compete with the compute for the cores: work takes longer than alone)\n");
-		printf("# alone: the work's time without communication; overlap = (blocking + alone - total) / blocking\n");
+		printf("# alone: the same work timed without communication; overlap = (blocking + alone - total) / blocking\n");
 		printf("# times in us, the slowest rank's\n");
 		printf("#%11s %10s | %10s %10s %9s %8s %7s | %10s %10s %9s %8s %7s | %5s\n", "size", "blocking", "alone",
 		       "work", "wait", "wait/blk", "overlap", "alone", "work", "wait", "wait/blk", "overlap", "wrong");
@@ -191,9 +202,10 @@ void bench_overlap(struct bench *b)
 		int64_t w0 = wrong;
 
 		b->cnt = bytes / sizeof(float);
-		blk = avg(b, true, 0, 0, &wrong);
-		sc = avg(b, false, 1.5 * blk.total, 0.5 * blk.total, &wrong);
-		co = avg(b, false, 0, 2 * blk.total, &wrong);
+		calibrate(); /* again at every size: the machine's load changes */
+		blk = avg(b, OV_BLOCKING, 0, 0, &wrong);
+		sc = overlapped(b, 1.5 * blk.total, 0.5 * blk.total, &wrong);
+		co = overlapped(b, 0, 2 * blk.total, &wrong);
 		w0 = wrong - w0;
 		if (ibcomm_allreduce(b->comm, &w0, &w0, 1, IBCOMM_INT64, IBCOMM_SUM))
 			bench_die(b, "allreduce of the wrong counts", IBCOMM_ERR_TRANSPORT);
