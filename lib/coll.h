@@ -10,7 +10,7 @@
 #include "algo/algo.h"
 
 /* comm usable (not NULL, failed or aborted) and dtype valid; *esz its size. */
-IBC_HIDDEN ibcomm_status_t ibc_coll_check(struct ibcomm *comm, const char *fn, ibcomm_dtype_t dtype, size_t *esz);
+IBC_HIDDEN ibcomm_status_t ibc_coll_check_base(struct ibcomm *comm, const char *fn, ibcomm_dtype_t dtype, size_t *esz);
 /* IBCOMM_ERR_INVALID when [send, send+slen) and [recv, recv+rlen) share a byte. */
 IBC_HIDDEN ibcomm_status_t ibc_coll_check_overlap(struct ibcomm *comm, const char *fn, const void *send, size_t slen,
 						  const void *recv, size_t rlen);

@@ -212,6 +212,7 @@ ibcomm_status_t ibcomm_destroy(ibcomm_t *comm)
 {
 	if (!comm)
 		return IBCOMM_OK;
+	ibc_nbc_destroy(comm); /* pending requests fail, the progress thread stops: the transport is ours */
 	ibc_regcache_destroy(comm); /* the transport's registrations go before the transport */
 	if (comm->tp)
 		comm->tp->ops->destroy(comm->tp);
@@ -328,9 +329,28 @@ ibcomm_status_t ibcomm_dup(ibcomm_t *comm, ibcomm_t **newcomm)
 }
 
 /* A handle is a token of comm's registration cache (regcache.c), never dereferenced. */
+struct reg_args {
+	void *buf;
+	size_t len;
+	uintptr_t token;
+};
+
+/* Registration changes the transport's state: with requests pending, the progress thread does it (nbc.c). */
+static ibcomm_status_t reg_add(struct ibcomm *comm, void *arg)
+{
+	struct reg_args *r = arg;
+
+	return ibc_regcache_add(comm, r->buf, r->len, &r->token);
+}
+
+static ibcomm_status_t reg_remove(struct ibcomm *comm, void *arg)
+{
+	return ibc_regcache_remove(comm, ((struct reg_args *)arg)->token);
+}
+
 ibcomm_status_t ibcomm_register(ibcomm_t *comm, void *buf, size_t len, ibcomm_mr_t **mr)
 {
-	uintptr_t token;
+	struct reg_args r = { buf, len, 0 };
 	ibcomm_status_t st;
 
 	if (!comm)
@@ -341,18 +361,20 @@ ibcomm_status_t ibcomm_register(ibcomm_t *comm, void *buf, size_t len, ibcomm_mr
 	if (!buf && len)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: ibcomm_register: buf is NULL with len %zu",
 			       comm->rank, len);
-	st = ibc_regcache_add(comm, buf, len, &token);
+	st = ibc_nbc_call(comm, "ibcomm_register", reg_add, &r);
 	if (st)
 		return st;
-	*mr = (ibcomm_mr_t *)token;
+	*mr = (ibcomm_mr_t *)r.token;
 	return IBCOMM_OK;
 }
 
 ibcomm_status_t ibcomm_deregister(ibcomm_t *comm, ibcomm_mr_t *mr)
 {
+	struct reg_args r = { NULL, 0, (uintptr_t)mr };
+
 	if (!comm)
 		return ibc_err_thread(IBCOMM_ERR_INVALID, "ibcomm_deregister: comm is NULL");
 	if (!mr)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "rank %d: ibcomm_deregister: mr is NULL", comm->rank);
-	return ibc_regcache_remove(comm, (uintptr_t)mr);
+	return ibc_nbc_call(comm, "ibcomm_deregister", reg_remove, &r);
 }

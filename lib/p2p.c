@@ -29,10 +29,25 @@ struct ibc_p2p_msg {
 	unsigned char data[];
 };
 
+/*
+ * A message from a peer taken part way: a nonblocking receive (lib/nbc.c) returns when its
+ * rest has not come yet, and the next try, or the next receive from that peer, goes on with
+ * it (the chunks of a message are consecutive on the channel).
+ */
+struct p2p_part {
+	bool active;
+	const void *owner;     /* the receive the message matched; NULL: set aside into m, or discarded */
+	unsigned char *dst;    /* where the rest goes; NULL: discarded (a size mismatch, a failed receive) */
+	struct ibc_p2p_msg *m; /* set aside: the unexpected message being filled */
+	uint32_t tag;
+	size_t got, total, want;
+};
+
 struct ibc_p2p_state {
 	uint64_t held, peak;  /* bytes of the messages on comm->unexpected: now, at most */
 	bool *has_head;       /* per peer: the first chunk of a message not taken (over the limit) */
 	ibc_chunk_t *head;
+	struct p2p_part *part; /* per peer */
 };
 
 /* Frees the messages received but never matched (declared in ibc.h; ibcomm_destroy calls it). */
@@ -46,6 +61,9 @@ void ibc_p2p_cleanup(struct ibcomm *comm)
 	}
 	comm->unexpected = NULL;
 	if (comm->p2p) { /* held chunks go with the transport, destroyed before */
+		for (int r = 0; r < comm->size; r++)
+			free(comm->p2p->part[r].m);
+		free(comm->p2p->part);
 		free(comm->p2p->has_head);
 		free(comm->p2p->head);
 		free(comm->p2p);
@@ -70,7 +88,9 @@ static struct ibc_p2p_state *p2p_state(struct ibcomm *comm)
 		return NULL;
 	p->has_head = calloc((size_t)comm->size, sizeof(*p->has_head));
 	p->head = calloc((size_t)comm->size, sizeof(*p->head));
-	if (!p->has_head || !p->head) {
+	p->part = calloc((size_t)comm->size, sizeof(*p->part));
+	if (!p->has_head || !p->head || !p->part) {
+		free(p->part);
 		free(p->has_head);
 		free(p->head);
 		free(p);
@@ -110,8 +130,8 @@ static void unexpected_append(struct ibcomm *comm, struct ibc_p2p_msg *m)
 	*pp = m;
 }
 
-static ibcomm_status_t p2p_check(struct ibcomm *comm, const char *fn, const void *buf, size_t count,
-				 ibcomm_dtype_t dtype, int peer, size_t *bytes)
+ibcomm_status_t ibc_p2p_check(struct ibcomm *comm, const char *fn, const void *buf, size_t count,
+			      ibcomm_dtype_t dtype, int peer, size_t *bytes)
 {
 	if (!comm)
 		return ibc_err_thread(IBCOMM_ERR_INVALID, "%s: comm is NULL", fn);
@@ -142,18 +162,23 @@ static ibcomm_status_t p2p_fail(struct ibcomm *comm, ibcomm_status_t st)
 	return st;
 }
 
-ibcomm_status_t ibcomm_send(ibcomm_t *comm, const void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
-			    uint32_t tag)
+/*
+ * A send, resumable (lib/nbc.c): *off counts the payload bytes sent, *started says whether the
+ * header went. Without `wait`, returns IBC_AGAIN when the peer has no free slot (nothing of a
+ * chunk is sent then), to be called again later; chunks of one message stay consecutive on the
+ * channel as long as the caller starts no other send to this peer meanwhile.
+ */
+int ibc_p2p_send_step(struct ibcomm *comm, const void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
+		      uint32_t tag, ibc_deadline_t dl, bool *started, size_t *off, bool wait)
 {
 	static const char fn[] = "ibcomm_send";
-	ibc_deadline_t dl;
-	size_t bytes, first, off;
+	size_t bytes, first;
 	unsigned char *head;
 	ibc_wbuf_t w;
 	ibcomm_status_t st;
-	int rc;
+	int rc = IBCOMM_OK;
 
-	if ((st = p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
+	if ((st = ibc_p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
 		return st;
 	if (peer == comm->rank) {
 		struct ibc_p2p_state *p = p2p_state(comm);
@@ -182,43 +207,69 @@ ibcomm_status_t ibcomm_send(ibcomm_t *comm, const void *buf, size_t count, ibcom
 	if (comm->tp->max_chunk <= P2P_HDR)
 		return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "%s on rank %d: transport chunks of %zu bytes cannot "
 			       "hold a message header", fn, comm->rank, comm->tp->max_chunk);
-	dl = ibc_call_deadline(comm);
 	first = IBC_MIN(bytes, comm->tp->max_chunk - P2P_HDR);
-	head = malloc(P2P_HDR + first);
-	if (!head)
-		return ibc_err(comm, IBCOMM_ERR_NOMEM, "%s on rank %d: no memory for a message header", fn,
-			       comm->rank);
-	w = ibc_wbuf(head, P2P_HDR + first);
-	ibc_w_u32(&w, IBC_WIRE_VERSION);
-	ibc_w_u64(&w, bytes);
-	ibc_w_bytes(&w, buf, first);
-	rc = ibc_put(comm->tp, peer, IBC_CHAN_P2P, tag, head, w.len, true, dl);
-	free(head);
-	for (off = first; rc >= 0 && off < bytes; off += comm->tp->max_chunk)
-		rc = ibc_put(comm->tp, peer, IBC_CHAN_P2P, tag, (const char *)buf + off,
-			     IBC_MIN(comm->tp->max_chunk, bytes - off), true, dl);
+	if (!*started) {
+		head = malloc(P2P_HDR + first);
+		if (!head)
+			return ibc_err(comm, IBCOMM_ERR_NOMEM, "%s on rank %d: no memory for a message header", fn,
+				       comm->rank);
+		w = ibc_wbuf(head, P2P_HDR + first);
+		ibc_w_u32(&w, IBC_WIRE_VERSION);
+		ibc_w_u64(&w, bytes);
+		ibc_w_bytes(&w, buf, first);
+		rc = ibc_put(comm->tp, peer, IBC_CHAN_P2P, tag, head, w.len, wait, dl);
+		free(head);
+		if (rc == IBCOMM_OK) {
+			*started = true;
+			*off = first;
+		}
+	}
+	while (rc == IBCOMM_OK && *off < bytes) {
+		size_t n = IBC_MIN(comm->tp->max_chunk, bytes - *off);
+
+		rc = ibc_put(comm->tp, peer, IBC_CHAN_P2P, tag, (const char *)buf + *off, n, wait, dl);
+		if (rc == IBCOMM_OK)
+			*off += n;
+	}
+	if (rc == IBC_AGAIN && ibc_deadline_left(dl) == 0)
+		rc = IBCOMM_ERR_TIMEOUT;
 	if (rc == IBCOMM_ERR_TIMEOUT)
 		return ibc_err(comm, IBCOMM_ERR_TIMEOUT, "%s on rank %d: timed out after %ld ms sending %zu bytes "
 			       "with tag %u to rank %d: is it receiving?", fn, comm->rank, comm->set.timeout_ms,
 			       bytes, tag, peer);
-	return rc < 0 ? p2p_fail(comm, rc) : IBCOMM_OK;
+	return rc < 0 ? p2p_fail(comm, rc) : rc;
 }
 
-/* Takes the chunks of a message after its first, copying them to dst[got..total) (dst may be NULL). */
-static ibcomm_status_t take_rest(struct ibcomm *comm, int peer, uint32_t tag, unsigned char *dst, size_t got,
-				 size_t total, ibc_deadline_t dl)
+ibcomm_status_t ibcomm_send(ibcomm_t *comm, const void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
+			    uint32_t tag)
 {
-	while (got < total) {
+	bool started = false;
+	size_t off = 0;
+
+	if (comm && ibc_nbc_busy(comm)) /* after the pending requests (lib/nbc.c) */
+		return ibc_nbc_p2p(comm, true, (void *)buf, count, dtype, peer, tag, NULL);
+	return ibc_p2p_send_step(comm, buf, count, dtype, peer, tag, comm ? ibc_call_deadline(comm) : 0, &started,
+				 &off, true);
+}
+
+/*
+ * Takes the chunks of a message after its first, copying them to dst[*got..total) (dst may be
+ * NULL). Without `wait`, IBC_AGAIN when the next has not come (*got says how far it went).
+ */
+static int take_rest(struct ibcomm *comm, int peer, uint32_t tag, unsigned char *dst, size_t *got, size_t total,
+		     ibc_deadline_t dl, bool wait)
+{
+	while (*got < total) {
 		ibc_chunk_t ch;
-		int rc = ibc_get(comm->tp, peer, IBC_CHAN_P2P, &ch, true, dl);
+		int rc = ibc_get(comm->tp, peer, IBC_CHAN_P2P, &ch, wait, dl);
 		bool bad;
 
-		if (rc < 0)
+		if (rc != IBCOMM_OK)
 			return rc;
-		bad = ch.tag != tag || ch.len > total - got || !ch.len;
+		bad = ch.tag != tag || ch.len > total - *got || !ch.len;
 		if (!bad && dst)
-			memcpy(dst + got, ch.data, ch.len);
-		got += ch.len;
+			memcpy(dst + *got, ch.data, ch.len);
+		*got += ch.len;
 		rc = ibc_release(comm->tp, &ch);
 		if (bad)
 			return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "ibcomm_recv on rank %d: broken message from rank "
@@ -236,15 +287,41 @@ static ibcomm_status_t size_mismatch(struct ibcomm *comm, int peer, uint32_t tag
 		       "has %zu bytes, the receive expects %zu", comm->rank, peer, tag, got, want);
 }
 
+#define P2P_ASIDE 2 /* take_message: another tag's message went onto the unexpected list (or was discarded) */
+
+/* Goes on with the message from peer taken part way; as take_message. */
+static int take_part(struct ibcomm *comm, struct p2p_part *pt, int peer, ibc_deadline_t dl, bool wait)
+{
+	struct ibc_p2p_msg *m = pt->m;
+	int rc = take_rest(comm, peer, pt->tag, pt->dst, &pt->got, pt->total, dl, wait);
+
+	if (rc == IBC_AGAIN)
+		return rc;
+	*pt = (struct p2p_part){ .active = false };
+	if (rc) {
+		free(m);
+		return rc;
+	}
+	if (m) {
+		unexpected_append(comm, m);
+		return P2P_ASIDE;
+	}
+	return IBCOMM_OK;
+}
+
 /*
  * Takes the next whole message from peer: into buf when it carries tag (IBCOMM_OK, or
  * _MISMATCH when its size differs: consumed either way), else onto the unexpected list
- * (IBC_AGAIN).
+ * (P2P_ASIDE). Without `wait`, IBC_AGAIN when the message, or its rest, has not come; the
+ * message taken part way is owner's (the receive) and goes on at the next try. A message
+ * that another receive owns holds this one up (IBC_AGAIN).
  */
-static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, uint32_t tag, ibc_deadline_t dl)
+static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, uint32_t tag, ibc_deadline_t dl,
+			bool wait, const void *owner)
 {
 	struct ibc_p2p_state *p = p2p_state(comm);
 	struct ibc_p2p_msg *m = NULL;
+	struct p2p_part *pt;
 	unsigned char *dst;
 	uint32_t version;
 	uint64_t total;
@@ -256,10 +333,21 @@ static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, 
 
 	if (!p)
 		return ibc_err(comm, IBCOMM_ERR_NOMEM, "ibcomm_recv on rank %d: out of memory", comm->rank);
+	pt = &p->part[peer];
+	if (pt->active) {
+		if (pt->owner && pt->owner != owner)
+			return IBC_AGAIN;
+		match = pt->owner != NULL;
+		total = pt->total;
+		rc = take_part(comm, pt, peer, dl, wait);
+		if (rc == IBCOMM_OK && match && total != bytes)
+			return size_mismatch(comm, peer, tag, total, bytes);
+		return rc;
+	}
 	if (p->has_head[peer]) { /* a message left in the transport by an earlier receive */
 		ch = p->head[peer];
 		p->has_head[peer] = false;
-	} else if ((rc = ibc_get(comm->tp, peer, IBC_CHAN_P2P, &ch, true, dl)) < 0) {
+	} else if ((rc = ibc_get(comm->tp, peer, IBC_CHAN_P2P, &ch, wait, dl)) != IBCOMM_OK) {
 		return rc;
 	}
 	r = ibc_rbuf(ch.data, ch.len);
@@ -292,38 +380,58 @@ static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, 
 					       what);
 			return over_limit(comm, what, total);
 		}
+		m->peer = peer;
+		m->tag = ch.tag;
+		m->len = total;
 		dst = m->data;
-		tag = ch.tag;
 	}
 	if (dst && first)
 		memcpy(dst, (const unsigned char *)ch.data + r.off, first);
-	if ((rc = ibc_release(comm->tp, &ch)) < 0 || (rc = take_rest(comm, peer, tag, dst, first, total, dl))) {
+	*pt = (struct p2p_part){ .active = true, .owner = match ? owner : NULL, .dst = dst, .m = m, .tag = ch.tag,
+				 .got = first, .total = total, .want = bytes };
+	if ((rc = ibc_release(comm->tp, &ch)) < 0) {
+		*pt = (struct p2p_part){ .active = false };
 		free(m);
 		return rc;
 	}
-	if (match)
-		return total == bytes ? IBCOMM_OK : size_mismatch(comm, peer, tag, total, bytes);
-	m->peer = peer;
-	m->tag = tag;
-	m->len = total;
-	unexpected_append(comm, m);
-	return IBC_AGAIN;
+	rc = take_part(comm, pt, peer, dl, wait);
+	if (rc == IBCOMM_OK && match && total != bytes)
+		return size_mismatch(comm, peer, tag, total, bytes);
+	return rc;
 }
 
-ibcomm_status_t ibcomm_recv(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer, uint32_t tag)
+/* A receive that owned a message taken part way failed (lib/nbc.c): the rest of it is discarded. */
+void ibc_p2p_forget(struct ibcomm *comm, const void *owner)
+{
+	for (int r = 0; comm->p2p && r < comm->size; r++) {
+		struct p2p_part *pt = &comm->p2p->part[r];
+
+		if (pt->active && pt->owner == owner)
+			pt->owner = NULL, pt->dst = NULL;
+	}
+}
+
+/*
+ * A receive. Without `wait` (lib/nbc.c), IBC_AGAIN while no matching message has arrived
+ * (others are set aside meanwhile) and a receive from itself waits for the send; with it, a
+ * receive from itself needs the send first.
+ */
+int ibc_p2p_recv_try(struct ibcomm *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer, uint32_t tag,
+		     ibc_deadline_t dl, bool wait, const void *owner)
 {
 	static const char fn[] = "ibcomm_recv";
 	struct ibc_p2p_msg **pp;
-	ibc_deadline_t dl;
 	size_t bytes;
 	ibcomm_status_t st;
 	int rc;
 
-	if ((st = p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
+	if ((st = ibc_p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
 		return st;
 	for (pp = &comm->unexpected; *pp; pp = &(*pp)->next) {
 		struct ibc_p2p_msg *m = *pp;
 
+		if (comm->p2p->part[peer].active && comm->p2p->part[peer].owner == owner)
+			break; /* this receive's message is coming */
 		if (m->peer != peer || m->tag != tag)
 			continue;
 		*pp = m->next;
@@ -334,14 +442,23 @@ ibcomm_status_t ibcomm_recv(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtyp
 		free(m);
 		return st;
 	}
-	if (peer == comm->rank)
+	if (peer == comm->rank && wait)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: no message with tag %u was sent to itself "
 			       "(a receive from self needs the send first)", fn, comm->rank, tag);
-	dl = ibc_call_deadline(comm);
-	while ((rc = take_message(comm, buf, bytes, peer, tag, dl)) == IBC_AGAIN)
-		;
+	rc = peer == comm->rank ? IBC_AGAIN : P2P_ASIDE;
+	while (rc == P2P_ASIDE)
+		rc = take_message(comm, buf, bytes, peer, tag, dl, wait, owner);
+	if (rc == IBC_AGAIN && ibc_deadline_left(dl) == 0)
+		rc = IBCOMM_ERR_TIMEOUT;
 	if (rc == IBCOMM_ERR_TIMEOUT)
 		return ibc_err(comm, IBCOMM_ERR_TIMEOUT, "%s on rank %d: timed out after %ld ms waiting for a message "
 			       "with tag %u from rank %d", fn, comm->rank, comm->set.timeout_ms, tag, peer);
-	return p2p_fail(comm, rc);
+	return rc == IBC_AGAIN ? rc : p2p_fail(comm, rc);
+}
+
+ibcomm_status_t ibcomm_recv(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer, uint32_t tag)
+{
+	if (comm && ibc_nbc_busy(comm)) /* after the pending requests (lib/nbc.c) */
+		return ibc_nbc_p2p(comm, false, buf, count, dtype, peer, tag, NULL);
+	return ibc_p2p_recv_try(comm, buf, count, dtype, peer, tag, comm ? ibc_call_deadline(comm) : 0, true, &buf);
 }

@@ -82,15 +82,60 @@ static ibcomm_status_t vcoll_run(struct ibc_coll_args *a, size_t sel_bytes, bool
 	return ibc_coll_settle(a, st);
 }
 
+/*
+ * One checked call, run where it may touch the transport (ibc_nbc_call: at once, or behind
+ * the communicator's pending nonblocking requests; the sequence number is taken there).
+ */
+struct vcall {
+	enum ibc_coll coll;
+	const void *sendbuf;
+	void *recvbuf;
+	size_t sendcount, esz;
+	ibcomm_dtype_t dtype;
+	const size_t *scounts, *sdispls, *rcounts, *rdispls;
+	size_t sel_bytes;
+	bool moves;
+};
+
+/* One rank: its own block, from sendbuf to recvbuf unless in place. */
+static void vcall_self(const struct vcall *v)
+{
+	size_t len = v->coll == IBC_COLL_ALLGATHERV ? v->sendcount * v->esz : v->scounts[0] * v->esz;
+	const char *src = v->coll == IBC_COLL_ALLGATHERV ? v->sendbuf : (const char *)v->sendbuf + v->sdispls[0] * v->esz;
+	char *dst;
+
+	if (!len)
+		return;
+	dst = (char *)v->recvbuf + v->rdispls[0] * v->esz;
+	if (dst != src)
+		memcpy(dst, src, len);
+}
+
+static ibcomm_status_t vcall_run(struct ibcomm *comm, void *arg)
+{
+	const struct vcall *v = arg;
+	struct ibc_coll_args a;
+	ibcomm_status_t st;
+
+	ibc_coll_args_init(&a, comm, v->coll, v->sendbuf, v->recvbuf, v->sendcount, v->dtype, v->esz);
+	a.scounts = v->scounts;
+	a.sdispls = v->sdispls;
+	a.rcounts = v->rcounts;
+	a.rdispls = v->rdispls;
+	st = vcoll_run(&a, v->sel_bytes, v->moves);
+	if (!st && comm->size == 1)
+		vcall_self(v);
+	return st;
+}
+
 ibcomm_status_t ibcomm_allgatherv(ibcomm_t *comm, const void *sendbuf, size_t sendcount, void *recvbuf,
 				  const size_t *recvcounts, const size_t *displs, ibcomm_dtype_t dtype)
 {
 	static const char fn[] = "ibcomm_allgatherv";
-	struct ibc_coll_args a;
 	size_t esz, sbytes, extent, total = 0;
 	ibcomm_status_t st;
 
-	if ((st = ibc_coll_check(comm, fn, dtype, &esz)))
+	if ((st = ibc_coll_check_base(comm, fn, dtype, &esz)))
 		return st;
 	if (__builtin_mul_overflow(sendcount, esz, &sbytes) || sbytes > PTRDIFF_MAX)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: sendcount %zu is too large (the buffer size "
@@ -105,24 +150,20 @@ ibcomm_status_t ibcomm_allgatherv(ibcomm_t *comm, const void *sendbuf, size_t se
 	}
 	for (int j = 0; j < comm->size; j++)
 		total = add_sat(total, recvcounts[j] * esz); /* each block ends below PTRDIFF_MAX */
-	ibc_coll_args_init(&a, comm, IBC_COLL_ALLGATHERV, sendbuf, recvbuf, sendcount, dtype, esz);
-	a.rcounts = recvcounts;
-	a.rdispls = displs;
-	st = vcoll_run(&a, total, total != 0);
-	if (!st && comm->size == 1 && sbytes && sendbuf != recvbuf)
-		memcpy((char *)recvbuf + displs[0] * esz, sendbuf, sbytes);
-	return st;
+	return ibc_nbc_call(comm, fn, vcall_run,
+			    &(struct vcall){ .coll = IBC_COLL_ALLGATHERV, .sendbuf = sendbuf, .recvbuf = recvbuf,
+					     .sendcount = sendcount, .esz = esz, .dtype = dtype, .rcounts = recvcounts,
+					     .rdispls = displs, .sel_bytes = total, .moves = total != 0 });
 }
 
 ibcomm_status_t ibcomm_alltoallv(ibcomm_t *comm, const void *sendbuf, const size_t *sendcounts, const size_t *sdispls,
 				 void *recvbuf, const size_t *recvcounts, const size_t *rdispls, ibcomm_dtype_t dtype)
 {
 	static const char fn[] = "ibcomm_alltoallv";
-	struct ibc_coll_args a;
 	size_t esz, sext, rext, sall = 0, rall = 0;
 	ibcomm_status_t st;
 
-	if ((st = ibc_coll_check(comm, fn, dtype, &esz)))
+	if ((st = ibc_coll_check_base(comm, fn, dtype, &esz)))
 		return st;
 	if ((st = check_blocks(comm, fn, "sendcounts", sendcounts, "sdispls", sdispls, esz, &sext)) ||
 	    (st = check_blocks(comm, fn, "recvcounts", recvcounts, "rdispls", rdispls, esz, &rext)) ||
@@ -137,14 +178,10 @@ ibcomm_status_t ibcomm_alltoallv(ibcomm_t *comm, const void *sendbuf, const size
 		sall = add_sat(sall, sendcounts[j] * esz);
 		rall = add_sat(rall, recvcounts[j] * esz);
 	}
-	ibc_coll_args_init(&a, comm, IBC_COLL_ALLTOALLV, sendbuf, recvbuf, 0, dtype, esz);
-	a.scounts = sendcounts;
-	a.sdispls = sdispls;
-	a.rcounts = recvcounts;
-	a.rdispls = rdispls;
 	/* every rank runs its (maybe empty) plan: a rank cannot know that the others move nothing */
-	st = vcoll_run(&a, IBC_MAX(sall, rall) / (size_t)comm->size, true);
-	if (!st && comm->size == 1 && sendcounts[0])
-		memcpy((char *)recvbuf + rdispls[0] * esz, (const char *)sendbuf + sdispls[0] * esz, sendcounts[0] * esz);
-	return st;
+	return ibc_nbc_call(comm, fn, vcall_run,
+			    &(struct vcall){ .coll = IBC_COLL_ALLTOALLV, .sendbuf = sendbuf, .recvbuf = recvbuf,
+					     .esz = esz, .dtype = dtype, .scounts = sendcounts, .sdispls = sdispls,
+					     .rcounts = recvcounts, .rdispls = rdispls,
+					     .sel_bytes = IBC_MAX(sall, rall) / (size_t)comm->size, .moves = true });
 }
