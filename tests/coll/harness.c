@@ -178,7 +178,7 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 			if (!getenv("IBCOMM_TIMEOUT_MS"))
 				setenv("IBCOMM_TIMEOUT_MS", "60000", 1);
 			if (!getenv("IBCOMM_TRANSPORT"))
-				setenv("IBCOMM_TRANSPORT", "tcp", 1);
+				setenv("IBCOMM_TRANSPORT", cfg_transport(), 1);
 			st = ibcomm_init_env(&comm);
 		} else {
 			ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;

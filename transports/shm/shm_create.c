@@ -4,9 +4,11 @@
  * create: every rank makes its segment (shm.h), publishes its name under
  * "<comm id>/shm/<rank>", then maps every other rank's segment, checking it, and adds itself
  * to that segment's mapped count; the rank whose mapping completes the count unlinks the
- * name. So once every rank of the communicator is through create, nothing of it is left in
- * /dev/shm, and a rank killed later (kill -9 included) leaves nothing behind. A rank that fails
- * in create, and every rank in destroy, unlinks its own name as well (harmless when gone).
+ * name. A barrier through the bootstrap ("<comm id>/shm-mapped") follows, after which each
+ * owner unlinks its own name too (normally gone already): once create returns on any rank,
+ * nothing of the communicator is left in /dev/shm, and a rank killed later (kill -9 included)
+ * leaves nothing behind. A rank that fails in create unlinks its own name; only a rank killed
+ * inside create, before every other rank mapped its segment, can leave its segment behind.
  * The mappings stay until destroy.
  */
 #define _GNU_SOURCE
@@ -157,6 +159,16 @@ ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
 		if (st)
 			goto err;
 	}
+	/* everyone mapped everything: no name needs to stay (a peer may destroy before we map it) */
+	snprintf(key, sizeof(key), "%s/shm-mapped", comm->id);
+	st = ibc_boot_allgather(comm->boot, key, comm->rank, comm->size, "", 0, NULL, 0, NULL, dl, &comm->aborted, why,
+				sizeof(why));
+	if (st) {
+		st = ibc_err(comm, st, "rank %d: shared-memory transport: waiting for every rank to map the segments: %s",
+			     comm->rank, why);
+		goto err;
+	}
+	shm_unlink(s->name);
 	ibc_cinfo(comm, "rank %d: shared-memory transport: segment %s of %zu bytes (%u slots of %zu bytes per peer and channel)",
 		  comm->rank, s->name, s->mine.size, s->tp.nslots, s->tp.max_chunk);
 	*tpp = &s->tp;
