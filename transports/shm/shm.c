@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
@@ -115,6 +116,26 @@ static ibcomm_status_t notices_check(struct shm *s, bool readable)
 	return ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: %s", comm->rank, s->dead_why);
 }
 
+/* Whether process pid is gone: no such process, or a zombie its parent has not reaped yet. */
+static bool pid_gone(pid_t pid)
+{
+	char path[40], buf[128], *rp;
+	ssize_t n;
+	int fd;
+
+	if (kill(pid, 0))
+		return errno == ESRCH;
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	rp = strrchr(buf, ')'); /* "pid (comm) S ...": the name may hold anything */
+	return rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
 /*
  * The slow path between sleeps: bootstrap notices (an error), and peers whose process is
  * gone (true: the callers retry and fail on that peer, while others may still finish).
@@ -136,7 +157,7 @@ static bool liveness(struct shm *s, ibcomm_status_t *st)
 		struct shm_peer *p = &s->peers[r];
 		char why[80];
 
-		if (p->dead || p->pid <= 0 || !kill(p->pid, 0) || errno != ESRCH)
+		if (p->dead || p->pid <= 0 || !pid_gone(p->pid))
 			continue;
 		snprintf(why, sizeof(why), "exited or died (its process %ld is gone)", (long)p->pid);
 		mark_dead(p, IBCOMM_ERR_PEER, why);
