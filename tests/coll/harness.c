@@ -33,7 +33,8 @@ static const char *expect_transport(void)
 }
 
 int hx_rank = -1, hx_size;
-const char *const hx_small_chunks_env[] = { "IBCOMM_TCP_CHUNK=1000", "IBCOMM_TCP_SLOTS=2", "HX_LARGE=1", NULL };
+const char *const hx_small_chunks_env[] = { "IBCOMM_TCP_CHUNK=1000", "IBCOMM_TCP_SLOTS=2", "IBCOMM_SHM_CHUNK=1000",
+						 "IBCOMM_SHM_SLOTS=2", "HX_LARGE=1", NULL };
 char hx_root[64];
 volatile int *hx_scratch;
 
