@@ -10,7 +10,8 @@
  * Waiting: every put into a segment and every release of a slot rings the bell (a futex word)
  * of the rank that will care (the receiver; the writer), and wakes it with FUTEX_WAKE only
  * when it announced that it sleeps. wait() returns as soon as the bell moved since it last
- * returned; before sleeping it polls the bell for IBC_SHM_SPIN_US, then sleeps on the futex in
+ * returned; before sleeping it polls the bell for IBC_SHM_SPIN_US (yielding the core after the
+ * first few hundred looks), then sleeps on the futex in
  * slices of IBC_SHM_SLICE_MS, looking at liveness between slices: failure notices of the
  * bootstrap (as the TCP transport) and, for peers in our pid namespace, whether the process
  * still exists. Idle, a rank wakes 10 times a second and costs no CPU otherwise.
@@ -21,6 +22,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -206,7 +208,7 @@ static ibcomm_status_t block(struct shm *s, ibc_deadline_t dl)
 			goto moved;
 		if (aborted(s))
 			return abort_err(s, "wait");
-		if (!(i & 63)) {
+		if (!(i & 15)) {
 			uint64_t now = now_us();
 
 			if (!spin_until)
@@ -214,7 +216,12 @@ static ibcomm_status_t block(struct shm *s, ibc_deadline_t dl)
 			else if (now >= spin_until)
 				break;
 		}
-		cpu_relax();
+		/* the first looks are cheap; then yield the core, which the peer may be waiting for
+		 * when ranks outnumber cores */
+		if (i < 256)
+			cpu_relax();
+		else
+			sched_yield();
 	}
 	for (;;) {
 		int left = ibc_deadline_left(dl);
