@@ -95,7 +95,7 @@ static ibcomm_status_t comm_transport(struct ibcomm *comm)
 		return st;
 	if (comm->set.transport == IBC_TP_SHM && nother)
 		return ibc_err(comm, IBCOMM_ERR_INVALID,
-			       "rank %d: IBCOMM_TRANSPORT=shm needs every rank on one host, but %d rank%s (%s) %s on another host (host name, boot id or IPC namespace differ)",
+			       "rank %d: IBCOMM_TRANSPORT=shm needs every rank on one host, but %d rank%s (%s) %s on another host (host name, boot id or IPC namespace differ, or /dev/shm is not writable there)",
 			       comm->rank, nother, nother == 1 ? "" : "s", others, nother == 1 ? "is" : "are");
 	if (!nother) {
 		if (comm->set.transport == IBC_TP_AUTO)

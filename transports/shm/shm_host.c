@@ -2,7 +2,9 @@
  * Which ranks share this rank's host, from what the ranks exchange at init (never from
  * launcher variables): the host name, the kernel's boot id and the IPC namespace. Two ranks
  * with the same three can map each other's segments in /dev/shm (same kernel, same IPC
- * namespace; /dev/shm of one mount namespace is assumed, as every launcher gives it).
+ * namespace; /dev/shm of one mount namespace is assumed, as every launcher gives it). Whether
+ * this rank can create files in /dev/shm is part of the identity, so that ranks without it
+ * (a minimal container) count as elsewhere and auto picks the network for all, consistently.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -15,7 +17,7 @@
 
 #define HOST_ID_MAX 400
 
-/* "<host name>|<boot id>|<ipc namespace inode>" of this process. */
+/* "<host name>|<boot id>|<ipc namespace inode>|<shm usable>" of this process. */
 static size_t host_id(const struct ibcomm *comm, char *buf, size_t cap)
 {
 	char host[256] = "", boot[64] = "";
@@ -33,7 +35,8 @@ static size_t host_id(const struct ibcomm *comm, char *buf, size_t cap)
 		boot[strcspn(boot, "\n")] = '\0';
 		close(fd);
 	}
-	n = snprintf(buf, cap, "%s|%s|%" PRIu64, host, boot, ibc_shm_ns_inode("ipc"));
+	n = snprintf(buf, cap, "%s|%s|%" PRIu64 "|%d", host, boot, ibc_shm_ns_inode("ipc"),
+		     !access("/dev/shm", W_OK | X_OK));
 	return n < 0 ? 0 : IBC_MIN((size_t)n, cap - 1);
 }
 
