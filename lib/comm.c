@@ -76,17 +76,40 @@ static ibcomm_status_t agree_rdma(struct ibcomm *comm, int *first_bad, char *why
 
 static ibcomm_status_t comm_transport(struct ibcomm *comm)
 {
-	char why[IBC_ERRLEN];
+	char why[IBC_ERRLEN], others[200];
 	ibcomm_status_t st;
-	int bad = -1;
+	int bad = -1, nother = 0;
 
 	switch (comm->set.transport) {
 	case IBC_TP_TCP:
 		return tp_create(comm, &ibc_tcp_ops);
 	case IBC_TP_RDMA:
 		return tp_create(comm, &ibc_rdma_ops);
+	case IBC_TP_SHM:
 	case IBC_TP_AUTO:
 		break;
+	}
+	/* shared memory when every rank is on this host (what the ranks exchange tells, not the launcher) */
+	st = ibc_shm_same_host(comm, &nother, others, sizeof(others));
+	if (st)
+		return st;
+	if (comm->set.transport == IBC_TP_SHM && nother) {
+		/* every rank fails alike; none leaves (rank 0 takes the rendezvous along) before all have
+		 * read every identity: the barrier's own answer does not matter */
+		char ns[sizeof(comm->id) + 16];
+
+		snprintf(ns, sizeof(ns), "%s/host-read", comm->id);
+		(void)ibc_boot_allgather(comm->boot, ns, comm->rank, comm->size, "", 0, NULL, 0, NULL,
+				   ibc_deadline(comm->set.timeout_ms), &comm->aborted, why, sizeof(why));
+		return ibc_err(comm, IBCOMM_ERR_INVALID,
+			       "rank %d: IBCOMM_TRANSPORT=shm needs every rank on one host, but %d rank%s (%s) %s on another host (host name, boot id or IPC namespace differ, or /dev/shm is not writable there)",
+			       comm->rank, nother, nother == 1 ? "" : "s", others, nother == 1 ? "is" : "are");
+	}
+	if (!nother) {
+		if (comm->set.transport == IBC_TP_AUTO)
+			ibc_cinfo(comm, "rank %d: IBCOMM_TRANSPORT=auto: every rank is on this host: using shared memory",
+				  comm->rank);
+		return tp_create(comm, &ibc_shm_ops);
 	}
 	st = agree_rdma(comm, &bad, why, sizeof(why));
 	if (st)

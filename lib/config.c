@@ -395,6 +395,7 @@ static ibcomm_status_t knob(bool has, int64_t cfgval, const char *field, const c
 /* Transport geometry, the memory cap, the p2p bound, and the test hooks. */
 static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t, char *err, size_t errlen)
 {
+	uint64_t shm_k[2] = { t->shm_chunk, t->shm_slots };
 	ibcomm_status_t st;
 
 	KNOB(tcp_chunk, "IBCOMM_TCP_CHUNK", true, 1, IBC_KNOB_TCP_CHUNK_MAX, t->tcp_chunk);
@@ -402,6 +403,16 @@ static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t,
 	KNOB(tcp_spin_us, "IBCOMM_TCP_SPIN_US", false, 0, IBC_KNOB_TCP_SPIN_MAX, t->tcp_spin_us);
 	KNOB(rdma_chunk, "IBCOMM_RDMA_CHUNK", true, IBC_KNOB_RDMA_CHUNK_MIN, IBC_KNOB_RDMA_CHUNK_MAX, t->rdma_chunk);
 	KNOB(rdma_slots, "IBCOMM_RDMA_SLOTS", false, IBC_KNOB_RDMA_SLOTS_MIN, IBC_KNOB_RDMA_SLOTS_MAX, t->rdma_slots);
+	/* no ibcomm_config_t fields (the public struct stays as it is): environment only */
+	st = knob(false, -1, "shm_chunk", "IBCOMM_SHM_CHUNK", true, IBC_KNOB_SHM_CHUNK_MIN, IBC_KNOB_SHM_CHUNK_MAX,
+		  &shm_k[0], err, errlen);
+	if (!st)
+		st = knob(false, -1, "shm_slots", "IBCOMM_SHM_SLOTS", false, 1, IBC_KNOB_SHM_SLOTS_MAX, &shm_k[1], err,
+			  errlen);
+	if (st)
+		return st;
+	t->shm_chunk = shm_k[0];
+	t->shm_slots = shm_k[1];
 	KNOB(mem_limit, "IBCOMM_MEM_LIMIT", true, IBC_MIN_MEM_LIMIT, (uint64_t)INT64_MAX, t->mem_limit);
 	KNOB(p2p_unexpected_max, "IBCOMM_P2P_UNEXPECTED_MAX", true, 0, (uint64_t)INT64_MAX, t->p2p_unexpected_max);
 	if (t->p2p_unexpected_max > t->mem_limit) {
@@ -423,6 +434,10 @@ static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t,
 			return st;
 		t->test_qp_error_after = (uint64_t)n;
 	}
+	/* a test hook of the same-host check (transports/shm/shm_host.c): pretends another host */
+	v = env("IBCOMM_TEST_HOST");
+	if (v)
+		snprintf(t->test_host, sizeof(t->test_host), "%s", v);
 #endif
 	return IBCOMM_OK;
 }
@@ -596,8 +611,10 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 			t.transport = IBC_TP_TCP;
 		else if (!strcasecmp(v, "rdma"))
 			t.transport = IBC_TP_RDMA;
+		else if (!strcasecmp(v, "shm"))
+			t.transport = IBC_TP_SHM;
 		else {
-			snprintf(err, errlen, "%s='%s' is not a transport (valid: auto, rdma, tcp)", name, v);
+			snprintf(err, errlen, "%s='%s' is not a transport (valid: auto, rdma, shm, tcp)", name, v);
 			return IBCOMM_ERR_INVALID;
 		}
 	}

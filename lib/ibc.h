@@ -20,7 +20,7 @@
 #define IBC_ERRLEN 512
 
 /* ---- settings (config.c) ---- */
-enum ibc_tp_kind { IBC_TP_AUTO, IBC_TP_TCP, IBC_TP_RDMA };
+enum ibc_tp_kind { IBC_TP_AUTO, IBC_TP_TCP, IBC_TP_RDMA, IBC_TP_SHM };
 
 /* IBCOMM_ALGO: one choice per collective; IBC_ALGO_AUTO lets select.c decide by size. */
 enum ibc_coll {
@@ -66,9 +66,11 @@ typedef struct ibc_settings {
 	/* transport geometry; 0: the transport's default (which fits mem_limit) */
 	unsigned long tcp_chunk, tcp_slots, rdma_chunk, rdma_slots;
 	unsigned long tcp_spin_us;
+	unsigned long shm_chunk, shm_slots; /* IBCOMM_SHM_CHUNK, IBCOMM_SHM_SLOTS (environment only); 0: default */
 	uint64_t mem_limit;           /* bytes a transport may allocate and pin (IBCOMM_MEM_LIMIT) */
 	uint64_t p2p_unexpected_max;  /* bytes of unexpected p2p messages held (IBCOMM_P2P_UNEXPECTED_MAX) */
 	uint64_t test_qp_error_after; /* IBCOMM_TEST_QP_ERROR_AFTER (test hook of the RDMA transport); 0 off */
+	char test_host[64];           /* IBCOMM_TEST_HOST (test hook): replaces the host name in the same-host check */
 } ibc_settings_t;
 
 /* Defaults and ranges of the knobs above (README's table says the same). */
@@ -83,6 +85,9 @@ typedef struct ibc_settings {
 #define IBC_KNOB_RDMA_CHUNK_MAX (16ul << 20)
 #define IBC_KNOB_RDMA_SLOTS_MIN 2ul
 #define IBC_KNOB_RDMA_SLOTS_MAX 256ul
+#define IBC_KNOB_SHM_CHUNK_MIN 64ul
+#define IBC_KNOB_SHM_CHUNK_MAX (1ul << 30)
+#define IBC_KNOB_SHM_SLOTS_MAX 1024ul
 
 /* Fills s from cfg (may be NULL) and the environment; on a bad value returns
  * IBCOMM_ERR_INVALID with a message naming the variable and the value in err. */

@@ -117,6 +117,13 @@ struct ibc_tp {
 };
 
 extern const struct ibc_tp_ops ibc_tcp_ops;
+extern const struct ibc_tp_ops ibc_shm_ops; /* shared memory, for ranks on one host */
+/*
+ * shm_host.c, collective over comm: how many ranks are not on this rank's host (host name,
+ * boot id and IPC namespace differ), and the first of them as "3, 5, 6..." in others.
+ */
+ibcomm_status_t ibc_shm_same_host(struct ibcomm *comm, int *nother, char *others, size_t otherslen)
+	__attribute__((visibility("hidden")));
 extern const struct ibc_tp_ops ibc_rdma_ops; /* the RDMA transport, or a stub whose create() says why not */
 
 /* Convenience wrappers used by the algorithms. */

@@ -33,7 +33,8 @@ static const char *expect_transport(void)
 }
 
 int hx_rank = -1, hx_size;
-const char *const hx_small_chunks_env[] = { "IBCOMM_TCP_CHUNK=1000", "IBCOMM_TCP_SLOTS=2", "HX_LARGE=1", NULL };
+const char *const hx_small_chunks_env[] = { "IBCOMM_TCP_CHUNK=1000", "IBCOMM_TCP_SLOTS=2", "IBCOMM_SHM_CHUNK=1000",
+						 "IBCOMM_SHM_SLOTS=2", "HX_LARGE=1", NULL };
 char hx_root[64];
 volatile int *hx_scratch;
 
@@ -178,7 +179,7 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 			if (!getenv("IBCOMM_TIMEOUT_MS"))
 				setenv("IBCOMM_TIMEOUT_MS", "60000", 1);
 			if (!getenv("IBCOMM_TRANSPORT"))
-				setenv("IBCOMM_TRANSPORT", "tcp", 1);
+				setenv("IBCOMM_TRANSPORT", cfg_transport(), 1);
 			st = ibcomm_init_env(&comm);
 		} else {
 			ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;

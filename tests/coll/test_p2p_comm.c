@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -606,8 +608,10 @@ static void test_count_zero(void)
 /* ---- ibcomm_init_env ---- */
 static void env_fn(ibcomm_t *comm, void *arg)
 {
-	if (strcmp(ibcomm_transport(comm), "tcp"))
-		hx_fail("ibcomm_transport() = \"%s\" with IBCOMM_TRANSPORT=tcp", ibcomm_transport(comm));
+	const char *want = getenv("IBCOMM_TRANSPORT"); /* the harness set it */
+
+	if (!want || strcasecmp(ibcomm_transport(comm), want))
+		hx_fail("ibcomm_transport() = \"%s\" with IBCOMM_TRANSPORT=%s", ibcomm_transport(comm), want ? want : "");
 	quick_colls(comm, "communicator from ibcomm_init_env", 9);
 }
 
@@ -615,8 +619,8 @@ static void test_init_env(void)
 {
 	struct hx_job job = { .name = "init_env", .n = 3, .fn = env_fn, .use_env = true };
 
-	if (getenv("IBCOMM_TRANSPORT") && strcmp(getenv("IBCOMM_TRANSPORT"), "tcp")) {
-		cm_skip("env_fn expects IBCOMM_TRANSPORT=tcp, not %s", getenv("IBCOMM_TRANSPORT"));
+	if (getenv("IBCOMM_TRANSPORT") && !strcasecmp(getenv("IBCOMM_TRANSPORT"), "auto")) {
+		cm_skip("env_fn expects a forced transport, not IBCOMM_TRANSPORT=auto");
 		return;
 	}
 	hx_run_job(&job);
@@ -624,34 +628,61 @@ static void test_init_env(void)
 
 /*
  * ---- IBCOMM_TRANSPORT=auto: the ranks agree through the rendezvous ----
- * arg non-NULL: rank 1 names a device that does not exist, so it cannot use RDMA and every
- * rank must pick TCP. Otherwise all pick the same: "rdma" where the caller says the machine
- * has RDMA (HX_TRANSPORT=rdma, the Soft-RoCE guest), and on any other machine whatever the
- * ranks agree on (tcp without a device).
+ * The harness's ranks share this host, so auto picks shared memory. With the test hook
+ * IBCOMM_TEST_HOST (builds with --enable-test-hooks) every rank pretends a host of its own:
+ * then all pick the same network transport, "rdma" where the caller says the machine has RDMA
+ * (HX_TRANSPORT=rdma, the Soft-RoCE guest), else whatever they agree on (tcp without a
+ * device); and TCP when rank 1 names a device that does not exist. IBCOMM_TRANSPORT=shm with
+ * rank 1 on "another host" is an error on every rank naming the ranks elsewhere.
  */
+enum { AUTO_SAME_HOST, AUTO_HOSTS, AUTO_HOSTS_NO_RDMA, SHM_HOSTS };
+
 static void auto_fn(ibcomm_t *unused, void *arg)
 {
 	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
-	const char *want = arg ? "tcp" : getenv("HX_TRANSPORT");
+	int mode = *(const int *)arg;
+	const char *hx = getenv("HX_TRANSPORT");
+	const char *want = mode == AUTO_SAME_HOST ? "shm" : mode == AUTO_HOSTS_NO_RDMA ? "tcp" : hx && !strcmp(hx, "rdma") ? "rdma" : NULL;
+	char host[32];
 	ibcomm_t *comm;
 	ibcomm_status_t st;
 	const char *tp;
 
 	(void)unused;
-	if (arg && hx_rank == 1)
+	if (mode == AUTO_HOSTS_NO_RDMA && hx_rank == 1)
 		setenv("IBCOMM_DEVICE", "nosuch0", 1);
+	snprintf(host, sizeof(host), "host%d", mode == SHM_HOSTS ? hx_rank == 1 : hx_rank);
+	if (mode != AUTO_SAME_HOST)
+		setenv("IBCOMM_TEST_HOST", host, 1);
 	cfg.rank = hx_rank;
 	cfg.nranks = hx_size;
 	cfg.root = hx_root;
-	cfg.transport = "auto";
+	cfg.transport = mode == SHM_HOSTS ? "shm" : "auto";
 	cfg.timeout_ms = hx_env_long("HX_TIMEOUT_MS", 60000);
 	st = ibcomm_init(&cfg, &comm);
+	if (mode == SHM_HOSTS) {
+		const char *msg = ibcomm_last_error(NULL);
+		const char *others = hx_rank == 1 ? "2 ranks (0, 2) are on another host" : "1 rank (1) is on another host";
+
+		if (st != IBCOMM_ERR_INVALID || !strstr(msg, others))
+			hx_fail("IBCOMM_TRANSPORT=shm across hosts: ibcomm_init returned %d: '%s' (expected '%s')", (int)st,
+				msg, others);
+		if (!st)
+			ibcomm_destroy(comm);
+		/* rank 0 serves the rendezvous: nobody leaves before all have had their answer */
+		hx_scratch[16 + hx_rank] = 1;
+		for (int r = 0, waited = 0; r < hx_size && waited < 20000; r++)
+			while (!hx_scratch[16 + r] && waited++ < 20000)
+				usleep(1000);
+		hx_case_done();
+		return;
+	}
 	if (!hx_ok(NULL, st, "ibcomm_init with IBCOMM_TRANSPORT=auto"))
 		return;
 	tp = ibcomm_transport(comm);
 	if (want && *want && strcmp(tp, want))
 		hx_fail("IBCOMM_TRANSPORT=auto chose %s, expected %s", tp, want);
-	hx_scratch[hx_rank] = tp[0]; /* 't' or 'r' */
+	hx_scratch[hx_rank] = tp[0]; /* 't', 'r' or 's' */
 	if (quick_colls(comm, "communicator with IBCOMM_TRANSPORT=auto", 11)) {
 		for (int r = 0; r < hx_size; r++)
 			if (hx_scratch[r] != tp[0])
@@ -664,12 +695,18 @@ static void auto_fn(ibcomm_t *unused, void *arg)
 
 static void test_auto(void)
 {
-	static int one_bad = 1;
-	struct hx_job all = { .name = "auto", .n = 3, .fn = auto_fn, .no_init = true };
-	struct hx_job mixed = { .name = "auto_mixed", .n = 3, .fn = auto_fn, .arg = &one_bad, .no_init = true };
+	static int modes[] = { AUTO_SAME_HOST, AUTO_HOSTS, AUTO_HOSTS_NO_RDMA, SHM_HOSTS };
+	static const char *const names[] = { "auto", "auto_hosts", "auto_mixed", "shm_hosts" };
 
-	hx_run_job(&all);
-	hx_run_job(&mixed);
+	for (size_t i = 0; i < IBC_ARRAY_SIZE(modes); i++) {
+		struct hx_job job = { .name = names[i], .n = 3, .fn = auto_fn, .arg = &modes[i], .no_init = true };
+
+#ifndef IBCOMM_TEST_HOOKS
+		if (modes[i] != AUTO_SAME_HOST)
+			continue; /* IBCOMM_TEST_HOST is a test hook */
+#endif
+		hx_run_job(&job);
+	}
 }
 
 /* ---- errors ---- */

@@ -17,7 +17,8 @@ static const char *const all_vars[] = {
 	"IBCOMM_DEBUG",	    "SLURM_PROCID",	    "SLURM_NTASKS",	    "OMPI_COMM_WORLD_RANK",
 	"OMPI_COMM_WORLD_SIZE", "PMI_RANK",	    "PMI_SIZE", "IBCOMM_TCP_CHUNK", "IBCOMM_TCP_SLOTS",
 	"IBCOMM_TCP_SPIN_US", "IBCOMM_RDMA_CHUNK", "IBCOMM_RDMA_SLOTS", "IBCOMM_MEM_LIMIT",
-	"IBCOMM_P2P_UNEXPECTED_MAX", "IBCOMM_TEST_QP_ERROR_AFTER",
+	"IBCOMM_P2P_UNEXPECTED_MAX", "IBCOMM_TEST_QP_ERROR_AFTER", "IBCOMM_SHM_CHUNK", "IBCOMM_SHM_SLOTS",
+	"IBCOMM_TEST_HOST",
 };
 
 static char err[IBC_ERRLEN];
@@ -259,8 +260,10 @@ static void test_transport_device(void)
 	CU_ASSERT_EQUAL(set.transport, IBC_TP_AUTO);
 	expect_good("IBCOMM_TRANSPORT", "TCP");
 	CU_ASSERT_EQUAL(set.transport, IBC_TP_TCP);
+	expect_good("IBCOMM_TRANSPORT", "shm");
+	CU_ASSERT_EQUAL(set.transport, IBC_TP_SHM);
 	expect_bad("IBCOMM_TRANSPORT", "ib");
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "auto, rdma, tcp"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "auto, rdma, shm, tcp"));
 	expect_bad("IBCOMM_TRANSPORT", "tcp ");
 	unsetenv("IBCOMM_TRANSPORT");
 
@@ -427,6 +430,14 @@ static void test_knobs(void)
 	expect_bad("IBCOMM_TCP_SLOTS", "0");
 	expect_bad("IBCOMM_TCP_SLOTS", "1025");
 	unsetenv("IBCOMM_TCP_SLOTS");
+	expect_good("IBCOMM_SHM_CHUNK", "64K");
+	CU_ASSERT_EQUAL(set.shm_chunk, 65536);
+	expect_bad("IBCOMM_SHM_CHUNK", "63");
+	unsetenv("IBCOMM_SHM_CHUNK");
+	expect_good("IBCOMM_SHM_SLOTS", "8");
+	CU_ASSERT_EQUAL(set.shm_slots, 8);
+	expect_bad("IBCOMM_SHM_SLOTS", "0");
+	unsetenv("IBCOMM_SHM_SLOTS");
 	expect_good("IBCOMM_TCP_SPIN_US", "0");
 	CU_ASSERT_EQUAL(set.tcp_spin_us, 0);
 	expect_bad("IBCOMM_TCP_SPIN_US", "fast");

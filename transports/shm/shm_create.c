@@ -1,0 +1,185 @@
+/*
+ * Creating and destroying the shared-memory transport.
+ *
+ * create: every rank makes its segment (shm.h), publishes its name under
+ * "<comm id>/shm/<rank>", then maps every other rank's segment, checking it, and adds itself
+ * to that segment's mapped count; the rank whose mapping completes the count unlinks the
+ * name. A barrier through the bootstrap ("<comm id>/shm-mapped") follows, after which each
+ * owner unlinks its own name too (normally gone already): once create returns on any rank,
+ * nothing of the communicator is left in /dev/shm, and a rank killed later (kill -9 included)
+ * leaves nothing behind. A rank that fails in create unlinks its own name; only a rank killed
+ * inside create, before every other rank mapped its segment, can leave its segment behind.
+ * The mappings stay until destroy.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "shm_int.h"
+
+IBC_HIDDEN ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp);
+IBC_HIDDEN void ibc_shm_destroy(ibc_tp_t *tp);
+
+/*
+ * Chunk and slots from IBCOMM_SHM_CHUNK / IBCOMM_SHM_SLOTS, within the memory cap: this
+ * rank's segment holds ranks x channels x slots x chunk bytes, reserved at create. Defaults
+ * shrink to fit (chunk down to 4 KiB, then slots); explicit settings fail when over the cap.
+ */
+static ibcomm_status_t geometry(struct ibcomm *comm, unsigned long *chunk, unsigned long *nslots)
+{
+	unsigned long c = comm->set.shm_chunk ? comm->set.shm_chunk : IBC_SHM_DEFAULT_CHUNK;
+	unsigned long n = comm->set.shm_slots ? comm->set.shm_slots : IBC_SHM_DEFAULT_SLOTS;
+	uint32_t ranks = (uint32_t)comm->size;
+	char how[160];
+
+	while (!comm->set.shm_chunk && c > 4096 && ibc_shm_seg_size(ranks, (uint32_t)n, (uint32_t)c) > ibc_mem_limit(comm))
+		c /= 2;
+	while (!comm->set.shm_slots && n > 1 && ibc_shm_seg_size(ranks, (uint32_t)n, (uint32_t)c) > ibc_mem_limit(comm))
+		n /= 2;
+	snprintf(how, sizeof(how), "%u ranks x %d channels x %lu slots x %lu-byte chunks", ranks, IBC_NCHAN, n, c);
+	*chunk = c;
+	*nslots = n;
+	return ibc_mem_check(comm, "shared-memory", ibc_shm_seg_size(ranks, (uint32_t)n, (uint32_t)c), how,
+			     "IBCOMM_SHM_CHUNK or IBCOMM_SHM_SLOTS", comm->set.shm_chunk || comm->set.shm_slots);
+}
+
+/* A name published by another rank: "/" then at most NAME_MAX - 1 bytes, no other '/'. */
+static bool name_ok(const char *name, size_t len)
+{
+	if (len < 2 || len >= IBC_SHM_NAME_MAX || name[0] != '/')
+		return false;
+	for (size_t i = 1; i < len; i++)
+		if (name[i] == '/' || name[i] == '\0')
+			return false;
+	return true;
+}
+
+/* Maps rank r's segment (its name from the bootstrap) into s->peers[r]. */
+static ibcomm_status_t map_peer(struct shm *s, int r, uint64_t pidns, ibc_deadline_t dl)
+{
+	struct ibcomm *comm = s->comm;
+	struct shm_peer *p = &s->peers[r];
+	struct ibc_shm_hdr want = s->mine.hdr;
+	char key[sizeof(comm->id) + 32], name[IBC_SHM_NAME_MAX], why[400];
+	ibcomm_status_t st;
+	size_t len;
+
+	snprintf(key, sizeof(key), "%s/shm/%d", comm->id, r);
+	st = ibc_boot_get(comm->boot, key, name, sizeof(name) - 1, &len, dl, &comm->aborted, why, sizeof(why));
+	if (st)
+		return ibc_err(comm, st, "rank %d: waiting for the shared-memory segment of rank %d: %s", comm->rank, r, why);
+	if (len >= sizeof(name) || !name_ok(name, len))
+		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: rank %d published a malformed shared-memory segment name",
+			       comm->rank, r);
+	name[len] = '\0';
+	want.rank = (uint32_t)r;
+	if (ibc_shm_seg_map(name, &want, &p->seg, why, sizeof(why)))
+		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: shared-memory transport, rank %d's segment: %s",
+			       comm->rank, r, why);
+	if (pidns && p->seg.hdr.pidns == pidns)
+		p->pid = (pid_t)p->seg.hdr.pid;
+	if (atomic_fetch_add(&p->seg.live->mapped, 1) + 1 == (unsigned)comm->size)
+		shm_unlink(name); /* every rank has it now */
+	return IBCOMM_OK;
+}
+
+static void shm_free(struct shm *s)
+{
+	for (int r = 0; s->peers && r < s->comm->size; r++)
+		if (r != s->comm->rank)
+			ibc_shm_seg_unmap(&s->peers[r].seg);
+	ibc_shm_seg_unmap(&s->mine);
+	if (s->name[0])
+		shm_unlink(s->name); /* normally gone already */
+	free(s->peers);
+	free(s);
+}
+
+ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
+{
+	ibc_deadline_t dl = ibc_deadline(comm->set.timeout_ms);
+	struct ibc_shm_hdr want = { 0 };
+	unsigned long chunk, nslots;
+	char key[sizeof(comm->id) + 32], why[400];
+	uint64_t pidns = ibc_shm_ns_inode("pid");
+	ibcomm_status_t st;
+	struct shm *s;
+
+	if (comm->size < 1 || comm->rank < 0 || comm->rank >= comm->size)
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "shared-memory transport: rank %d of %d", comm->rank, comm->size);
+	st = geometry(comm, &chunk, &nslots);
+	if (st)
+		return st;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: no memory for the shared-memory transport", comm->rank);
+	s->tp.ops = &ibc_shm_ops;
+	s->tp.comm = comm;
+	s->tp.max_chunk = chunk;
+	s->tp.nslots = (unsigned)nslots;
+	s->comm = comm;
+	s->dead_peer = -1;
+	s->peers = calloc((size_t)comm->size, sizeof(*s->peers));
+	if (!s->peers) {
+		free(s);
+		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: no memory for the shared-memory transport", comm->rank);
+	}
+
+	want.uid = (uint32_t)getuid();
+	want.pid = (uint32_t)getpid();
+	want.pidns = pidns;
+	want.rank = (uint32_t)comm->rank;
+	want.nranks = (uint32_t)comm->size;
+	want.nslots = (uint32_t)nslots;
+	want.max_chunk = (uint32_t)chunk;
+	ibc_shm_name(comm, comm->rank, (long)getpid(), s->name, sizeof(s->name));
+	if (ibc_shm_seg_create(s->name, &want, &s->mine, why, sizeof(why))) {
+		s->name[0] = '\0'; /* not ours to unlink */
+		st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: shared-memory transport: %s", comm->rank, why);
+		goto err;
+	}
+	s->peers[comm->rank].seg = s->mine;
+	if (comm->size == 1)
+		shm_unlink(s->name);
+
+	snprintf(key, sizeof(key), "%s/shm/%d", comm->id, comm->rank);
+	st = ibc_boot_put(comm->boot, key, s->name, strlen(s->name), why, sizeof(why));
+	if (st) {
+		st = ibc_err(comm, st, "rank %d: publishing the shared-memory segment %s: %s", comm->rank, s->name, why);
+		goto err;
+	}
+	for (int r = 0; r < comm->size; r++) {
+		if (r == comm->rank)
+			continue;
+		st = map_peer(s, r, pidns, dl);
+		if (st)
+			goto err;
+	}
+	/* everyone mapped everything: no name needs to stay (a peer may destroy before we map it) */
+	snprintf(key, sizeof(key), "%s/shm-mapped", comm->id);
+	st = ibc_boot_allgather(comm->boot, key, comm->rank, comm->size, "", 0, NULL, 0, NULL, dl, &comm->aborted, why,
+				sizeof(why));
+	if (st) {
+		st = ibc_err(comm, st, "rank %d: shared-memory transport: waiting for every rank to map the segments: %s",
+			     comm->rank, why);
+		goto err;
+	}
+	shm_unlink(s->name);
+	ibc_cinfo(comm, "rank %d: shared-memory transport: segment %s of %zu bytes (%u slots of %zu bytes per peer and channel)",
+		  comm->rank, s->name, s->mine.size, s->tp.nslots, s->tp.max_chunk);
+	*tpp = &s->tp;
+	return IBCOMM_OK;
+err:
+	shm_free(s);
+	return st;
+}
+
+void ibc_shm_destroy(ibc_tp_t *tp)
+{
+	if (tp)
+		shm_free((struct shm *)tp);
+}
