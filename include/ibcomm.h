@@ -275,6 +275,45 @@ IBCOMM_API ibcomm_status_t ibcomm_send(ibcomm_t *comm, const void *buf, size_t c
 IBCOMM_API ibcomm_status_t ibcomm_recv(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
 				       uint32_t tag);
 
+/*
+ * Nonblocking calls. Each takes the arguments of its blocking call and returns at once with
+ * *req, a handle of the call in flight; its buffers belong to the library until it completes.
+ * Argument errors are returned by the call itself (then *req is untouched). A progress thread
+ * per communicator, started by the first nonblocking call and asleep while nothing is
+ * pending, carries the calls on while the caller computes.
+ *
+ * Order: collectives on a communicator run in the order they were issued (a stream), as do
+ * blocking collectives issued while requests are pending, which run after them. Sends and
+ * receives are matched by (peer, tag) in issue order, independent of collectives: a pending
+ * receive never holds up a collective; a send or receive progresses between collectives
+ * (the collective that runs holds it up until it ends). The deadline (IBCOMM_TIMEOUT_MS) of a
+ * collective runs from its start, that of a send or receive from its issue. ibcomm_abort
+ * fails pending requests with IBCOMM_ERR_ABORTED; ibcomm_destroy with requests pending fails
+ * them and frees them (their handles are then invalid).
+ *
+ * ibcomm_test: *done = 1 once complete, and the call's status is returned (with its detail
+ * in ibcomm_last_error); 0 and IBCOMM_OK before. ibcomm_wait: waits for completion, returns
+ * the call's status (detail likewise) and frees req. ibcomm_request_free: frees a completed
+ * request not waited for (IBCOMM_ERR_INVALID while it is in flight). See ibcomm_iallreduce(3).
+ */
+typedef struct ibcomm_request ibcomm_request_t;
+IBCOMM_API ibcomm_status_t ibcomm_iallreduce(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+					     ibcomm_dtype_t dtype, ibcomm_op_t op, ibcomm_request_t **req);
+IBCOMM_API ibcomm_status_t ibcomm_ibroadcast(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype,
+					     int root, ibcomm_request_t **req);
+IBCOMM_API ibcomm_status_t ibcomm_iallgather(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t sendcount,
+					     ibcomm_dtype_t dtype, ibcomm_request_t **req);
+IBCOMM_API ibcomm_status_t ibcomm_ireduce_scatter(ibcomm_t *comm, const void *sendbuf, void *recvbuf,
+						  size_t recvcount, ibcomm_dtype_t dtype, ibcomm_op_t op,
+						  ibcomm_request_t **req);
+IBCOMM_API ibcomm_status_t ibcomm_isend(ibcomm_t *comm, const void *buf, size_t count, ibcomm_dtype_t dtype,
+					int peer, uint32_t tag, ibcomm_request_t **req);
+IBCOMM_API ibcomm_status_t ibcomm_irecv(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
+					uint32_t tag, ibcomm_request_t **req);
+IBCOMM_API ibcomm_status_t ibcomm_test(ibcomm_request_t *req, int *done);
+IBCOMM_API ibcomm_status_t ibcomm_wait(ibcomm_request_t *req);
+IBCOMM_API ibcomm_status_t ibcomm_request_free(ibcomm_request_t *req);
+
 /* A static description of status; never NULL. */
 IBCOMM_API const char *ibcomm_strerror(ibcomm_status_t status);
 

@@ -354,6 +354,15 @@ static ibcomm_status_t check_layout(struct ibcomm *comm, const struct coll_call 
 	return check_overlap(comm, d->fn, sendbuf, c->sbytes, recvbuf, c->rbytes);
 }
 
+/* What the checks of a call found, for running it. */
+struct coll_checked {
+	ibc_reduce_fn kernel;
+	size_t esz;
+	size_t count;
+	ibcomm_dtype_t dtype;
+	bool my_send, my_recv;
+};
+
 /*
  * Every collective: checks the arguments in the order of the prototype's concerns
  * (communicator, datatype, op, root, count, the buffers this rank uses, their layout), agrees
@@ -361,12 +370,11 @@ static ibcomm_status_t check_layout(struct ibcomm *comm, const struct coll_call 
  * algorithm; reductions end with the final step of AVG. A buffer this rank does not use is
  * neither checked nor passed on.
  */
-static ibcomm_status_t coll_call(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
-				 size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
+static ibcomm_status_t coll_check(struct ibcomm *comm, const struct coll_desc *d, struct coll_call *cp,
+				  struct coll_checked *k, const void *sendbuf, void *recvbuf, size_t count,
+				  ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
 {
-	const struct coll_desc *d = &coll_descs[coll];
-	struct coll_call c = { .d = d };
-	struct ibc_coll_args *a = &c.a;
+	struct coll_call c = *cp;
 	ibc_reduce_fn kernel = NULL;
 	size_t esz = 1, blocks, total = 0;
 	bool my_send, my_recv;
@@ -398,6 +406,37 @@ static ibcomm_status_t coll_call(struct ibcomm *comm, enum ibc_coll coll, const 
 	    (d->recv == USE_ROOT && my_recv && (st = check_use(comm, d, d->recv, d->recv_name, recvbuf, count))) ||
 	    (my_send && my_recv && (st = check_layout(comm, &c, sendbuf, recvbuf, count, esz))))
 		return st;
+	*cp = c;
+	*k = (struct coll_checked){ .kernel = kernel, .esz = esz, .count = count, .dtype = dtype, .my_send = my_send,
+				    .my_recv = my_recv };
+	return IBCOMM_OK;
+}
+
+/* The checks of a call alone (a nonblocking call makes them before it is queued: lib/nbc.c). */
+ibcomm_status_t ibc_coll_check(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
+			       size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
+{
+	struct coll_call c = { .d = &coll_descs[coll] };
+	struct coll_checked k;
+
+	return coll_check(comm, c.d, &c, &k, sendbuf, recvbuf, count, dtype, op, root);
+}
+
+ibcomm_status_t ibc_coll_run(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
+			     size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
+{
+	const struct coll_desc *d = &coll_descs[coll];
+	struct coll_call c = { .d = d };
+	struct ibc_coll_args *a = &c.a;
+	struct coll_checked k;
+	ibc_reduce_fn kernel;
+	size_t esz;
+	bool my_send, my_recv;
+	ibcomm_status_t st;
+
+	if ((st = coll_check(comm, d, &c, &k, sendbuf, recvbuf, count, dtype, op, root)))
+		return st;
+	kernel = k.kernel, esz = k.esz, count = k.count, dtype = k.dtype, my_send = k.my_send, my_recv = k.my_recv;
 	args_init(a, comm, coll, d->send == USE_NONE ? recvbuf /* broadcast: the one buffer */ : my_send ? sendbuf : NULL,
 		  my_recv ? recvbuf : NULL, count, dtype, esz);
 	a->op = d->reduces ? op : IBCOMM_SUM;
@@ -418,6 +457,18 @@ static ibcomm_status_t coll_call(struct ibcomm *comm, enum ibc_coll coll, const 
 	if (!st && d->reduces && my_recv)
 		ibc_reduce_finish(recvbuf, count, dtype, op, comm->size);
 	return st;
+}
+
+/*
+ * A blocking call: while nonblocking requests are pending on comm it runs after them, in the
+ * progress thread (lib/nbc.c); else here.
+ */
+static ibcomm_status_t coll_call(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
+				 size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
+{
+	if (comm && ibc_nbc_busy(comm))
+		return ibc_nbc_coll(comm, coll, sendbuf, recvbuf, count, dtype, op, root, NULL);
+	return ibc_coll_run(comm, coll, sendbuf, recvbuf, count, dtype, op, root);
 }
 
 ibcomm_status_t ibcomm_allreduce(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t count,

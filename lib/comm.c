@@ -212,6 +212,7 @@ ibcomm_status_t ibcomm_destroy(ibcomm_t *comm)
 {
 	if (!comm)
 		return IBCOMM_OK;
+	ibc_nbc_destroy(comm); /* pending requests fail, the progress thread stops: the transport is ours */
 	ibc_regcache_destroy(comm); /* the transport's registrations go before the transport */
 	if (comm->tp)
 		comm->tp->ops->destroy(comm->tp);

@@ -135,6 +135,7 @@ IBC_HIDDEN int ibc_deadline_left(ibc_deadline_t dl);
 struct ibc_p2p_msg;
 struct ibc_p2p_state;
 struct ibc_regcache;
+struct ibc_nbc;
 
 struct ibcomm {
 	int rank, size;
@@ -150,6 +151,7 @@ struct ibcomm {
 	struct ibc_p2p_state *p2p; /* p2p.c: bytes held, high-water mark, held chunks; NULL until needed */
 	int *world;               /* world rank of each rank (split communicators); NULL: identity */
 	struct ibc_regcache *regcache; /* registered memory (regcache.c); NULL until the first register */
+	struct ibc_nbc *nbc;      /* nonblocking requests and their progress thread (nbc.c); NULL until the first */
 	char err[IBC_ERRLEN];
 };
 
@@ -176,10 +178,38 @@ IBC_HIDDEN ibcomm_status_t ibc_err(struct ibcomm *comm, ibcomm_status_t status, 
 /* This thread's last error (for calls without a communicator). */
 IBC_HIDDEN ibcomm_status_t ibc_err_thread(ibcomm_status_t status, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* Sets comm's last error (when comm) and this thread's to msg, a detail recorded earlier. */
+IBC_HIDDEN void ibc_err_set(struct ibcomm *comm, const char *msg);
 /* p2p.c: frees the p2p state of comm (its unexpected messages); called by ibcomm_destroy. */
 IBC_HIDDEN void ibc_p2p_cleanup(struct ibcomm *comm);
 /* p2p.c: bytes of unexpected messages comm holds now and at most so far (tests). */
 IBC_HIDDEN void ibc_p2p_held(const struct ibcomm *comm, uint64_t *now, uint64_t *peak);
+/* p2p.c: the argument checks of a send or receive (fn names it); *bytes its size. */
+IBC_HIDDEN ibcomm_status_t ibc_p2p_check(struct ibcomm *comm, const char *fn, const void *buf, size_t count,
+					 ibcomm_dtype_t dtype, int peer, size_t *bytes);
+/* p2p.c: one step of a send (IBC_AGAIN: call again) and one try of a receive; see p2p.c. */
+IBC_HIDDEN int ibc_p2p_send_step(struct ibcomm *comm, const void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
+				 uint32_t tag, ibc_deadline_t dl, bool *started, size_t *off, bool wait);
+IBC_HIDDEN int ibc_p2p_recv_try(struct ibcomm *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
+				uint32_t tag, ibc_deadline_t dl, bool wait);
+/* coll.c: a collective's argument checks alone, and the whole blocking call without routing. */
+IBC_HIDDEN ibcomm_status_t ibc_coll_check(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf,
+					  void *recvbuf, size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root);
+IBC_HIDDEN ibcomm_status_t ibc_coll_run(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
+					size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root);
+/*
+ * nbc.c: nonblocking requests. ibc_nbc_busy: comm has requests pending and the caller is not
+ * its progress thread, so a blocking call must queue behind them: ibc_nbc_coll/ibc_nbc_p2p
+ * with req NULL queue it and wait; with req, they are the i-calls. ibc_nbc_destroy: at
+ * ibcomm_destroy, fails what is pending (IBCOMM_ERR_ABORTED), stops the thread, frees requests.
+ */
+IBC_HIDDEN bool ibc_nbc_busy(struct ibcomm *comm);
+IBC_HIDDEN ibcomm_status_t ibc_nbc_coll(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
+					size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root,
+					ibcomm_request_t **req);
+IBC_HIDDEN ibcomm_status_t ibc_nbc_p2p(struct ibcomm *comm, bool send, void *buf, size_t count,
+				       ibcomm_dtype_t dtype, int peer, uint32_t tag, ibcomm_request_t **req);
+IBC_HIDDEN void ibc_nbc_destroy(struct ibcomm *comm);
 /* A deadline for one call on comm. */
 static inline ibc_deadline_t ibc_call_deadline(const struct ibcomm *comm)
 {

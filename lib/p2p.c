@@ -110,8 +110,8 @@ static void unexpected_append(struct ibcomm *comm, struct ibc_p2p_msg *m)
 	*pp = m;
 }
 
-static ibcomm_status_t p2p_check(struct ibcomm *comm, const char *fn, const void *buf, size_t count,
-				 ibcomm_dtype_t dtype, int peer, size_t *bytes)
+ibcomm_status_t ibc_p2p_check(struct ibcomm *comm, const char *fn, const void *buf, size_t count,
+			      ibcomm_dtype_t dtype, int peer, size_t *bytes)
 {
 	if (!comm)
 		return ibc_err_thread(IBCOMM_ERR_INVALID, "%s: comm is NULL", fn);
@@ -142,18 +142,23 @@ static ibcomm_status_t p2p_fail(struct ibcomm *comm, ibcomm_status_t st)
 	return st;
 }
 
-ibcomm_status_t ibcomm_send(ibcomm_t *comm, const void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
-			    uint32_t tag)
+/*
+ * A send, resumable (lib/nbc.c): *off counts the payload bytes sent, *started says whether the
+ * header went. Without `wait`, returns IBC_AGAIN when the peer has no free slot (nothing of a
+ * chunk is sent then), to be called again later; chunks of one message stay consecutive on the
+ * channel as long as the caller starts no other send to this peer meanwhile.
+ */
+int ibc_p2p_send_step(struct ibcomm *comm, const void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
+		      uint32_t tag, ibc_deadline_t dl, bool *started, size_t *off, bool wait)
 {
 	static const char fn[] = "ibcomm_send";
-	ibc_deadline_t dl;
-	size_t bytes, first, off;
+	size_t bytes, first;
 	unsigned char *head;
 	ibc_wbuf_t w;
 	ibcomm_status_t st;
-	int rc;
+	int rc = IBCOMM_OK;
 
-	if ((st = p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
+	if ((st = ibc_p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
 		return st;
 	if (peer == comm->rank) {
 		struct ibc_p2p_state *p = p2p_state(comm);
@@ -182,26 +187,49 @@ ibcomm_status_t ibcomm_send(ibcomm_t *comm, const void *buf, size_t count, ibcom
 	if (comm->tp->max_chunk <= P2P_HDR)
 		return ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "%s on rank %d: transport chunks of %zu bytes cannot "
 			       "hold a message header", fn, comm->rank, comm->tp->max_chunk);
-	dl = ibc_call_deadline(comm);
 	first = IBC_MIN(bytes, comm->tp->max_chunk - P2P_HDR);
-	head = malloc(P2P_HDR + first);
-	if (!head)
-		return ibc_err(comm, IBCOMM_ERR_NOMEM, "%s on rank %d: no memory for a message header", fn,
-			       comm->rank);
-	w = ibc_wbuf(head, P2P_HDR + first);
-	ibc_w_u32(&w, IBC_WIRE_VERSION);
-	ibc_w_u64(&w, bytes);
-	ibc_w_bytes(&w, buf, first);
-	rc = ibc_put(comm->tp, peer, IBC_CHAN_P2P, tag, head, w.len, true, dl);
-	free(head);
-	for (off = first; rc >= 0 && off < bytes; off += comm->tp->max_chunk)
-		rc = ibc_put(comm->tp, peer, IBC_CHAN_P2P, tag, (const char *)buf + off,
-			     IBC_MIN(comm->tp->max_chunk, bytes - off), true, dl);
+	if (!*started) {
+		head = malloc(P2P_HDR + first);
+		if (!head)
+			return ibc_err(comm, IBCOMM_ERR_NOMEM, "%s on rank %d: no memory for a message header", fn,
+				       comm->rank);
+		w = ibc_wbuf(head, P2P_HDR + first);
+		ibc_w_u32(&w, IBC_WIRE_VERSION);
+		ibc_w_u64(&w, bytes);
+		ibc_w_bytes(&w, buf, first);
+		rc = ibc_put(comm->tp, peer, IBC_CHAN_P2P, tag, head, w.len, wait, dl);
+		free(head);
+		if (rc == IBCOMM_OK) {
+			*started = true;
+			*off = first;
+		}
+	}
+	while (rc == IBCOMM_OK && *off < bytes) {
+		size_t n = IBC_MIN(comm->tp->max_chunk, bytes - *off);
+
+		rc = ibc_put(comm->tp, peer, IBC_CHAN_P2P, tag, (const char *)buf + *off, n, wait, dl);
+		if (rc == IBCOMM_OK)
+			*off += n;
+	}
+	if (rc == IBC_AGAIN && ibc_deadline_left(dl) == 0)
+		rc = IBCOMM_ERR_TIMEOUT;
 	if (rc == IBCOMM_ERR_TIMEOUT)
 		return ibc_err(comm, IBCOMM_ERR_TIMEOUT, "%s on rank %d: timed out after %ld ms sending %zu bytes "
 			       "with tag %u to rank %d: is it receiving?", fn, comm->rank, comm->set.timeout_ms,
 			       bytes, tag, peer);
-	return rc < 0 ? p2p_fail(comm, rc) : IBCOMM_OK;
+	return rc < 0 ? p2p_fail(comm, rc) : rc;
+}
+
+ibcomm_status_t ibcomm_send(ibcomm_t *comm, const void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
+			    uint32_t tag)
+{
+	bool started = false;
+	size_t off = 0;
+
+	if (comm && ibc_nbc_busy(comm)) /* after the pending requests (lib/nbc.c) */
+		return ibc_nbc_p2p(comm, true, (void *)buf, count, dtype, peer, tag, NULL);
+	return ibc_p2p_send_step(comm, buf, count, dtype, peer, tag, comm ? ibc_call_deadline(comm) : 0, &started,
+				 &off, true);
 }
 
 /* Takes the chunks of a message after its first, copying them to dst[got..total) (dst may be NULL). */
@@ -236,12 +264,16 @@ static ibcomm_status_t size_mismatch(struct ibcomm *comm, int peer, uint32_t tag
 		       "has %zu bytes, the receive expects %zu", comm->rank, peer, tag, got, want);
 }
 
+#define P2P_ASIDE 2 /* take_message: another tag's message went onto the unexpected list */
+
 /*
  * Takes the next whole message from peer: into buf when it carries tag (IBCOMM_OK, or
  * _MISMATCH when its size differs: consumed either way), else onto the unexpected list
- * (IBC_AGAIN).
+ * (P2P_ASIDE). Without `wait`, IBC_AGAIN when no message has begun to arrive; once one has,
+ * its rest is waited for (its sender is sending it).
  */
-static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, uint32_t tag, ibc_deadline_t dl)
+static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, uint32_t tag, ibc_deadline_t dl,
+			bool wait)
 {
 	struct ibc_p2p_state *p = p2p_state(comm);
 	struct ibc_p2p_msg *m = NULL;
@@ -259,7 +291,7 @@ static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, 
 	if (p->has_head[peer]) { /* a message left in the transport by an earlier receive */
 		ch = p->head[peer];
 		p->has_head[peer] = false;
-	} else if ((rc = ibc_get(comm->tp, peer, IBC_CHAN_P2P, &ch, true, dl)) < 0) {
+	} else if ((rc = ibc_get(comm->tp, peer, IBC_CHAN_P2P, &ch, wait, dl)) != IBCOMM_OK) {
 		return rc;
 	}
 	r = ibc_rbuf(ch.data, ch.len);
@@ -307,19 +339,24 @@ static int take_message(struct ibcomm *comm, void *buf, size_t bytes, int peer, 
 	m->tag = tag;
 	m->len = total;
 	unexpected_append(comm, m);
-	return IBC_AGAIN;
+	return P2P_ASIDE;
 }
 
-ibcomm_status_t ibcomm_recv(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer, uint32_t tag)
+/*
+ * A receive. Without `wait` (lib/nbc.c), IBC_AGAIN while no matching message has arrived
+ * (others are set aside meanwhile) and a receive from itself waits for the send; with it, a
+ * receive from itself needs the send first.
+ */
+int ibc_p2p_recv_try(struct ibcomm *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer, uint32_t tag,
+		     ibc_deadline_t dl, bool wait)
 {
 	static const char fn[] = "ibcomm_recv";
 	struct ibc_p2p_msg **pp;
-	ibc_deadline_t dl;
 	size_t bytes;
 	ibcomm_status_t st;
 	int rc;
 
-	if ((st = p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
+	if ((st = ibc_p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
 		return st;
 	for (pp = &comm->unexpected; *pp; pp = &(*pp)->next) {
 		struct ibc_p2p_msg *m = *pp;
@@ -334,14 +371,23 @@ ibcomm_status_t ibcomm_recv(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtyp
 		free(m);
 		return st;
 	}
-	if (peer == comm->rank)
+	if (peer == comm->rank && wait)
 		return ibc_err(comm, IBCOMM_ERR_INVALID, "%s on rank %d: no message with tag %u was sent to itself "
 			       "(a receive from self needs the send first)", fn, comm->rank, tag);
-	dl = ibc_call_deadline(comm);
-	while ((rc = take_message(comm, buf, bytes, peer, tag, dl)) == IBC_AGAIN)
-		;
+	rc = peer == comm->rank ? IBC_AGAIN : P2P_ASIDE;
+	while (rc == P2P_ASIDE)
+		rc = take_message(comm, buf, bytes, peer, tag, dl, wait);
+	if (rc == IBC_AGAIN && ibc_deadline_left(dl) == 0)
+		rc = IBCOMM_ERR_TIMEOUT;
 	if (rc == IBCOMM_ERR_TIMEOUT)
 		return ibc_err(comm, IBCOMM_ERR_TIMEOUT, "%s on rank %d: timed out after %ld ms waiting for a message "
 			       "with tag %u from rank %d", fn, comm->rank, comm->set.timeout_ms, tag, peer);
-	return p2p_fail(comm, rc);
+	return rc == IBC_AGAIN ? rc : p2p_fail(comm, rc);
+}
+
+ibcomm_status_t ibcomm_recv(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int peer, uint32_t tag)
+{
+	if (comm && ibc_nbc_busy(comm)) /* after the pending requests (lib/nbc.c) */
+		return ibc_nbc_p2p(comm, false, buf, count, dtype, peer, tag, NULL);
+	return ibc_p2p_recv_try(comm, buf, count, dtype, peer, tag, comm ? ibc_call_deadline(comm) : 0, true);
 }

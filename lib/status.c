@@ -68,3 +68,10 @@ ibcomm_status_t ibc_err_thread(ibcomm_status_t status, const char *fmt, ...)
 	ibc_log(IBC_LOG_INFO, "%s", thread_err);
 	return status;
 }
+
+void ibc_err_set(struct ibcomm *comm, const char *msg)
+{
+	snprintf(thread_err, IBC_ERRLEN, "%s", msg);
+	if (comm)
+		memcpy(comm->err, thread_err, IBC_ERRLEN);
+}
