@@ -92,7 +92,7 @@ def train(model, comm, x, y, steps, lr, seed):
 
         def ready(bucket):
             nonlocal overlapped
-            overlapped += bool(reqs) and not reqs[-1].done   # the previous one is still being summed
+            overlapped += bool(reqs) and not reqs[-1].test()   # the previous one is still being summed
             if comm:
                 reqs.append(comm.iallreduce(bucket))      # in place, SUM
 
