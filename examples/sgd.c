@@ -187,7 +187,7 @@ int main(void)
 	static float w[NW], ref[NW], grad[NW];
 	struct step s = {0};
 	ibcomm_status_t st;
-	int rank, size, lo, hi, overlapped = 0;
+	int rank, size, lo, hi;
 	float diff = 0;
 
 	st = ibcomm_init_env(&s.comm);
@@ -225,8 +225,6 @@ int main(void)
 		for (int i = 0; i < NW; i++)
 			ref[i] -= LR * grad[i];
 	}
-	overlapped = s.overlapped;
-
 	for (int i = 0; i < NW; i++)
 		diff = fmaxf(diff, fabsf(w[i] - ref[i]));
 	st = ibcomm_allreduce(s.comm, &diff, &diff, 1, IBCOMM_FLOAT32, IBCOMM_MAX);
@@ -235,7 +233,7 @@ int main(void)
 	if (rank == 0)
 		printf("sgd: loss %.4f; the previous bucket still in flight when the next was ready: %d of %d "
 		       "times; max |w - w_single| = %.3g (tolerance %g): %s\n",
-		       loss(w), overlapped, STEPS * (BUCKETS - 1), diff, TOL, diff <= TOL ? "OK" : "FAILED");
+		       loss(w), s.overlapped, STEPS * (BUCKETS - 1), diff, TOL, diff <= TOL ? "OK" : "FAILED");
 	st = ibcomm_destroy(s.comm);
 	if (st != IBCOMM_OK) {
 		fprintf(stderr, "rank %d: ibcomm_destroy: %s\n", rank, ibcomm_strerror(st));
