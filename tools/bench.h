@@ -71,6 +71,7 @@ struct bench {
 	double factor;
 	int iters, warmup;
 	bool check, csv, json, reg;
+	bool overlap;          /* --overlap (bench_overlap.c) */
 	const char *json_path; /* --json=FILE; NULL: stdout */
 	const char *plot_path;
 	const char *coll;      /* as given to -C */
@@ -108,6 +109,9 @@ double bench_busbw_factor(enum bench_kind kind, int nranks);
 int bench_count_sizes(const struct bench *b);
 /* Times b->kind over every size, both placements; rank 0 records each row. Collective. */
 void bench_run(struct bench *b);
+
+/* bench_overlap.c: the --overlap table (ibcomm_iallreduce behind sleep and compute). Collective. */
+void bench_overlap(struct bench *b);
 
 /* bench_report.c */
 void bench_progress(struct bench *b, size_t bytes, bool ip);

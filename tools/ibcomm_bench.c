@@ -75,6 +75,9 @@ static void bench_usage(FILE *f)
 		"      --csv            comma-separated rows instead of the table\n"
 		"      --json[=FILE]    one JSON document instead of the table (on stdout, or in FILE)\n"
 		"      --plot FILE.png  draw busbw against size with gnuplot\n"
+		"      --overlap        allreduce hidden behind work by ibcomm_iallreduce: blocking time,\n"
+		"                       then iallreduce + sleep + CPU compute + wait, and CPU compute only\n"
+		"                       (defaults then: -b 1M -e 64M -n 5 -w 1)\n"
 		"  -h, --help           this help\n"
 		"\n"
 		"On a terminal, rank 0 shows the size being timed on stderr (not with --csv, --json).\n"
@@ -101,18 +104,20 @@ static int bench_options(int argc, char **argv, struct bench *b, bool *all)
 		{ "csv", no_argument, NULL, 'V' },
 		{ "json", optional_argument, NULL, 'J' },
 		{ "plot", required_argument, NULL, 'P' },
+		{ "overlap", no_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *coll = "allreduce";
 	int opt, check = 1, reg = 0;
+	bool set_b = false, set_e = false, set_n = false, set_w = false;
 
 	while ((opt = getopt_long(argc, argv, "b:e:f:i:n:w:c:o:d:r:C:R:h", longopts, NULL)) != -1) {
 		bool bad = false;
 
 		switch (opt) {
-		case 'b': bad = !tool_parse_size(optarg, &b->min_bytes); break;
-		case 'e': bad = !tool_parse_size(optarg, &b->max_bytes); break;
+		case 'b': bad = !tool_parse_size(optarg, &b->min_bytes), set_b = true; break;
+		case 'e': bad = !tool_parse_size(optarg, &b->max_bytes), set_e = true; break;
 		case 'i': bad = !tool_parse_size(optarg, &b->step_bytes) || b->step_bytes == 0; break;
 		case 'f': {
 			char *end;
@@ -121,8 +126,9 @@ static int bench_options(int argc, char **argv, struct bench *b, bool *all)
 			bad = end == optarg || *end || !(b->factor > 1) || b->factor > 1e6;
 			break;
 		}
-		case 'n': bad = !tool_parse_int(optarg, 1, BENCH_INT_MAX, &b->iters); break;
-		case 'w': bad = !tool_parse_int(optarg, 0, BENCH_INT_MAX, &b->warmup); break;
+		case 'n': bad = !tool_parse_int(optarg, 1, BENCH_INT_MAX, &b->iters), set_n = true; break;
+		case 'w': bad = !tool_parse_int(optarg, 0, BENCH_INT_MAX, &b->warmup), set_w = true; break;
+		case 'O': b->overlap = true; break;
 		case 'c':
 			bad = !tool_parse_int(optarg, 0, 1, &check);
 			b->check = check == 1;
@@ -183,6 +189,16 @@ static int bench_options(int argc, char **argv, struct bench *b, bool *all)
 	if (b->json && b->csv) {
 		fprintf(stderr, "ibcomm_bench: --json and --csv exclude each other\n");
 		return 2;
+	}
+	if (b->overlap && (b->json || b->csv || b->plot_path)) {
+		fprintf(stderr, "ibcomm_bench: --overlap prints its own table (no --json, --csv, --plot)\n");
+		return 2;
+	}
+	if (b->overlap) {
+		b->min_bytes = set_b ? b->min_bytes : 1 << 20;
+		b->max_bytes = set_e ? b->max_bytes : 64 << 20;
+		b->iters = set_n ? b->iters : 5;
+		b->warmup = set_w ? b->warmup : 1;
 	}
 	if (optind < argc) {
 		fprintf(stderr, "ibcomm_bench: unexpected argument: %s\n", argv[optind]);
@@ -272,7 +288,7 @@ int main(int argc, char **argv)
 		if (st != IBCOMM_OK)
 			bench_die(&b, "ibcomm_register of the receive buffer", st);
 	}
-	b.progress = b.rank == 0 && !b.csv && !b.json;
+	b.progress = b.rank == 0 && !b.csv && !b.json && !b.overlap;
 	if (b.progress && isatty(STDERR_FILENO)) {
 		b.progress_out = stderr;
 	} else if (b.progress && getenv("IBCOMM_RUN_TTY") && !strcmp(getenv("IBCOMM_RUN_TTY"), "1")) {
@@ -285,7 +301,9 @@ int main(int argc, char **argv)
 
 	if (b.csv && b.rank == 0)
 		printf("collective,nranks,size,count,type,redop,root,placement,time_us,algbw_GBps,busbw_GBps,wrong\n");
-	for (int k = 0; k < BENCH_KIND_COUNT; k++) {
+	if (b.overlap)
+		bench_overlap(&b);
+	for (int k = 0; k < BENCH_KIND_COUNT && !b.overlap; k++) {
 		if (!all && k != (int)b.kind)
 			continue;
 		b.kind = (enum bench_kind)k;
@@ -303,7 +321,8 @@ int main(int argc, char **argv)
 			fclose(json_out);
 	} else if (b.rank == 0 && !b.csv) {
 		printf("# Out of bounds values : %lld %s\n", (long long)b.wrong_total, b.wrong_total ? "FAILED" : "OK");
-		printf("# Avg bus bandwidth    : %g\n", b.busbw_n ? b.busbw_sum / b.busbw_n : 0.0);
+		if (!b.overlap)
+			printf("# Avg bus bandwidth    : %g\n", b.busbw_n ? b.busbw_sum / b.busbw_n : 0.0);
 		printf("#\n");
 	}
 	fflush(stdout);

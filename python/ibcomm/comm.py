@@ -1,7 +1,5 @@
 """The communicator and the request of a nonblocking call."""
 import ctypes
-import queue
-import threading
 import weakref
 
 from . import _lib
@@ -46,10 +44,8 @@ class Request:
     or raises. Both may be called again after completion.
 
     How it progresses is the backend's business: _poll() says whether it is complete,
-    _block() waits; both return (status, detail) once complete, _poll() None before. Today's
-    backend is _ThreadRequest (a progress thread, see Comm.iallreduce); a request of the C
-    library's nonblocking API (ibcomm_iallreduce, ibcomm_test, ibcomm_wait of the design)
-    fits the same two methods.
+    _block() waits; both return (status, detail) once complete, _poll() None before. The
+    backend is _CRequest: the C library's ibcomm_i* calls, ibcomm_test and ibcomm_wait.
     """
 
     def __init__(self, comm, result, keep):
@@ -95,54 +91,41 @@ class Request:
         return self._outcome is not None or self._poll() is not None
 
 
-class _ThreadRequest(Request):
-    """A request run by the communicator's progress thread."""
+class _CRequest(Request):
+    """A request of the C library's nonblocking API: ibcomm_test polls it, ibcomm_wait waits
+    for it (both without the GIL); once complete, the C request is freed and its outcome
+    kept. The library's progress thread moves it meanwhile."""
 
-    def __init__(self, comm, result, keep, call):
+    def __init__(self, comm, result, keep, req):
         super().__init__(comm, result, keep)
-        self._call = call        # call(handle) -> status, on the progress communicator
-        self._event = threading.Event()
-        self._done = None
-
-    def _run(self, handle):
-        status = self._call(handle)
-        self._done = (status, _lib.last_error(handle) if status else "")
-        self._event.set()
+        self._req = req          # ibcomm_request_t *; None once freed
+        self._c_outcome = None   # (status, detail) once complete
+        comm._reqs.add(self)
 
     def _poll(self):
-        return self._done if self._event.is_set() else None
+        if self._req is not None:
+            done = ctypes.c_int(0)
+            status = lib.ibcomm_test(self._req, ctypes.byref(done))
+            if not done.value:
+                return None
+            self._c_outcome = (status, _lib.last_error(None) if status else "")
+            lib.ibcomm_request_free(self._req)
+            self._req = None
+        return self._c_outcome
 
     def _block(self):
-        self._event.wait()
-        return self._done
+        if self._req is not None:
+            status = lib.ibcomm_wait(self._req)
+            self._req = None
+            self._c_outcome = (status, _lib.last_error(None) if status else "")
+        return self._c_outcome
 
-
-class _Progress:
-    """Runs a communicator's nonblocking calls one after the other, in the order issued, on a
-    duplicate of it made by the first one (every rank makes it at the same call, since the
-    calls are collective). The duplicate's traffic is independent of the communicator's, so
-    its blocking calls go on meanwhile; the thread spends its time in the library, without
-    the GIL."""
-
-    def __init__(self, handle):
-        self.handle = handle
-        self.queue = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._main, name="ibcomm-progress", daemon=True)
-        self.thread.start()
-
-    def _main(self):
-        while True:
-            req = self.queue.get()
-            if req is None:
-                return
-            req._run(self.handle)
-
-    def stop(self):
-        """Waits for the calls queued (each bounded by the deadline, or ended by abort)."""
-        self.queue.put(None)
-        self.thread.join()
-        lib.ibcomm_destroy(self.handle)
-        self.handle = None
+    def __del__(self):
+        # a completed request nobody waited for is freed here; one in flight by ibcomm_destroy
+        try:
+            self._poll()
+        except Exception:
+            pass
 
 
 class Comm:
@@ -194,8 +177,7 @@ class Comm:
 
     def _adopt(self, handle):
         self._handle = handle
-        self._progress = None
-        self._lock = threading.Lock()   # guards _progress against abort() from another thread
+        self._reqs = weakref.WeakSet()  # nonblocking requests not yet complete (close waits for them)
         self.rank = lib.ibcomm_rank(handle)
         self.size = lib.ibcomm_size(handle)
         self.transport = lib.ibcomm_transport(handle).decode()
@@ -216,10 +198,8 @@ class Comm:
         """Frees the communicator (not collective); waits for its nonblocking calls first."""
         if self._handle is None:
             return
-        with self._lock:
-            progress, self._progress = self._progress, None
-        if progress is not None:
-            progress.stop()
+        for req in list(self._reqs):
+            req._block()
         handle, self._handle = self._handle, None
         _live.discard(self)
         _lib.check(lib.ibcomm_destroy(handle), None)
@@ -228,12 +208,8 @@ class Comm:
         """ibcomm_abort(): calls in progress (nonblocking ones too) fail with AbortedError at
         once, and every later call; close() still frees it. Safe from any thread."""
         handle = self._handle
-        with self._lock:
-            progress = self._progress
         if handle is not None:
             lib.ibcomm_abort(handle)
-        if progress is not None and progress.handle is not None:
-            lib.ibcomm_abort(progress.handle)
 
     def __enter__(self):
         return self
@@ -312,33 +288,56 @@ class Comm:
         self._check(lib.ibcomm_allreduce(handle, s.addr, r.addr, s.count, s.dtype, op), handle)
         return a if out is None else out
 
+    def _start(self, fn, start, result, keep):
+        """Runs the C i-call start(handle, req_ptr) and returns its Request."""
+        handle = self._h(fn)
+        req = ctypes.c_void_p()
+        self._check(start(handle, ctypes.byref(req)), handle)
+        return _CRequest(self, result, keep, req.value)
+
     def iallreduce(self, a, out=None, op=Op.SUM, dtype=None):
-        """Nonblocking allreduce: returns a Request at once (req.test(), req.wait() -> result).
-        Leave a and out alone until it completes. The ranks must issue their nonblocking calls
-        in the same order; blocking calls on this communicator may go on meanwhile. The first
-        one makes a duplicate communicator (collectively) on which a progress thread runs them,
-        one after the other."""
+        """Nonblocking allreduce (ibcomm_iallreduce): returns a Request at once (req.test(),
+        req.wait() -> result). Leave a and out alone until it completes. Collectives complete
+        in the order issued, the same on every rank; a blocking call issued meanwhile runs
+        after the pending ones. The library's progress thread moves them while Python runs."""
         op = _as_op(op, "iallreduce")
         self._h("iallreduce")
         s, r = self._send_recv("iallreduce", a, out, dtype)
         if r.count != s.count:
             raise ValueError("iallreduce: out has %d elements but a has %d" % (r.count, s.count))
+        return self._start("iallreduce", lambda h, q: lib.ibcomm_iallreduce(h, s.addr, r.addr, s.count, s.dtype,
+                                                                             op, q),
+                           a if out is None else out, (s, r))
 
-        def call(handle):
-            return lib.ibcomm_allreduce(handle, s.addr, r.addr, s.count, s.dtype, op)
+    def ibroadcast(self, a, root=0, dtype=None):
+        """Nonblocking broadcast: a Request whose wait() returns a."""
+        root = self._root(root, "ibroadcast")
+        self._h("ibroadcast")
+        b = buffer(a, "ibroadcast: a", self.rank != root, dtype)
+        return self._start("ibroadcast", lambda h, q: lib.ibcomm_ibroadcast(h, b.addr, b.count, b.dtype, root, q),
+                           a, (b,))
 
-        req = _ThreadRequest(self, a if out is None else out, (s, r), call)
-        self._progressor().queue.put(req)
-        return req
+    def iallgather(self, a, out, dtype=None):
+        """Nonblocking allgather: a Request whose wait() returns out."""
+        self._h("iallgather")
+        s = buffer(a, "iallgather: a", False, dtype)
+        r = buffer(out, "iallgather: out", True, dtype)
+        same_dtype("iallgather", s, r)
+        self._blocks("iallgather", r, s, "out", "a")
+        return self._start("iallgather", lambda h, q: lib.ibcomm_iallgather(h, s.addr, r.addr, s.count, s.dtype, q),
+                           out, (s, r))
 
-    def _progressor(self):
-        if self._progress is None:
-            handle = self._h("iallreduce")
-            new = ctypes.c_void_p()
-            _lib.check(lib.ibcomm_dup(handle, ctypes.byref(new)), handle)
-            with self._lock:
-                self._progress = _Progress(new.value)
-        return self._progress
+    def ireduce_scatter(self, a, out, op=Op.SUM, dtype=None):
+        """Nonblocking reduce_scatter: a Request whose wait() returns out."""
+        op = _as_op(op, "ireduce_scatter")
+        self._h("ireduce_scatter")
+        s = buffer(a, "ireduce_scatter: a", False, dtype)
+        r = buffer(out, "ireduce_scatter: out", True, dtype)
+        same_dtype("ireduce_scatter", s, r)
+        self._blocks("ireduce_scatter", s, r, "a", "out")
+        return self._start("ireduce_scatter",
+                           lambda h, q: lib.ibcomm_ireduce_scatter(h, s.addr, r.addr, r.count, s.dtype, op, q),
+                           out, (s, r))
 
     def broadcast(self, a, root=0, dtype=None):
         """Copies root's a into a on every other rank. Returns a."""
@@ -458,6 +457,24 @@ class Comm:
         handle = self._h("send")
         s = buffer(a, "send: a", False, dtype)
         self._check(lib.ibcomm_send(handle, s.addr, s.count, s.dtype, peer, tag), handle)
+
+    def isend(self, a, peer, tag=0, dtype=None):
+        """Nonblocking send: a Request whose wait() returns None. Leave a alone until then."""
+        peer = _as_int(peer, "peer", "isend")
+        tag = self._tag(tag, "isend")
+        self._h("isend")
+        s = buffer(a, "isend: a", False, dtype)
+        return self._start("isend", lambda h, q: lib.ibcomm_isend(h, s.addr, s.count, s.dtype, peer, tag, q),
+                           None, (s,))
+
+    def irecv(self, a, peer, tag=0, dtype=None):
+        """Nonblocking receive into a: a Request whose wait() returns a."""
+        peer = _as_int(peer, "peer", "irecv")
+        tag = self._tag(tag, "irecv")
+        self._h("irecv")
+        r = buffer(a, "irecv: a", True, dtype)
+        return self._start("irecv", lambda h, q: lib.ibcomm_irecv(h, r.addr, r.count, r.dtype, peer, tag, q),
+                           a, (r,))
 
     def recv(self, a, peer, tag=0, dtype=None):
         """Receives into a the message of peer with this tag; it must have exactly len(a)

@@ -104,6 +104,41 @@ def test_iallreduce_error_is_raised_by_wait(comm):
             req.test()
 
 
+def test_nonblocking_kinds(comm):
+    """ibroadcast, iallgather, ireduce_scatter, isend/irecv in flight together, in issue order."""
+    n, me = comm.size, comm.rank
+    b = np.arange(6, dtype=np.int32) if me == n - 1 else np.zeros(6, dtype=np.int32)
+    g = np.zeros(3 * n, dtype=np.float64)
+    rs_in = np.arange(2 * n, dtype=np.int64) + me
+    rs = np.zeros(2, dtype=np.int64)
+    got = np.zeros(4, dtype=np.uint8)
+    rq = comm.irecv(got, (me - 1) % n, tag=7)
+    reqs = [comm.ibroadcast(b, root=n - 1),
+            comm.iallgather(np.full(3, me, dtype=np.float64), g),
+            comm.ireduce_scatter(rs_in, rs, op=ibcomm.MIN),
+            comm.isend(np.full(4, me, dtype=np.uint8), (me + 1) % n, tag=7)]
+    assert reqs[0].wait() is b and reqs[1].wait() is g and reqs[2].wait() is rs
+    assert reqs[3].wait() is None
+    assert rq.wait() is got
+    assert (b == np.arange(6)).all()
+    assert (g == np.repeat(np.arange(n, dtype=np.float64), 3)).all()
+    assert (rs == np.arange(2 * me, 2 * me + 2)).all()
+    assert (got == (me - 1) % n).all()
+
+
+def test_nonblocking_errors(comm):
+    with pytest.raises(ValueError):
+        comm.ibroadcast(np.zeros(3), root=comm.size)
+    with pytest.raises(ibcomm.InvalidError, match="peer"):
+        comm.isend(np.zeros(3), comm.size + 5)
+    with comm.dup() as d:
+        out = np.zeros(1, dtype=np.int32)
+        req = d.irecv(out, (d.rank + 1) % d.size, tag=3)
+        assert req.test() is False and not req.done
+        d.send(np.array([d.rank], dtype=np.int32), (d.rank - 1) % d.size, tag=3)
+        assert req.wait() is out and out[0] == (d.rank + 1) % d.size
+
+
 def test_gil_released(comm):
     """Another thread runs while this one waits in a collective for a late rank."""
     ticks = []

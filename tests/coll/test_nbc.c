@@ -112,7 +112,7 @@ static void results_fn(ibcomm_t *comm, void *arg)
 
 static void test_results(void)
 {
-	for (int n = 1; n <= 5; n++) {
+	for (int n = hx_nmin(); n <= 5 && n <= hx_nmax(); n++) {
 		struct hx_job job = { .name = "results", .n = n, .fn = results_fn };
 
 		hx_run_job(&job);
@@ -180,7 +180,7 @@ static void order_fn(ibcomm_t *comm, void *arg)
 
 static void test_order(void)
 {
-	for (int n = 2; n <= 4; n++) {
+	for (int n = 2; n <= 4 && n <= hx_nmax(); n++) {
 		struct hx_job job = { .name = "order", .n = n, .fn = order_fn };
 
 		hx_run_job(&job);
@@ -401,63 +401,59 @@ static double cpu_ms(void)
 /*
  * Abort covers pending requests; the progress thread sleeps while a receive is pending that
  * never matches; destroy with requests pending fails them and frees them (valgrind: no leak).
+ * Each on a dup of the job's communicator (one rendezvous for the job). An aborted
+ * communicator makes its process leave the job without a goodbye (rdv_client.c): the others
+ * may see rank 0 as dead from then on, so no final barrier.
  */
-static void abort_fn(ibcomm_t *unused, void *arg)
+static void abort_fn(ibcomm_t *comm, void *arg)
 {
-	ibcomm_t *comm = own_comm(60000);
 	ibcomm_request_t *rq, *cq, *q2;
+	ibcomm_t *d1, *d2;
 	int32_t x, y = 1;
 	double c0, used;
 
-	(void)unused, (void)arg;
-	if (!comm)
+	(void)arg;
+	if (!ok(comm, ibcomm_dup(comm, &d1), "dup") || !ok(comm, ibcomm_dup(comm, &d2), "dup"))
 		return;
-	ok(comm, ibcomm_barrier(comm), "barrier");
 	if (hx_rank == 0) {
 		/* idle: a receive pending that never matches */
-		if (!ok(comm, ibcomm_irecv(comm, &x, 1, IBCOMM_INT32, 1, 5, &rq), "irecv"))
+		if (!ok(d1, ibcomm_irecv(d1, &x, 1, IBCOMM_INT32, 1, 5, &rq), "irecv"))
 			return;
 		usleep(50 * 1000);
 		c0 = cpu_ms();
 		usleep(300 * 1000);
 		used = cpu_ms() - c0;
-		if (used > 30)
+		if (used > 30 && !hx_env_long("HX_NO_TIMING", 0))
 			hx_fail("the progress thread used %.1f ms of CPU in 300 ms with only an unmatched receive pending",
 				used);
 		/* abort: the pending receive and a collective rank 1 never joins fail with ABORTED */
-		if (ok(comm, ibcomm_iallreduce(comm, &y, &y, 1, IBCOMM_INT32, IBCOMM_SUM, &cq), "iallreduce")) {
+		if (ok(d1, ibcomm_iallreduce(d1, &y, &y, 1, IBCOMM_INT32, IBCOMM_SUM, &cq), "iallreduce")) {
 			usleep(100 * 1000);
-			ok(comm, ibcomm_abort(comm), "ibcomm_abort");
-			expect_status(comm, ibcomm_wait(cq), IBCOMM_ERR_ABORTED, "wait iallreduce after abort", "abort");
-			expect_status(comm, ibcomm_wait(rq), IBCOMM_ERR_ABORTED, "wait irecv after abort", "abort");
+			ok(d1, ibcomm_abort(d1), "ibcomm_abort");
+			expect_status(d1, ibcomm_wait(cq), IBCOMM_ERR_ABORTED, "wait iallreduce after abort", "abort");
+			expect_status(d1, ibcomm_wait(rq), IBCOMM_ERR_ABORTED, "wait irecv after abort", "abort");
 		}
+		/* destroy with requests pending: a receive, a collective nobody else joins, a completed send */
+		if (ok(d2, ibcomm_irecv(d2, &x, 1, IBCOMM_INT32, 1, 6, &rq), "irecv") &&
+		    ok(d2, ibcomm_iallreduce(d2, &y, &y, 1, IBCOMM_INT32, IBCOMM_SUM, &cq), "iallreduce") &&
+		    ok(d2, ibcomm_isend(d2, &y, 1, IBCOMM_INT32, 0, 1, &q2), "isend to self"))
+			usleep(100 * 1000);
+		ok(d2, ibcomm_destroy(d2), "ibcomm_destroy with requests pending");
+		ok(d1, ibcomm_destroy(d1), "ibcomm_destroy after abort");
 		hx_scratch[0] = 1;
 	} else {
 		while (!hx_scratch[0])
 			usleep(10 * 1000);
+		ok(d2, ibcomm_destroy(d2), "ibcomm_destroy");
+		ok(d1, ibcomm_destroy(d1), "ibcomm_destroy");
 	}
-	ibcomm_destroy(comm);
-	/* destroy with requests pending (a receive, a collective nobody else joins, a completed one) */
-	comm = own_comm(60000);
-	if (!comm)
-		return;
-	ok(comm, ibcomm_barrier(comm), "barrier 2");
-	if (hx_rank == 0 && ok(comm, ibcomm_irecv(comm, &x, 1, IBCOMM_INT32, 1, 6, &rq), "irecv") &&
-	    ok(comm, ibcomm_iallreduce(comm, &y, &y, 1, IBCOMM_INT32, IBCOMM_SUM, &cq), "iallreduce") &&
-	    ok(comm, ibcomm_isend(comm, &y, 1, IBCOMM_INT32, 0, 1, &q2), "isend to self"))
-		usleep(100 * 1000);
-	if (hx_rank == 0)
-		hx_scratch[1] = 1;
-	else
-		while (!hx_scratch[1])
-			usleep(10 * 1000);
-	ok(comm, ibcomm_destroy(comm), "ibcomm_destroy with requests pending");
 	hx_case_done();
 }
 
 static void test_abort_destroy(void)
 {
-	struct hx_job job = { .name = "abort_destroy", .n = 2, .fn = abort_fn, .no_init = true, .timeout_s = 60 };
+	struct hx_job job = { .name = "abort_destroy", .n = 2, .fn = abort_fn, .timeout_s = 60,
+			      .no_final_barrier = true };
 
 	hx_run_job(&job);
 }

@@ -338,6 +338,54 @@ static void test_register(void)
 	proc_out_free(&o);
 }
 
+/* ---- --overlap ---- */
+
+/* The table of --overlap at small sizes on 2 ranks: one row per size of 12 fields, 0 wrong. */
+static void test_overlap(void)
+{
+	char *argv[] = { IBCOMM_RUN_PATH, "-n", "2", "--timeout", "60", "--", IBCOMM_BENCH_PATH, "--overlap",
+			 "-b", "4K", "-e", "256K", "-f", "8", "-n", "2", "-w", "1", NULL };
+	char *csv[] = { IBCOMM_RUN_PATH, "-n", "1", "--", IBCOMM_BENCH_PATH, "--overlap", "--csv", NULL };
+	static const char *const sizes[] = { "4096", "32768", "262144" };
+	struct proc_out o;
+	char *text, *line;
+	int rows = 0;
+
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
+	if (o.status != 0)
+		fprintf(stderr, "ibcomm_bench --overlap: status %d\n%s%s", o.status, o.out, o.err);
+	CU_ASSERT_EQUAL(o.status, 0);
+	text = test_rank0_text(o.out);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "# Out of bounds values : 0 OK"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "overlap"));
+	for (line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+		char size[32], bar[3][2];
+		double v[11];
+		long long wrong;
+
+		if (line[0] == '#')
+			continue;
+		/* size blocking | alone work wait wait/blk overlap | alone work wait wait/blk overlap | wrong */
+		if (sscanf(line, "%31s %lf %1s %lf %lf %lf %lf %lf %1s %lf %lf %lf %lf %lf %1s %lld", size, &v[0], bar[0],
+			   &v[1], &v[2], &v[3], &v[4], &v[5], bar[1], &v[6], &v[7], &v[8], &v[9], &v[10], bar[2],
+			   &wrong) != 16 ||
+		    rows >= 3 || strcmp(size, sizes[rows]) || wrong != 0 || v[0] <= 0 || v[5] < 0 || v[5] > 100 ||
+		    v[10] < 0 || v[10] > 100) {
+			fprintf(stderr, "ibcomm_bench --overlap: unexpected row: %s\n", line);
+			CU_FAIL("a row of --overlap is not size, blocking | 5 | 5 | wrong");
+		}
+		rows++;
+	}
+	CU_ASSERT_EQUAL(rows, 3);
+	free(text);
+	proc_out_free(&o);
+	CU_ASSERT_FATAL(proc_run(csv, NULL, &o) == 0);
+	CU_ASSERT_EQUAL(o.status, 2);
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.err, "--overlap"));
+	proc_out_free(&o);
+}
+
 /* ---- the progress line ---- */
 
 /* A port free now on 127.0.0.1, for a lone rank's IBCOMM_ROOT. */
@@ -412,6 +460,7 @@ int main(int argc, char **argv)
 		{ "--plot without gnuplot, failing gnuplot", test_plot_failures },
 		{ "-R 1", test_register },
 		{ "progress line only on a terminal", test_progress },
+		{ "--overlap", test_overlap },
 	};
 
 	signal(SIGPIPE, SIG_IGN);
