@@ -19,7 +19,7 @@
  * the first put() or get() naming the peer, through a connection manager over one UD QP
  * per communicator (rdma_cm_ud.c: the protocol, why it cannot deadlock, the job-key MAC).
  * One exception to "on first use": every collective on more than two ranks first compares
- * the call signatures over the recursive-doubling pattern (lib/coll.c, lib/algo/rd.c), so
+ * the call signatures over the recursive-doubling pattern (lib/coll.c, lib/algo/rd_sched.h), so
  * create() connects those log2(n) (+1) partners at once (two ranks: the peer) and waits
  * until they are READY: create() is collective (init, split, dup) and its wait answers
  * connect messages, so it waits only for the partners' own create(); then it ends with a
@@ -55,6 +55,7 @@
 #include <unistd.h>
 #include <sys/resource.h>
 
+#include "algo/rd_sched.h"
 #include "rdma_int.h"
 
 /* One token to peer and one from it (the create barrier), on the collective channel. */
@@ -80,25 +81,29 @@ static int token(struct rdma_tp *t, int peer, bool send, ibc_deadline_t dl)
  * call does not carry the skew of the others' setup (a slow rank's registrations). The
  * tokens are not the caller's traffic: the counters are put back.
  */
-static ibcomm_status_t create_barrier(struct rdma_tp *t, int p2, ibc_deadline_t dl)
+static ibcomm_status_t create_barrier(struct rdma_tp *t, const struct ibc_rd_step *step, int nsteps,
+				      ibc_deadline_t dl)
 {
-	int n = t->base.comm->size, r = t->base.comm->rank, rc = 0;
 	ibc_tp_counters_t saved = t->base.cnt;
+	int rc = 0;
 
-	if (r >= p2) {
-		rc = token(t, r - p2, true, dl);
-		if (!rc)
-			rc = token(t, r - p2, false, dl);
-	} else {
-		if (r + p2 < n)
-			rc = token(t, r + p2, false, dl);
-		for (int mask = 1; mask < p2 && !rc; mask *= 2) {
-			rc = token(t, r ^ mask, true, dl);
+	for (int i = 0; i < nsteps && !rc; i++) {
+		int q = step[i].peer;
+
+		switch (step[i].kind) {
+		case IBC_RD_FOLD:
+		case IBC_RD_EXCHANGE:
+			rc = token(t, q, true, dl);
 			if (!rc)
-				rc = token(t, r ^ mask, false, dl);
+				rc = token(t, q, false, dl);
+			break;
+		case IBC_RD_ABSORB:
+			rc = token(t, q, false, dl);
+			break;
+		case IBC_RD_RETURN:
+			rc = token(t, q, true, dl);
+			break;
 		}
-		if (!rc && r + p2 < n)
-			rc = token(t, r + p2, true, dl);
 	}
 	saved.qps = t->base.cnt.qps;
 	saved.connects = t->base.cnt.connects;
@@ -107,27 +112,23 @@ static ibcomm_status_t create_barrier(struct rdma_tp *t, int p2, ibc_deadline_t 
 }
 
 /*
- * Connects the recursive-doubling partners of this rank (lib/algo/rd.c: the ranks r >= p2
- * fold into r - p2, the others exchange with r ^ 2^k), which the signature agreement of
- * every collective on more than two ranks uses first (top): starts them all, then waits
- * until each is READY.
+ * Connects the recursive-doubling partners of this rank (lib/algo/rd_sched.h, the schedule
+ * lib/algo/rd.c runs: the ranks r >= p2 fold into r - p2, the others exchange with r ^ 2^k),
+ * which the signature agreement of every collective on more than two ranks uses first
+ * (top): starts them all, then waits until each is READY.
  */
 static ibcomm_status_t preopen(struct rdma_tp *t, ibc_deadline_t dl)
 {
 	struct ibcomm *comm = t->base.comm;
-	int n = comm->size, r = comm->rank, p2 = 1, rc;
+	struct ibc_rd_step step[IBC_RD_MAX_STEPS];
+	int n = comm->size, nsteps, rc;
 	ibcomm_status_t st = IBCOMM_OK;
 
 	if (n < 2)
 		return IBCOMM_OK;
-	while (p2 * 2 <= n)
-		p2 *= 2;
-	if (r >= p2)
-		st = ibc_rdma_peer_start(t, &t->peers[r - p2], dl);
-	if (r < p2 && r + p2 < n)
-		st = ibc_rdma_peer_start(t, &t->peers[r + p2], dl);
-	for (int mask = 1; r < p2 && mask < p2 && !st; mask *= 2)
-		st = ibc_rdma_peer_start(t, &t->peers[r ^ mask], dl);
+	nsteps = ibc_rd_schedule(n, comm->rank, step);
+	for (int i = 0; i < nsteps && !st; i++)
+		st = ibc_rdma_peer_start(t, &t->peers[step[i].peer], dl); /* again for a RETURN: no-op */
 	for (int q = 0; q < n && !st; q++) {
 		struct rdma_peer *p = &t->peers[q];
 
@@ -141,7 +142,7 @@ static ibcomm_status_t preopen(struct rdma_tp *t, ibc_deadline_t dl)
 				return rc;
 		}
 	}
-	return st ? st : create_barrier(t, p2, dl);
+	return st ? st : create_barrier(t, step, nsteps, dl);
 }
 
 /* True while p may still lack data this rank wrote: not all released, last write not complete. */
