@@ -11,7 +11,6 @@
 
 #include "rdma_int.h"
 
-
 /*
  * TEST HOOK (tests/fault only, not a user setting; only in a build configured with
  * --enable-test-hooks): IBCOMM_TEST_QP_ERROR_AFTER=<n>, read by config.c at create, moves the QP of this rank's n-th put into the error state right after posting it,

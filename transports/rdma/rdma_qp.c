@@ -88,6 +88,7 @@ int ibc_rdma_send_credit(struct rdma_tp *t, struct rdma_peer *p, int chan, bool 
 	return 0;
 }
 
+/* ---- QP states: INIT, RTR, RTS ---- */
 
 static ibcomm_status_t create_qp(struct rdma_tp *t, struct rdma_peer *p)
 {
@@ -210,7 +211,6 @@ ibcomm_status_t ibc_rdma_connect_peer(struct rdma_tp *t, struct rdma_peer *p, co
 		  p->rank, r.qpn, ibc_rdma_mtu_bytes(p->path_mtu));
 	return IBCOMM_OK;
 }
-
 
 /* ---- per-peer regions and QPs ---- */
 
