@@ -1,11 +1,12 @@
 /*
  * Recursive doubling allreduce, for small messages: log2(n) exchanges of the whole vector.
  *
- * With n not a power of two, let p2 be the largest power of two below n and extra = n - p2:
- * each rank r >= p2 first folds its data into rank r - p2 and takes no part in the
- * exchanges, then receives the result from r - p2. Every combination is op(lower rank's data,
- * higher rank's data), so both partners of an exchange compute the same bits and every rank
- * ends with a bit-identical result, also in floating point.
+ * With n not a power of two, let p2 be the largest power of two below n: each rank r >= p2
+ * first folds its data into rank r - p2 and takes no part in the exchanges, then receives
+ * the result from r - p2 (the schedule is rd_sched.h's, shared with the RDMA transport).
+ * Every combination is op(lower rank's data, higher rank's data), so both partners of an
+ * exchange compute the same bits and every rank ends with a bit-identical result, also in
+ * floating point.
  *
  * With more than two ranks and a small vector the call signatures ride in front of each
  * message (a hook with every_msg, see sig.c): the rounds compare them as they reduce, so the
@@ -14,39 +15,41 @@
 #include <string.h>
 
 #include "algo/algo.h"
+#include "algo/rd_sched.h"
 
 ibcomm_status_t ibc_rd_plan(struct ibc_plan *p, const void *src, char *buf, size_t len)
 {
 	struct ibc_coll_args *a = p->a;
-	int n = a->size, r = a->rank, p2 = 1, extra, prev = -1;
+	struct ibc_rd_step step[IBC_RD_MAX_STEPS];
+	int nsteps = ibc_rd_schedule(a->size, a->rank, step), prev = -1, s;
 	/* chunk by chunk; a pure signature exchange (no chunk has bytes) waits for whole messages */
 	size_t dep_off = len ? 0 : IBC_DEP_ALL;
 	const char *mine = src; /* this rank's partial result: src until the first reduction */
 
-	while (p2 * 2 <= n)
-		p2 *= 2;
-	extra = n - p2;
-	if (r >= p2) {
-		int s = ibc_plan_send(p, r - p2, src, len, -1, 0);
+	for (int i = 0; i < nsteps; i++) {
+		int peer = step[i].peer;
 
-		ibc_plan_recv(p, r - p2, IBC_X_COPY, buf, NULL, len, s, dep_off);
-		return p->status;
+		switch (step[i].kind) {
+		case IBC_RD_FOLD:
+			s = ibc_plan_send(p, peer, src, len, -1, 0);
+			ibc_plan_recv(p, peer, IBC_X_COPY, buf, NULL, len, s, dep_off);
+			break;
+		case IBC_RD_ABSORB:
+			prev = ibc_plan_recv(p, peer, IBC_X_REDUCE, buf, mine == buf ? NULL : mine, len, -1, 0);
+			mine = buf;
+			break;
+		case IBC_RD_EXCHANGE:
+			/* send chunk c once the previous exchange reduced it; reduce into it once sent */
+			s = ibc_plan_send(p, peer, mine, len, prev, dep_off);
+			prev = ibc_plan_recv(p, peer, peer < a->rank ? IBC_X_REDUCE_REV : IBC_X_REDUCE, buf,
+					     mine == buf ? NULL : mine, len, s, dep_off);
+			mine = buf;
+			break;
+		case IBC_RD_RETURN:
+			ibc_plan_send(p, peer, buf, len, prev, dep_off);
+			break;
+		}
 	}
-	if (r < extra) {
-		prev = ibc_plan_recv(p, r + p2, IBC_X_REDUCE, buf, mine == buf ? NULL : mine, len, -1, 0);
-		mine = buf;
-	}
-	for (int mask = 1; mask < p2; mask *= 2) {
-		int peer = r ^ mask;
-		/* send chunk c once the previous exchange reduced it; reduce into it once sent */
-		int s = ibc_plan_send(p, peer, mine, len, prev, dep_off);
-
-		prev = ibc_plan_recv(p, peer, peer < r ? IBC_X_REDUCE_REV : IBC_X_REDUCE, buf, mine == buf ? NULL : mine,
-				     len, s, dep_off);
-		mine = buf;
-	}
-	if (r < extra)
-		ibc_plan_send(p, r + p2, buf, len, prev, dep_off);
 	return p->status;
 }
 

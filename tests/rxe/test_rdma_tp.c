@@ -20,6 +20,7 @@
 #include <CUnit/Basic.h>
 
 #include "ibc.h"
+#include "algo/rd_sched.h"
 #include "fake_rdv.h"
 #include "../cunit_main.h"
 
@@ -307,22 +308,18 @@ out:
 	return ret;
 }
 
-/* Peers of rank r: its recursive-doubling partners (opened at create: rdma.c), then more. */
+/*
+ * Peers of rank r: its recursive-doubling partners (the schedule rd.c runs, which create()
+ * connects: rdma.c), then more.
+ */
 static int peers_of(int r, int n, bool ring, bool set[64])
 {
-	int p2 = 1, k = 0;
+	struct ibc_rd_step step[IBC_RD_MAX_STEPS];
+	int nsteps = ibc_rd_schedule(n, r, step), k = 0;
 
 	memset(set, 0, 64 * sizeof(bool));
-	while (p2 * 2 <= n)
-		p2 *= 2;
-	if (r >= p2)
-		set[r - p2] = true;
-	if (r < p2) {
-		if (r + p2 < n)
-			set[r + p2] = true;
-		for (int m = 1; m < p2; m *= 2)
-			set[r ^ m] = true;
-	}
+	for (int i = 0; i < nsteps; i++)
+		set[step[i].peer] = true;
 	if (ring)
 		set[(r + 1) % n] = set[(r + n - 1) % n] = true;
 	for (int i = 0; i < n; i++)

@@ -6,7 +6,7 @@
  * "not built with rdma-core" instead.
  *
  * ibc_rdma_choose() (rdma_choice.c) makes the RDMA transport's choice of device, port and
- * GID on such a description: the transport (rdma.c) and ibcomm_ping both call it, on the
+ * GID on such a description: the transport (rdma_dev.c) and ibcomm_ping both call it, on the
  * same reading, so the diagnosis names what the library really uses.
  */
 #ifndef IBC_RDMA_INFO_H

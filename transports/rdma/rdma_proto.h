@@ -262,7 +262,7 @@ static inline bool ibc_rdma_info_decode(const void *buf, size_t len, ibc_rdma_in
 	return true;
 }
 
-/* ---- lazy connections (rdma.c, top): a rank's UD address and the connect message ---- */
+/* ---- lazy connections (rdma_cm_ud.c): a rank's UD address and the connect message ---- */
 
 /* The Q_Key of every connect datagram (bit 31 clear: not a privileged key). */
 #define IBC_RDMA_QKEY 0x1bc50001u
@@ -344,7 +344,7 @@ static inline bool ibc_rdma_ud_decode(const void *buf, size_t len, ibc_rdma_ud_a
  * receiver's QP paired_qpn (it is in RTR: the receiver may write). READY: the sender knows
  * the receiver is in RTR too (no answer needed). MAC: the job has a key (IBCOMM_JOB_KEY), and
  * the message ends with IBC_RDMA_CM_MAC_LEN bytes of HMAC-SHA256 under it over every byte
- * before them (rdma.c computes and checks it; this file only carries it).
+ * before them (rdma_cm_ud.c computes and checks it; this file only carries it).
  */
 #define IBC_RDMA_CM_MAGIC 0x43445249u /* "IRDC" */
 #define IBC_RDMA_CM_VERSION 1

@@ -1,4 +1,7 @@
-/* Built instead of rdma.c when rdma-core is absent (or before the RDMA transport exists). */
+/*
+ * Built instead of rdma.c and its companions (rdma_int.h) when rdma-core is absent (or before
+ * the RDMA transport exists).
+ */
 #include "ibc.h"
 
 static ibcomm_status_t rdma_stub_create(struct ibcomm *comm, ibc_tp_t **tp)
