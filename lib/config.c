@@ -310,6 +310,27 @@ static const char *pick_str(const char *cfgval, const char *var, const char **na
 	return env(var);
 }
 
+/* ifname gets cfgval when set, else IBCOMM_IFNAME, else "" (cap >= IF_NAMESIZE). */
+static ibcomm_status_t load_ifname(const char *cfgval, char *ifname, size_t cap, char *err, size_t errlen)
+{
+	const char *name, *v = pick_str(cfgval, "IBCOMM_IFNAME", &name, "ibcomm_config_t.ifname");
+
+	ifname[0] = '\0';
+	if (!v)
+		return IBCOMM_OK;
+	if (strlen(v) >= IF_NAMESIZE) {
+		snprintf(err, errlen, "%s='%s' is too long (interface names have at most %d bytes)", name, v,
+			 IF_NAMESIZE - 1);
+		return IBCOMM_ERR_INVALID;
+	}
+	return copy_str(name, v, ifname, cap, err, errlen);
+}
+
+ibcomm_status_t ibc_settings_ifname(char *ifname, size_t cap, char *err, size_t errlen)
+{
+	return load_ifname(NULL, ifname, cap, err, errlen);
+}
+
 /*
  * A size in bytes: a whole decimal number, optionally followed by K, M or G (binary: 1K =
  * 1024), in [lo, hi].
@@ -660,18 +681,9 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 		t.gid_index = (int)n;
 	}
 
-	v = pick_str(CFG_STR(cfg, ifname), "IBCOMM_IFNAME", &name,
-		     "ibcomm_config_t.ifname");
-	if (v) {
-		if (strlen(v) >= IF_NAMESIZE) {
-			snprintf(err, errlen, "%s='%s' is too long (interface names have at most %d bytes)", name, v,
-				 IF_NAMESIZE - 1);
-			return IBCOMM_ERR_INVALID;
-		}
-		st = copy_str(name, v, t.ifname, sizeof(t.ifname), err, errlen);
-		if (st)
-			return st;
-	}
+	st = load_ifname(CFG_STR(cfg, ifname), t.ifname, sizeof(t.ifname), err, errlen);
+	if (st)
+		return st;
 
 	if (CFG_HAS(cfg, timeout_ms) && cfg->timeout_ms >= 0) {
 		t.timeout_ms = cfg->timeout_ms;

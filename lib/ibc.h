@@ -92,6 +92,9 @@ typedef struct ibc_settings {
 /* Fills s from cfg (may be NULL) and the environment; on a bad value returns
  * IBCOMM_ERR_INVALID with a message naming the variable and the value in err. */
 IBC_HIDDEN ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s, char *err, size_t errlen);
+/* IBCOMM_IFNAME alone ("" when unset), checked as ibc_settings_load checks it, for what runs
+ * before a communicator has settings (ibcomm_get_id); cap >= IF_NAMESIZE. */
+IBC_HIDDEN ibcomm_status_t ibc_settings_ifname(char *ifname, size_t cap, char *err, size_t errlen);
 /*
  * The memory cap at transport create: `bytes` is what transport `tp` ("TCP", "RDMA") would
  * allocate and pin at most, `how` spells the product (e.g. "3 peers x 2 channels x 4 slots x

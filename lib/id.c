@@ -57,7 +57,7 @@ static struct made *made;
 
 ibcomm_status_t ibcomm_get_id(ibcomm_id_t *id)
 {
-	char addr[300], err[IBC_ERRLEN - 64], host[256], port[8];
+	char addr[300], err[IBC_ERRLEN - 64], host[256], port[8], ifname[IF_NAMESIZE];
 	struct ibc_id d = { 0 };
 	struct made *m;
 	const char *why;
@@ -73,7 +73,9 @@ ibcomm_status_t ibcomm_get_id(ibcomm_id_t *id)
 		free(m);
 		return ibc_err_thread(IBCOMM_ERR_SYSTEM, "ibcomm_get_id: no random bytes for the job key");
 	}
-	st = ibc_launch_listen(getenv("IBCOMM_IFNAME"), false, 0, &fd, addr, sizeof(addr), err, sizeof(err));
+	st = ibc_settings_ifname(ifname, sizeof(ifname), err, sizeof(err));
+	if (!st)
+		st = ibc_launch_listen(ifname, false, 0, &fd, addr, sizeof(addr), err, sizeof(err));
 	if (st) {
 		free(m);
 		return ibc_err_thread(st, "ibcomm_get_id: %s", err);

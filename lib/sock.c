@@ -167,10 +167,17 @@ ibcomm_status_t ibc_sock_listen(const char *host, const char *port, int *fds, in
 
 int ibc_sock_listen_addr(const struct sockaddr *sa, socklen_t sl)
 {
-	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	return ibc_sock_listen_opt(sa, sl, 0);
+}
+
+int ibc_sock_listen_opt(const struct sockaddr *sa, socklen_t sl, unsigned opts)
+{
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
 
 	if (fd < 0)
 		return -1;
+	if (opts & IBC_SOCK_REUSEADDR)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(fd, sa, sl) || listen(fd, SOMAXCONN)) {
 		int e = errno;
 

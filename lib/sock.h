@@ -31,6 +31,9 @@ IBC_HIDDEN ibcomm_status_t ibc_sock_listen(const char *host, const char *port, i
 					   char *why, size_t whylen);
 /* Listens on one address (its port may be 0). Returns the socket, or -1 with errno set. */
 IBC_HIDDEN int ibc_sock_listen_addr(const struct sockaddr *sa, socklen_t sl);
+/* The same with options: */
+#define IBC_SOCK_REUSEADDR 1u /* SO_REUSEADDR: a fixed port that a previous run's connections still hold */
+IBC_HIDDEN int ibc_sock_listen_opt(const struct sockaddr *sa, socklen_t sl, unsigned opts);
 /* Whether fd is a listening stream socket (a socket handed over by a launcher). */
 IBC_HIDDEN bool ibc_sock_is_listening(int fd);
 

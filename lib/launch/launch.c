@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "launch.h"
+#include "sock.h"
 #include "tcp_addr.h"
 
 ibcomm_status_t ibc_launch_detect(struct ibc_launch *l, char *err, size_t errlen)
@@ -59,11 +60,11 @@ static ibcomm_status_t choose(const char *ifname, struct sockaddr_storage *ss, s
 ibcomm_status_t ibc_launch_listen(const char *ifname, bool any, int port, int *fdp, char *addr, size_t addrlen,
 				  char *err, size_t errlen)
 {
-	struct sockaddr_storage ss, got;
-	socklen_t sl, gl = sizeof(got);
-	char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	char where[INET6_ADDRSTRLEN + IF_NAMESIZE + 16];
 	ibcomm_status_t st;
-	int fd, one = 1;
+	int fd;
 
 	st = choose(ifname, &ss, &sl, err, errlen);
 	if (st)
@@ -71,46 +72,31 @@ ibcomm_status_t ibc_launch_listen(const char *ifname, bool any, int port, int *f
 	if (ss.ss_family == AF_INET) {
 		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
 
-		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-		if (any && !(ifname && *ifname)) {
+		if (any && !(ifname && *ifname))
 			a->sin_addr.s_addr = htonl(INADDR_ANY);
-			strcpy(host, "0.0.0.0");
-		}
 		a->sin_port = htons((uint16_t)port);
 	} else {
-		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-		char scope[IF_NAMESIZE + 1] = "";
-
-		inet_ntop(AF_INET6, &a->sin6_addr, host + 1, sizeof(host) - 1);
-		if (a->sin6_scope_id && if_indextoname(a->sin6_scope_id, scope + 1))
-			scope[0] = '%';
-		host[0] = '[';
-		strcat(host, scope);
-		strcat(host, "]");
-		a->sin6_port = htons((uint16_t)port);
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
 	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ibc_sock_format((struct sockaddr *)&ss, where, sizeof(where));
+	fd = ibc_sock_listen_opt((struct sockaddr *)&ss, sl, port ? IBC_SOCK_REUSEADDR : 0);
 	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		return IBCOMM_ERR_SYSTEM;
-	}
-	if (port)
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&ss, sl) || listen(fd, SOMAXCONN) ||
-	    getsockname(fd, (struct sockaddr *)&got, &gl)) {
 		int e = errno;
 
-		close(fd);
-		snprintf(err, errlen, "cannot listen on %s port %d: %s", host, port, strerror(e));
+		snprintf(err, errlen, "cannot listen on %s: %s", where, strerror(e));
 		return e == EADDRINUSE ? IBCOMM_ERR_RENDEZVOUS : IBCOMM_ERR_SYSTEM;
 	}
-	port = ntohs(got.ss_family == AF_INET ? ((struct sockaddr_in *)&got)->sin_port :
-						((struct sockaddr_in6 *)&got)->sin6_port);
-	if ((size_t)snprintf(addr, addrlen, "%s:%d", host, port) >= addrlen) {
+	if (ibc_sock_bound(fd, where, sizeof(where))) {
+		snprintf(err, errlen, "the address of the socket listening on %s: %s", where, strerror(errno));
 		close(fd);
-		snprintf(err, errlen, "the address %s:%d is too long", host, port);
+		return IBCOMM_ERR_SYSTEM;
+	}
+	if (strlen(where) >= addrlen) {
+		close(fd);
+		snprintf(err, errlen, "the address %s is too long", where);
 		return IBCOMM_ERR_INVALID;
 	}
+	strcpy(addr, where);
 	*fdp = fd;
 	return IBCOMM_OK;
 }

@@ -118,6 +118,12 @@ bool hx_ok(ibcomm_t *comm, ibcomm_status_t st, const char *what)
 	return false;
 }
 
+bool hx_oom(void)
+{
+	hx_fail("test: out of memory");
+	return false;
+}
+
 /* ---- processes ---- */
 static double now_s(void)
 {
@@ -862,6 +868,17 @@ void hx_case_str(const struct hx_case *c, char *buf, size_t len)
 	if ((size_t)k < len)
 		snprintf(buf + k, len - k, " %s%s seed=%u", c->inplace ? "in-place" : "out-of-place",
 			 c->nullbufs ? " null-unused" : "", c->seed);
+}
+
+bool hx_case_ok(ibcomm_t *comm, const struct hx_case *c, ibcomm_status_t st, const char *fn)
+{
+	char cs[256];
+
+	if (st == IBCOMM_OK)
+		return true;
+	hx_case_str(c, cs, sizeof(cs));
+	hx_fail("%s: %s returned %d (%s): %s", cs, fn, (int)st, ibcomm_strerror(st), ibcomm_last_error(comm));
+	return false;
 }
 
 bool hx_expect(const struct hx_case *c, const char *what, const struct hx_data *d, const unsigned char *table,

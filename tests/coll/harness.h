@@ -64,6 +64,8 @@ void hx_case_done(void);
 int hx_failures(void);
 /* Checks st == IBCOMM_OK; otherwise records a failure naming what and the library's detail. */
 bool hx_ok(ibcomm_t *comm, ibcomm_status_t st, const char *what);
+/* Records a failure "test: out of memory"; returns false. */
+bool hx_oom(void);
 
 /* Rank counts to run: 1..8 unless HX_NMIN / HX_NMAX say otherwise. */
 int hx_nmin(void);
@@ -140,6 +142,8 @@ struct hx_case {
 	uint32_t seed;
 };
 void hx_case_str(const struct hx_case *c, char *buf, size_t len);
+/* Checks st == IBCOMM_OK; otherwise records a failure naming c, fn and the library's detail. */
+bool hx_case_ok(ibcomm_t *comm, const struct hx_case *c, ibcomm_status_t st, const char *fn);
 
 /* Checks that buf[0..cnt) == table[(first + k) mod m]; records a failure naming c and what. */
 bool hx_expect(const struct hx_case *c, const char *what, const struct hx_data *d, const unsigned char *table,

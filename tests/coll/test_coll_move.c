@@ -9,23 +9,6 @@
 
 #include "harness.h"
 
-static bool case_status(ibcomm_t *comm, const struct hx_case *c, ibcomm_status_t st, const char *fn)
-{
-	char cs[256];
-
-	if (st == IBCOMM_OK)
-		return true;
-	hx_case_str(c, cs, sizeof(cs));
-	hx_fail("%s: %s returned %d (%s): %s", cs, fn, (int)st, ibcomm_strerror(st), ibcomm_last_error(comm));
-	return false;
-}
-
-static bool oom(void)
-{
-	hx_fail("test: out of memory");
-	return false;
-}
-
 static bool run_broadcast(ibcomm_t *comm, const struct hx_case *c)
 {
 	int rank = ibcomm_rank(comm);
@@ -34,14 +17,14 @@ static bool run_broadcast(ibcomm_t *comm, const struct hx_case *c)
 	bool ok = true;
 
 	if (!hx_data_init(&d, c->dt, HX_NOOP, c->n, c->count, c->seed))
-		return oom();
+		return hx_oom();
 	if (!hx_buf_new(&b, c->count * d.esz)) {
-		ok = oom();
+		ok = hx_oom();
 		goto out;
 	}
 	if (rank == c->root)
 		hx_fill(&d, hx_in_row(&d, c->root), b.p, 0, c->count);
-	ok = case_status(comm, c,
+	ok = hx_case_ok(comm, c,
 			 ibcomm_broadcast(comm, c->count == 0 && c->nullbufs ? NULL : b.p, c->count, c->dt, c->root),
 			 "ibcomm_broadcast");
 	if (!ok)
@@ -76,9 +59,9 @@ static bool run_allgather(ibcomm_t *comm, const struct hx_case *c)
 	bool ok = true;
 
 	if (!hx_data_init(&d, c->dt, HX_NOOP, c->n, cnt, c->seed))
-		return oom();
+		return hx_oom();
 	if (!hx_buf_new(&rb, cnt * esz * (size_t)c->n) || (!c->inplace && !hx_buf_new(&sb, cnt * esz))) {
-		ok = oom();
+		ok = hx_oom();
 		goto out;
 	}
 	r = rb.p;
@@ -86,7 +69,7 @@ static bool run_allgather(ibcomm_t *comm, const struct hx_case *c)
 	hx_fill(&d, hx_in_row(&d, rank), s, 0, cnt);
 	if (cnt == 0 && c->nullbufs)
 		s = r = NULL;
-	ok = case_status(comm, c, ibcomm_allgather(comm, s, r, cnt, c->dt), "ibcomm_allgather");
+	ok = hx_case_ok(comm, c, ibcomm_allgather(comm, s, r, cnt, c->dt), "ibcomm_allgather");
 	if (!ok)
 		goto out;
 	expect_blocks(c, "recvbuf", &d, rb.p);
@@ -113,9 +96,9 @@ static bool run_gather(ibcomm_t *comm, const struct hx_case *c)
 	bool ok = true;
 
 	if (!hx_data_init(&d, c->dt, HX_NOOP, c->n, cnt, c->seed))
-		return oom();
+		return hx_oom();
 	if (!hx_buf_new(&rb, cnt * esz * (size_t)c->n) || (!inplace && !hx_buf_new(&sb, cnt * esz))) {
-		ok = oom();
+		ok = hx_oom();
 		goto out;
 	}
 	r = is_root || !c->nullbufs ? rb.p : NULL; /* recvbuf is unused on non-roots */
@@ -123,7 +106,7 @@ static bool run_gather(ibcomm_t *comm, const struct hx_case *c)
 	hx_fill(&d, hx_in_row(&d, rank), s, 0, cnt);
 	if (cnt == 0 && c->nullbufs)
 		s = r = NULL;
-	ok = case_status(comm, c, ibcomm_gather(comm, s, r, cnt, c->dt, c->root), "ibcomm_gather");
+	ok = hx_case_ok(comm, c, ibcomm_gather(comm, s, r, cnt, c->dt, c->root), "ibcomm_gather");
 	if (!ok)
 		goto out;
 	if (is_root)
@@ -153,9 +136,9 @@ static bool run_scatter(ibcomm_t *comm, const struct hx_case *c)
 	bool ok = true;
 
 	if (!hx_data_init(&d, c->dt, HX_NOOP, c->n, total, c->seed))
-		return oom();
+		return hx_oom();
 	if (!hx_buf_new(&sb, total * esz) || (!inplace && !hx_buf_new(&rb, rc * esz))) {
-		ok = oom();
+		ok = hx_oom();
 		goto out;
 	}
 	if (is_root)
@@ -164,7 +147,7 @@ static bool run_scatter(ibcomm_t *comm, const struct hx_case *c)
 	r = inplace ? sb.p + (size_t)rank * rc * esz : rb.p;
 	if (rc == 0 && c->nullbufs)
 		s = r = NULL;
-	ok = case_status(comm, c, ibcomm_scatter(comm, s, r, rc, c->dt, c->root), "ibcomm_scatter");
+	ok = hx_case_ok(comm, c, ibcomm_scatter(comm, s, r, rc, c->dt, c->root), "ibcomm_scatter");
 	if (!ok)
 		goto out;
 	hx_expect(c, inplace ? "root's block of sendbuf (in place)" : "recvbuf", &d, hx_in_row(&d, c->root),
@@ -194,9 +177,9 @@ static bool run_alltoall(ibcomm_t *comm, const struct hx_case *c)
 	char w[64];
 
 	if (!hx_data_init(&d, c->dt, HX_NOOP, c->n, total, c->seed))
-		return oom();
+		return hx_oom();
 	if (!hx_buf_new(&sb, total * esz) || !hx_buf_new(&rb, total * esz)) {
-		ok = oom();
+		ok = hx_oom();
 		goto out;
 	}
 	/* Block j of rank r's sendbuf is row r from j * cnt: distinct for every (sender, receiver). */
@@ -205,7 +188,7 @@ static bool run_alltoall(ibcomm_t *comm, const struct hx_case *c)
 	r = rb.p;
 	if (cnt == 0 && c->nullbufs)
 		s = r = NULL;
-	ok = case_status(comm, c, ibcomm_alltoall(comm, s, r, cnt, c->dt), "ibcomm_alltoall");
+	ok = hx_case_ok(comm, c, ibcomm_alltoall(comm, s, r, cnt, c->dt), "ibcomm_alltoall");
 	if (!ok)
 		goto out;
 	for (int src = 0; src < c->n; src++) {

@@ -9,23 +9,6 @@
 
 #include "harness.h"
 
-static bool case_status(ibcomm_t *comm, const struct hx_case *c, ibcomm_status_t st, const char *fn)
-{
-	char cs[256];
-
-	if (st == IBCOMM_OK)
-		return true;
-	hx_case_str(c, cs, sizeof(cs));
-	hx_fail("%s: %s returned %d (%s): %s", cs, fn, (int)st, ibcomm_strerror(st), ibcomm_last_error(comm));
-	return false;
-}
-
-static bool oom(void)
-{
-	hx_fail("test: out of memory");
-	return false;
-}
-
 static bool run_allreduce(ibcomm_t *comm, const struct hx_case *c)
 {
 	int rank = ibcomm_rank(comm);
@@ -36,9 +19,9 @@ static bool run_allreduce(ibcomm_t *comm, const struct hx_case *c)
 	bool ok = true;
 
 	if (!hx_data_init(&d, c->dt, c->op, c->n, c->count, c->seed))
-		return oom();
+		return hx_oom();
 	if (!hx_buf_new(&sb, len) || (!c->inplace && !hx_buf_new(&rb, len))) {
-		ok = oom();
+		ok = hx_oom();
 		goto out;
 	}
 	hx_fill(&d, hx_in_row(&d, rank), sb.p, 0, c->count);
@@ -46,7 +29,7 @@ static bool run_allreduce(ibcomm_t *comm, const struct hx_case *c)
 	r = c->inplace ? sb.p : rb.p;
 	if (c->count == 0 && c->nullbufs)
 		s = r = NULL;
-	ok = case_status(comm, c, ibcomm_allreduce(comm, s, r, c->count, c->dt, c->op), "ibcomm_allreduce");
+	ok = hx_case_ok(comm, c, ibcomm_allreduce(comm, s, r, c->count, c->dt, c->op), "ibcomm_allreduce");
 	if (!ok)
 		goto out;
 	hx_expect(c, c->inplace ? "buf (in place)" : "recvbuf", &d, d.ref, c->inplace ? sb.p : rb.p, 0, c->count);
@@ -73,9 +56,9 @@ static bool run_reduce(ibcomm_t *comm, const struct hx_case *c)
 	bool ok = true;
 
 	if (!hx_data_init(&d, c->dt, c->op, c->n, c->count, c->seed))
-		return oom();
+		return hx_oom();
 	if (!hx_buf_new(&sb, len) || (!c->inplace && !hx_buf_new(&rb, len))) {
-		ok = oom();
+		ok = hx_oom();
 		goto out;
 	}
 	hx_fill(&d, hx_in_row(&d, rank), sb.p, 0, c->count);
@@ -85,7 +68,7 @@ static bool run_reduce(ibcomm_t *comm, const struct hx_case *c)
 		r = NULL; /* recvbuf is unused on non-roots */
 	if (c->count == 0 && c->nullbufs)
 		s = r = NULL;
-	ok = case_status(comm, c, ibcomm_reduce(comm, s, r, c->count, c->dt, c->op, c->root), "ibcomm_reduce");
+	ok = hx_case_ok(comm, c, ibcomm_reduce(comm, s, r, c->count, c->dt, c->op, c->root), "ibcomm_reduce");
 	if (!ok)
 		goto out;
 	if (is_root)
@@ -118,9 +101,9 @@ static bool run_reduce_scatter(ibcomm_t *comm, const struct hx_case *c)
 	bool ok = true;
 
 	if (!hx_data_init(&d, c->dt, c->op, c->n, total, c->seed))
-		return oom();
+		return hx_oom();
 	if (!hx_buf_new(&sb, total * esz) || (!c->inplace && !hx_buf_new(&rb, rc * esz))) {
-		ok = oom();
+		ok = hx_oom();
 		goto out;
 	}
 	hx_fill(&d, hx_in_row(&d, rank), sb.p, 0, total);
@@ -128,7 +111,7 @@ static bool run_reduce_scatter(ibcomm_t *comm, const struct hx_case *c)
 	r = c->inplace ? sb.p + (size_t)rank * rc * esz : rb.p;
 	if (c->count == 0 && c->nullbufs)
 		s = r = NULL;
-	ok = case_status(comm, c, ibcomm_reduce_scatter(comm, s, r, rc, c->dt, c->op), "ibcomm_reduce_scatter");
+	ok = hx_case_ok(comm, c, ibcomm_reduce_scatter(comm, s, r, rc, c->dt, c->op), "ibcomm_reduce_scatter");
 	if (!ok)
 		goto out;
 	hx_expect(c, c->inplace ? "own block of sendbuf (in place)" : "recvbuf", &d, d.ref,

@@ -62,12 +62,6 @@ static size_t layout(int n, const size_t *counts, size_t *displs)
 	return off + GAP;
 }
 
-static bool oom(void)
-{
-	hx_fail("test: out of memory");
-	return false;
-}
-
 /* Compares len bytes; on a difference records a failure naming the first differing byte. */
 static bool same(const struct hx_case *c, const char *what, const unsigned char *got, const unsigned char *want,
 		 size_t len)
@@ -84,17 +78,6 @@ static bool same(const struct hx_case *c, const char *what, const unsigned char 
 	return true;
 }
 
-static bool status_ok(ibcomm_t *comm, const struct hx_case *c, ibcomm_status_t st, const char *fn)
-{
-	char cs[256];
-
-	if (st == IBCOMM_OK)
-		return true;
-	hx_case_str(c, cs, sizeof(cs));
-	hx_fail("%s: %s returned %d (%s): %s", cs, fn, (int)st, ibcomm_strerror(st), ibcomm_last_error(comm));
-	return false;
-}
-
 /* ---- allgatherv ---- */
 static bool run_allgatherv(ibcomm_t *comm, const struct hx_case *c, enum pattern pat)
 {
@@ -108,7 +91,7 @@ static bool run_allgatherv(ibcomm_t *comm, const struct hx_case *c, enum pattern
 		counts[j] = vcount(false, pat, n, j, 0);
 	ext = layout(n, counts, displs) * esz;
 	if (!hx_buf_new(&rb, ext) || !hx_buf_new(&sb, counts[rank] * esz) || !(want = malloc(ext))) {
-		ok = oom();
+		ok = hx_oom();
 		goto out;
 	}
 	s = c->inplace ? rb.p + displs[rank] * esz : sb.p;
@@ -118,7 +101,7 @@ static bool run_allgatherv(ibcomm_t *comm, const struct hx_case *c, enum pattern
 	for (int j = 0; j < n; j++)
 		for (size_t i = 0; i < counts[j]; i++)
 			put_val(c->dt, j, 0, i, c->seed, want + (displs[j] + i) * esz);
-	ok = status_ok(comm, c, ibcomm_allgatherv(comm, s, counts[rank], rb.p, counts, displs, c->dt),
+	ok = hx_case_ok(comm, c, ibcomm_allgatherv(comm, s, counts[rank], rb.p, counts, displs, c->dt),
 		       "ibcomm_allgatherv");
 	if (!ok)
 		goto out;
@@ -150,7 +133,7 @@ static bool run_alltoallv(ibcomm_t *comm, const struct hx_case *c, enum pattern 
 	sext = layout(n, sc, sd) * esz;
 	rext = layout(n, rc, rd) * esz;
 	if (!hx_buf_new(&sb, sext) || !hx_buf_new(&rb, rext) || !(swant = malloc(sext)) || !(rwant = malloc(rext))) {
-		ok = oom();
+		ok = hx_oom();
 		goto out;
 	}
 	memset(rwant, HX_PAT, rext);
@@ -161,7 +144,7 @@ static bool run_alltoallv(ibcomm_t *comm, const struct hx_case *c, enum pattern 
 			put_val(c->dt, j, rank, i, c->seed, rwant + (rd[j] + i) * esz);
 	}
 	memcpy(swant, sb.p, sext);
-	ok = status_ok(comm, c, ibcomm_alltoallv(comm, sb.p, sc, sd, rb.p, rc, rd, c->dt), "ibcomm_alltoallv");
+	ok = hx_case_ok(comm, c, ibcomm_alltoallv(comm, sb.p, sc, sd, rb.p, rc, rd, c->dt), "ibcomm_alltoallv");
 	if (!ok)
 		goto out;
 	same(c, "recvbuf (blocks and gaps)", rb.p, rwant, rext);
@@ -257,7 +240,7 @@ static void big_fn(ibcomm_t *comm, void *arg)
 
 	(void)arg;
 	if (!s || !r) {
-		oom();
+		hx_oom();
 		goto out;
 	}
 	for (int j = 0; j < n; j++) {
@@ -356,7 +339,7 @@ static void mismatch_fn(ibcomm_t *comm, void *arg)
 		counts[j] = (size_t)(3 + j % 4);
 	ext = layout(n, counts, displs) + 8; /* room for a few more elements than expected */
 	if (!hx_buf_new(&rb, ext * 4)) {
-		oom();
+		hx_oom();
 		return;
 	}
 
@@ -441,7 +424,7 @@ static void other_coll_fn(ibcomm_t *comm, void *arg)
 		displs[j] = 2 * (size_t)j;
 	}
 	if (!hx_buf_new(&rb, 2 * (size_t)n * 4)) {
-		oom();
+		hx_oom();
 		return;
 	}
 	t0 = now_s();

@@ -343,7 +343,7 @@ static void test_errors(void)
 	hx_run_job(&job);
 }
 
-/* A communicator of this rank made by hand (no_init jobs), with a deadline. */
+/* A communicator of this rank made by hand (no_init jobs), with a deadline, joined by all (a barrier). */
 static ibcomm_t *own_comm(long timeout_ms)
 {
 	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
@@ -358,7 +358,21 @@ static ibcomm_t *own_comm(long timeout_ms)
 		hx_fail("ibcomm_init: %s", ibcomm_last_error(NULL));
 		return NULL;
 	}
+	ok(comm, ibcomm_barrier(comm), "barrier");
 	return comm;
+}
+
+/* Rank 0's requests that rank 1 will not answer: a receive (tag 5) and an allreduce. */
+struct unanswered {
+	ibcomm_request_t *rq, *cq;
+	int32_t x, y;
+};
+
+static bool post_unanswered(ibcomm_t *comm, struct unanswered *u)
+{
+	u->y = 1;
+	return ok(comm, ibcomm_irecv(comm, &u->x, 1, IBCOMM_INT32, 1, 5, &u->rq), "irecv") &&
+	       ok(comm, ibcomm_iallreduce(comm, &u->y, &u->y, 1, IBCOMM_INT32, IBCOMM_SUM, &u->cq), "iallreduce");
 }
 
 static void expect_status(ibcomm_t *comm, ibcomm_status_t st, ibcomm_status_t want, const char *what,
@@ -381,22 +395,19 @@ static void expect_status(ibcomm_t *comm, ibcomm_status_t st, ibcomm_status_t wa
 static void dead_fn(ibcomm_t *unused, void *arg)
 {
 	ibcomm_t *comm = own_comm(30000);
-	ibcomm_request_t *rq, *cq;
-	int32_t x, y = 1;
+	struct unanswered u;
 
 	(void)unused, (void)arg;
 	if (!comm)
 		return;
-	ok(comm, ibcomm_barrier(comm), "barrier");
 	if (hx_rank == 1) {
 		usleep(200 * 1000);
 		_exit(0); /* dies: no destroy, no goodbye */
 	}
-	if (!ok(comm, ibcomm_irecv(comm, &x, 1, IBCOMM_INT32, 1, 5, &rq), "irecv") ||
-	    !ok(comm, ibcomm_iallreduce(comm, &y, &y, 1, IBCOMM_INT32, IBCOMM_SUM, &cq), "iallreduce"))
+	if (!post_unanswered(comm, &u))
 		return;
-	expect_status(comm, ibcomm_wait(cq), IBCOMM_ERR_PEER, "wait iallreduce, peer dead", "rank 1");
-	expect_status(comm, ibcomm_wait(rq), IBCOMM_ERR_PEER, "wait irecv, peer dead", "rank 1");
+	expect_status(comm, ibcomm_wait(u.cq), IBCOMM_ERR_PEER, "wait iallreduce, peer dead", "rank 1");
+	expect_status(comm, ibcomm_wait(u.rq), IBCOMM_ERR_PEER, "wait irecv, peer dead", "rank 1");
 	ibcomm_destroy(comm);
 }
 
@@ -414,18 +425,15 @@ static void test_dead_peer(void)
 static void timeout_fn(ibcomm_t *unused, void *arg)
 {
 	ibcomm_t *comm = own_comm(1500);
-	ibcomm_request_t *rq, *cq;
-	int32_t x, y = 1;
+	struct unanswered u;
 
 	(void)unused, (void)arg;
 	if (!comm)
 		return;
-	ok(comm, ibcomm_barrier(comm), "barrier");
 	if (hx_rank == 0) {
-		if (ok(comm, ibcomm_irecv(comm, &x, 1, IBCOMM_INT32, 1, 5, &rq), "irecv") &&
-		    ok(comm, ibcomm_iallreduce(comm, &y, &y, 1, IBCOMM_INT32, IBCOMM_SUM, &cq), "iallreduce")) {
-			expect_status(comm, ibcomm_wait(rq), IBCOMM_ERR_TIMEOUT, "wait irecv", "tag 5 from rank 1");
-			expect_status(comm, ibcomm_wait(cq), IBCOMM_ERR_TIMEOUT, "wait iallreduce", "allreduce");
+		if (post_unanswered(comm, &u)) {
+			expect_status(comm, ibcomm_wait(u.rq), IBCOMM_ERR_TIMEOUT, "wait irecv", "tag 5 from rank 1");
+			expect_status(comm, ibcomm_wait(u.cq), IBCOMM_ERR_TIMEOUT, "wait iallreduce", "allreduce");
 		}
 		hx_scratch[0] = 1;
 	} else {

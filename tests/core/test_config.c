@@ -1,6 +1,7 @@
 /* Settings: every IBCOMM_* variable's good and bad values, launcher fallbacks, the config
  * struct's precedence and growth, and IBCOMM_ALGO parsing. */
 #include <CUnit/Basic.h>
+#include <net/if.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -293,7 +294,19 @@ static void test_transport_device(void)
 	expect_good("IBCOMM_IFNAME", "eth0");
 	CU_ASSERT_STRING_EQUAL(set.ifname, "eth0");
 	expect_bad("IBCOMM_IFNAME", "an_interface_name_too_long");
-	unsetenv("IBCOMM_IFNAME");
+	/* the same rules when read alone (ibcomm_get_id) */
+	{
+		char ifname[IF_NAMESIZE] = "x";
+
+		CU_ASSERT_EQUAL(ibc_settings_ifname(ifname, sizeof(ifname), err, sizeof(err)), IBCOMM_ERR_INVALID);
+		CU_ASSERT_PTR_NOT_NULL(strstr(err, "IBCOMM_IFNAME='an_interface_name_too_long' is too long"));
+		setenv("IBCOMM_IFNAME", "eth0", 1);
+		CU_ASSERT_EQUAL(ibc_settings_ifname(ifname, sizeof(ifname), err, sizeof(err)), IBCOMM_OK);
+		CU_ASSERT_STRING_EQUAL(ifname, "eth0");
+		unsetenv("IBCOMM_IFNAME");
+		CU_ASSERT_EQUAL(ibc_settings_ifname(ifname, sizeof(ifname), err, sizeof(err)), IBCOMM_OK);
+		CU_ASSERT_STRING_EQUAL(ifname, "");
+	}
 }
 
 static void test_timeout_debug_key(void)

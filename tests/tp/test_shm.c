@@ -2,7 +2,8 @@
  * The shared-memory transport against its interface (lib/transport.h) and its segments
  * (transports/shm/shm.h): 1 to 3 forked ranks with a file-backed fake rendezvous (which
  * reports no deaths: a dead peer is found by the transport's own process check), bad segment
- * headers, another user's segment, and /dev/shm left as it was, a kill -9 included.
+ * headers, another user's segment, and /dev/shm left as it was, a kill -9 included. The
+ * cases every transport passes are tests/tp/tp_suite.c's.
  */
 #define _GNU_SOURCE
 #include <CUnit/Basic.h>
@@ -16,37 +17,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ibc.h"
 #include "shm.h"
-#include "fake_rdv.h"
+#include "tp_suite.h"
 #include "../cunit_main.h"
-
-typedef int (*rank_fn)(struct ibcomm *comm, ibc_tp_t *tp);
-
-static struct ibcomm *g_comm;
-static unsigned g_run;
-static char g_dir[256];
-
-#define CHECK(cond)                                                                                        \
-	do {                                                                                               \
-		if (!(cond)) {                                                                             \
-			fprintf(stderr, "rank %d: %s:%d: check failed: %s (last error: %s)\n",             \
-				g_comm ? g_comm->rank : -1, __FILE__, __LINE__, #cond, g_comm ? g_comm->err : ""); \
-			return 1;                                                                          \
-		}                                                                                          \
-	} while (0)
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Names of this user's ibcomm segments in /dev/shm, one per line, sorted enough to compare. */
 static void shm_list(char *out, size_t cap)
@@ -65,194 +42,33 @@ static void shm_list(char *out, size_t cap)
 		closedir(d);
 }
 
-static int child(int rank, int size, rank_fn fn, unsigned long chunk, unsigned long slots)
+/* The shared-memory transport with chunk and slots (0: its default), its segments named for the test run. */
+static void shm_setup(struct ibcomm *comm, unsigned long chunk, unsigned long slots)
 {
-	struct ibcomm *comm = calloc(1, sizeof(*comm));
-	ibc_tp_t *tp = NULL;
-	int rc;
-
-	if (!comm)
-		return 99;
 	comm->set.shm_chunk = chunk;
 	comm->set.shm_slots = slots;
-	comm->rank = comm->set.rank = rank;
-	comm->size = comm->set.nranks = size;
-	snprintf(comm->id, sizeof(comm->id), "t%u", g_run);
 	snprintf(comm->set.root, sizeof(comm->set.root), "test-shm-%ld", (long)getppid());
-	comm->set.timeout_ms = 20000;
-	comm->boot = fake_rdv_new(g_dir);
-	g_comm = comm;
-	if (ibc_shm_ops.create(comm, &tp)) {
-		fprintf(stderr, "rank %d: create: %s\n", rank, comm->err);
-		return 98;
-	}
-	comm->tp = tp;
-	rc = fn(comm, tp);
-	tp->ops->destroy(tp);
-	fake_rdv_free(comm->boot);
-	free(comm);
-	return rc;
-}
-
-/* Runs fn in `size` forked ranks (those in killed_mask must die of SIGKILL); the bad count. */
-static int run_ranks(int size, rank_fn fn, unsigned killed_mask, unsigned long chunk, unsigned long slots)
-{
-	pid_t pids[8];
-	int bad = 0;
-	char cmd[300];
-
-	g_run++;
-	snprintf(g_dir, sizeof(g_dir), "/tmp/ibc_test_shm.XXXXXX");
-	if (!mkdtemp(g_dir))
-		return size;
-	fflush(NULL);
-	for (int r = 0; r < size; r++) {
-		pids[r] = fork();
-		if (pids[r] == 0) {
-			alarm(60); /* never hang */
-			_exit(child(r, size, fn, chunk, slots));
-		}
-	}
-	for (int r = 0; r < size; r++) {
-		int st;
-
-		if (pids[r] < 0 || waitpid(pids[r], &st, 0) != pids[r]) {
-			bad++;
-			continue;
-		}
-		if (killed_mask & (1u << r) ? !WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL : !WIFEXITED(st) || WEXITSTATUS(st)) {
-			fprintf(stderr, "rank %d ended with status %#x\n", r, st);
-			bad++;
-		}
-	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
-	if (system(cmd))
-		bad++;
-	return bad;
 }
 
 /* ---- order, tags and wrap-around: every rank to every rank (itself too), both channels ---- */
-
-#define ORDER_N 300u
-
-static size_t pat_len(int src, int chan, unsigned i, size_t max)
-{
-	return i % 17 == 3 ? 0 : i % 13 == 5 ? max : (i * 977u + (unsigned)src * 31u + (unsigned)chan * 7u) % (max + 1);
-}
-
-static uint8_t pat_byte(int src, int dst, int chan, unsigned i, size_t k)
-{
-	return (uint8_t)(src * 73 + dst * 37 + chan * 11 + i * 13 + k * 7 + (k >> 8));
-}
-
-static int fn_order(struct ibcomm *comm, ibc_tp_t *tp)
-{
-	unsigned sent[3][IBC_NCHAN] = { { 0 } }, got[3][IBC_NCHAN] = { { 0 } };
-	size_t max = tp->max_chunk;
-	uint8_t *buf = malloc(max);
-	ibc_deadline_t dl = ibc_deadline(20000);
-	bool done = false;
-
-	CHECK(buf && max == 4096 && tp->nslots == 4);
-	while (!done) {
-		bool moved = false;
-
-		done = true;
-		for (int p = 0; p < comm->size; p++) {
-			for (int ch = 0; ch < IBC_NCHAN; ch++) {
-				while (sent[p][ch] < ORDER_N) {
-					unsigned i = sent[p][ch];
-					size_t len = pat_len(comm->rank, ch, i, max);
-					int rc;
-
-					for (size_t k = 0; k < len; k++)
-						buf[k] = pat_byte(comm->rank, p, ch, i, k);
-					rc = ibc_put(tp, p, ch, i + 1000u * (unsigned)ch, buf, len, false, dl);
-					if (rc == IBC_AGAIN)
-						break;
-					CHECK(rc == IBCOMM_OK);
-					sent[p][ch]++;
-					moved = true;
-				}
-				while (got[p][ch] < ORDER_N) {
-					unsigned i = got[p][ch];
-					ibc_chunk_t c;
-					int rc = ibc_get(tp, p, ch, &c, false, dl);
-
-					if (rc == IBC_AGAIN)
-						break;
-					CHECK(rc == IBCOMM_OK);
-					CHECK(c.len == pat_len(p, ch, i, max) && c.tag == i + 1000u * (unsigned)ch && c.peer == p &&
-					      c.chan == ch);
-					for (size_t k = 0; k < c.len; k++)
-						CHECK(((uint8_t *)c.data)[k] == pat_byte(p, comm->rank, ch, i, k));
-					CHECK(ibc_release(tp, &c) == IBCOMM_OK);
-					got[p][ch]++;
-					moved = true;
-				}
-				if (sent[p][ch] < ORDER_N || got[p][ch] < ORDER_N)
-					done = false;
-			}
-		}
-		if (!done && !moved)
-			CHECK(ibc_wait(tp, dl) == IBCOMM_OK);
-	}
-	CHECK(tp->cnt.puts == (uint64_t)ORDER_N * IBC_NCHAN * (unsigned)comm->size);
-	CHECK(tp->cnt.gets == tp->cnt.puts);
-	CHECK(tp->cnt.max_inflight >= 1 && tp->cnt.max_inflight <= tp->nslots);
-	free(buf);
-	return 0;
-}
 
 static void test_order(void)
 {
 	char before[4096], after[4096];
 
 	shm_list(before, sizeof(before));
-	CU_ASSERT_EQUAL(run_ranks(1, fn_order, 0, 4096, 4), 0);
-	CU_ASSERT_EQUAL(run_ranks(2, fn_order, 0, 4096, 4), 0);
-	CU_ASSERT_EQUAL(run_ranks(3, fn_order, 0, 4096, 4), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(1, tp_fn_order, 0, 60, 4096, 4), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, tp_fn_order, 0, 60, 4096, 4), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(3, tp_fn_order, 0, 60, 4096, 4), 0);
 	shm_list(after, sizeof(after));
 	CU_ASSERT_STRING_EQUAL(after, before);
 }
 
 /* ---- credits: the ring's free slots ---- */
 
-static int fn_credit(struct ibcomm *comm, ibc_tp_t *tp)
-{
-	ibc_deadline_t dl = ibc_deadline(10000);
-	char x[8] = "chunk";
-	ibc_chunk_t c[3], go;
-
-	if (comm->rank == 0) {
-		CHECK(ibc_put(tp, 1, IBC_CHAN_COLL, 1, x, 5, false, dl) == IBCOMM_OK);
-		CHECK(ibc_put(tp, 1, IBC_CHAN_COLL, 2, x, 5, false, dl) == IBCOMM_OK);
-		CHECK(ibc_put(tp, 1, IBC_CHAN_COLL, 3, x, 5, false, dl) == IBC_AGAIN);
-		CHECK(tp->cnt.credit_waits == 1 && tp->cnt.max_inflight == 2);
-		CHECK(ibc_put(tp, 1, IBC_CHAN_P2P, 9, "go", 2, false, dl) == IBCOMM_OK); /* its own credits */
-		CHECK(ibc_put(tp, 1, IBC_CHAN_COLL, 3, x, 5, true, dl) == IBCOMM_OK);   /* waits for a release */
-		CHECK(ibc_put(tp, 1, IBC_CHAN_COLL, 4, x, (size_t)tp->max_chunk + 1, true, dl) == IBCOMM_ERR_INVALID);
-		CHECK(ibc_get(tp, 1, IBC_CHAN_P2P, &go, true, dl) == IBCOMM_OK && go.tag == 10);
-		CHECK(ibc_release(tp, &go) == IBCOMM_OK);
-		return 0;
-	}
-	CHECK(ibc_get(tp, 0, IBC_CHAN_COLL, &c[0], true, dl) == IBCOMM_OK && c[0].tag == 1);
-	CHECK(ibc_get(tp, 0, IBC_CHAN_COLL, &c[1], true, dl) == IBCOMM_OK && c[1].tag == 2);
-	CHECK(ibc_get(tp, 0, IBC_CHAN_COLL, &c[2], false, dl) == IBC_AGAIN);
-	CHECK(ibc_get(tp, 0, IBC_CHAN_P2P, &go, true, dl) == IBCOMM_OK && go.tag == 9 && go.len == 2);
-	CHECK(!memcmp(go.data, "go", 2) && ibc_release(tp, &go) == IBCOMM_OK);
-	CHECK(ibc_release(tp, &c[1]) == IBCOMM_ERR_INVALID); /* out of order */
-	poll(NULL, 0, 100);                                  /* rank 0 is blocked in put */
-	CHECK(ibc_release(tp, &c[0]) == IBCOMM_OK && ibc_release(tp, &c[1]) == IBCOMM_OK);
-	CHECK(ibc_get(tp, 0, IBC_CHAN_COLL, &c[2], true, dl) == IBCOMM_OK && c[2].tag == 3 && c[2].len == 5);
-	CHECK(!memcmp(c[2].data, "chunk", 5) && ibc_release(tp, &c[2]) == IBCOMM_OK);
-	CHECK(ibc_put(tp, 0, IBC_CHAN_P2P, 10, NULL, 0, true, dl) == IBCOMM_OK);
-	return 0;
-}
-
 static void test_credit(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_credit, 0, 4096, 2), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, tp_fn_credit, 0, 60, 4096, 2), 0);
 }
 
 /* ---- waiting: no CPU while idle; a deadline; interrupt() from another thread ---- */
@@ -304,7 +120,7 @@ static int fn_idle(struct ibcomm *comm, ibc_tp_t *tp)
 
 static void test_idle(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_idle, 0, 4096, 4), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, fn_idle, 0, 60, 4096, 4), 0);
 }
 
 /* ---- a peer killed with SIGKILL: seen within 1 s, named; nothing left in /dev/shm ---- */
@@ -334,7 +150,7 @@ static void test_killed(void)
 	char before[4096], after[4096];
 
 	shm_list(before, sizeof(before));
-	CU_ASSERT_EQUAL(run_ranks(3, fn_killed, 1u << 2, 4096, 4), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(3, fn_killed, 1u << 2, 60, 4096, 4), 0);
 	shm_list(after, sizeof(after));
 	CU_ASSERT_STRING_EQUAL(after, before);
 }
@@ -418,6 +234,7 @@ static void test_bad_segments(void)
 
 int main(int argc, char **argv)
 {
+	static const struct tp_suite shm = { "shm", &ibc_shm_ops, shm_setup, false };
 	static const struct cm_test tests[] = {
 		{ "order, tags, wrap-around, 1-3 ranks", test_order },
 		{ "credits", test_credit },
@@ -426,5 +243,6 @@ int main(int argc, char **argv)
 		{ "bad segments", test_bad_segments },
 	};
 
+	tp_suite = &shm;
 	return CM_MAIN1(argc, argv, "shm transport", tests);
 }

@@ -1,11 +1,11 @@
 /*
  * The TCP transport against its interface (lib/transport.h), with 1 to 3 forked ranks on
  * 127.0.0.1 and a file-backed fake rendezvous. Every rank runs in a child process that the
- * parent kills when it overruns its time.
+ * parent kills when it overruns its time. The cases every transport passes are
+ * tests/tp/tp_suite.c's.
  */
 #define _GNU_SOURCE
 #include <CUnit/Basic.h>
-#include <dirent.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -16,257 +16,37 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ibc.h"
 #include "tcp.h"
 #include "fake_rdv.h"
+#include "tp_suite.h"
 #include "wire.h"
 #include "../cunit_main.h"
 
-typedef int (*rank_fn)(struct ibcomm *comm, ibc_tp_t *tp);
-
-static struct ibcomm *g_comm;
-static unsigned g_run;
-static char g_dir[256];
 static const char *g_root = "127.0.0.1:0"; /* the rendezvous address the ranks are given */
-
-#define CHECK(cond)                                                                                            \
-	do {                                                                                                   \
-		if (!(cond)) {                                                                                 \
-			fprintf(stderr, "rank %d: %s:%d: check failed: %s (last error: %s)\n",                 \
-				g_comm ? g_comm->rank : -1, __FILE__, __LINE__, #cond, g_comm ? g_comm->err : ""); \
-			return 1;                                                                              \
-		}                                                                                              \
-	} while (0)
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static ibc_deadline_t in_ms(long ms)
 {
 	return ibc_deadline(ms);
 }
 
-static void rm_dir(const char *dir)
+/* IBCOMM_TCP_CHUNK / IBCOMM_TCP_SLOTS (0: the default) as config.c would have read them */
+static void tcp_setup(struct ibcomm *comm, unsigned long chunk, unsigned long slots)
 {
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char path[600];
-
-	if (!d)
-		return;
-	while ((e = readdir(d))) {
-		if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		unlink(path);
-	}
-	closedir(d);
-	rmdir(dir);
-}
-
-static int child(int rank, int size, rank_fn fn, const char *chunk, const char *slots)
-{
-	struct ibcomm *comm = calloc(1, sizeof(*comm));
-	ibc_tp_t *tp = NULL;
-	ibcomm_status_t st;
-	int rc;
-
-	if (!comm)
-		return 99;
-	/* IBCOMM_TCP_CHUNK / IBCOMM_TCP_SLOTS as config.c would have read them */
-	if (chunk)
-		comm->set.tcp_chunk = strtoul(chunk, NULL, 10);
-	if (slots)
-		comm->set.tcp_slots = strtoul(slots, NULL, 10);
+	comm->set.tcp_chunk = chunk;
+	comm->set.tcp_slots = slots;
 	comm->set.tcp_spin_us = IBC_DEFAULT_TCP_SPIN_US;
-	comm->rank = rank;
-	comm->size = size;
-	snprintf(comm->id, sizeof(comm->id), "t%u", g_run);
-	comm->set.rank = rank;
-	comm->set.nranks = size;
-	comm->set.timeout_ms = 20000;
 	snprintf(comm->set.root, sizeof(comm->set.root), "%s", g_root);
-	comm->boot = fake_rdv_new(g_dir);
-	g_comm = comm;
-	st = ibc_tcp_ops.create(comm, &tp);
-	if (st) {
-		fprintf(stderr, "rank %d: create: %s\n", rank, comm->err);
-		return 98;
-	}
-	comm->tp = tp;
-	rc = fn(comm, tp);
-	tp->ops->destroy(tp);
-	fake_rdv_free(comm->boot);
-	free(comm);
-	return rc;
 }
 
-/*
- * Runs fn in `size` forked ranks; ranks in killed_mask are expected to die of SIGKILL.
- * Returns the number of ranks that did not end as expected within timeout_s.
- */
-static int run_ranks(int size, rank_fn fn, unsigned killed_mask, int timeout_s, const char *chunk, const char *slots)
-{
-	pid_t pids[8];
-	int status[8], bad = 0, left = size;
-	uint64_t until;
-
-	g_run++;
-	snprintf(g_dir, sizeof(g_dir), "/tmp/ibc_test_tcp.XXXXXX");
-	if (!mkdtemp(g_dir))
-		return size;
-	fflush(NULL);
-	for (int r = 0; r < size; r++) {
-		pids[r] = fork();
-		if (pids[r] == 0)
-			_exit(child(r, size, fn, chunk, slots));
-		status[r] = -1;
-	}
-	until = ibc_now_ms() + (uint64_t)timeout_s * 1000;
-	while (left && ibc_now_ms() < until) {
-		for (int r = 0; r < size; r++) {
-			if (status[r] != -1 || pids[r] < 0)
-				continue;
-			if (waitpid(pids[r], &status[r], WNOHANG) == pids[r])
-				left--;
-			else
-				status[r] = -1;
-		}
-		if (left)
-			poll(NULL, 0, 10);
-	}
-	for (int r = 0; r < size; r++) {
-		if (pids[r] < 0) {
-			bad++;
-			continue;
-		}
-		if (status[r] == -1) {
-			fprintf(stderr, "rank %d overran %d s: killed\n", r, timeout_s);
-			kill(pids[r], SIGKILL);
-			waitpid(pids[r], &status[r], 0);
-			bad++;
-			continue;
-		}
-		if (killed_mask & (1u << r)) {
-			if (!WIFSIGNALED(status[r]) || WTERMSIG(status[r]) != SIGKILL) {
-				fprintf(stderr, "rank %d should have been killed (status %#x)\n", r, status[r]);
-				bad++;
-			}
-		} else if (!WIFEXITED(status[r]) || WEXITSTATUS(status[r])) {
-			fprintf(stderr, "rank %d failed (status %#x)\n", r, status[r]);
-			bad++;
-		}
-	}
-	rm_dir(g_dir);
-	return bad;
-}
-
-/* ---- data patterns ---- */
-
-static size_t pat_len(int src, int chan, unsigned i, size_t max)
-{
-	if (i % 17 == 3)
-		return 0;
-	if (i % 13 == 5)
-		return max;
-	return (i * 977u + (unsigned)src * 31u + (unsigned)chan * 7u) % (max + 1);
-}
-
-static uint8_t pat_byte(int src, int dst, int chan, unsigned i, size_t k)
-{
-	return (uint8_t)(src * 73 + dst * 37 + chan * 11 + i * 13 + k * 7 + (k >> 8));
-}
-
-static void pat_fill(uint8_t *buf, int src, int dst, int chan, unsigned i, size_t len)
-{
-	for (size_t k = 0; k < len; k++)
-		buf[k] = pat_byte(src, dst, chan, i, k);
-}
-
-static int pat_check(const ibc_chunk_t *c, int src, int dst, int chan, unsigned i, size_t max)
-{
-	const uint8_t *p = c->data;
-
-	if (c->len != pat_len(src, chan, i, max) || c->tag != i + 1000u * (unsigned)chan || c->peer != src ||
-	    c->chan != chan)
-		return 0;
-	for (size_t k = 0; k < c->len; k++)
-		if (p[k] != pat_byte(src, dst, chan, i, k))
-			return 0;
-	return 1;
-}
-
-/* ---- order and tags: every rank sends to every rank (itself too) on both channels ---- */
-
-#define ORDER_N 300u
-
-static int fn_order(struct ibcomm *comm, ibc_tp_t *tp)
-{
-	unsigned sent[3][IBC_NCHAN] = { { 0 } }, got[3][IBC_NCHAN] = { { 0 } };
-	size_t max = tp->max_chunk;
-	uint8_t *buf = malloc(max);
-	ibc_deadline_t dl = in_ms(20000);
-	bool done = false;
-
-	CHECK(buf && max == 4096 && tp->nslots == 4);
-	while (!done) {
-		bool moved = false;
-
-		done = true;
-		for (int p = 0; p < comm->size; p++) {
-			for (int ch = 0; ch < IBC_NCHAN; ch++) {
-				while (sent[p][ch] < ORDER_N) {
-					unsigned i = sent[p][ch];
-					size_t len = pat_len(comm->rank, ch, i, max);
-					int rc;
-
-					pat_fill(buf, comm->rank, p, ch, i, len);
-					rc = ibc_put(tp, p, ch, i + 1000u * (unsigned)ch, buf, len, false, dl);
-					if (rc == IBC_AGAIN)
-						break;
-					CHECK(rc == IBCOMM_OK);
-					sent[p][ch]++;
-					moved = true;
-				}
-				while (got[p][ch] < ORDER_N) {
-					ibc_chunk_t c;
-					int rc = ibc_get(tp, p, ch, &c, false, dl);
-
-					if (rc == IBC_AGAIN)
-						break;
-					CHECK(rc == IBCOMM_OK);
-					CHECK(pat_check(&c, p, comm->rank, ch, got[p][ch], max));
-					CHECK(ibc_release(tp, &c) == IBCOMM_OK);
-					got[p][ch]++;
-					moved = true;
-				}
-				if (sent[p][ch] < ORDER_N || got[p][ch] < ORDER_N)
-					done = false;
-			}
-		}
-		if (!done && !moved)
-			CHECK(ibc_wait(tp, dl) == IBCOMM_OK);
-	}
-	CHECK(tp->cnt.puts == (uint64_t)ORDER_N * IBC_NCHAN * (unsigned)comm->size);
-	CHECK(tp->cnt.gets == tp->cnt.puts);
-	CHECK(tp->cnt.connects == (uint32_t)comm->size);
-	CHECK(tp->cnt.max_inflight >= 1 && tp->cnt.max_inflight <= tp->nslots);
-	free(buf);
-	return 0;
-}
+/* ---- order and tags (tests/tp/tp_suite.c) ---- */
 
 static void test_order_2(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_order, 0, 60, "4096", "4"), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, tp_fn_order, 0, 60, 4096, 4), 0);
 }
 
 static void test_order_ipv6(void)
@@ -282,62 +62,20 @@ static void test_order_ipv6(void)
 		return;
 	}
 	g_root = "[::1]:0";
-	CU_ASSERT_EQUAL(run_ranks(2, fn_order, 0, 60, "4096", "4"), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, tp_fn_order, 0, 60, 4096, 4), 0);
 	g_root = "127.0.0.1:0";
 }
 
 static void test_order_3(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(3, fn_order, 0, 60, "4096", "4"), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(3, tp_fn_order, 0, 60, 4096, 4), 0);
 }
 
-/* ---- credits: no free slot gives IBC_AGAIN; release gives the credit back ---- */
-
-static int fn_credit(struct ibcomm *comm, ibc_tp_t *tp)
-{
-	ibc_deadline_t dl = in_ms(10000);
-	char x[8] = "chunk";
-	ibc_chunk_t c[3], go;
-
-	if (comm->rank == 0) {
-		CHECK(ibc_put(tp, 1, IBC_CHAN_COLL, 1, x, 5, false, dl) == IBCOMM_OK);
-		CHECK(ibc_put(tp, 1, IBC_CHAN_COLL, 2, x, 5, false, dl) == IBCOMM_OK);
-		CHECK(ibc_put(tp, 1, IBC_CHAN_COLL, 3, x, 5, false, dl) == IBC_AGAIN);
-		CHECK(tp->cnt.credit_waits == 1 && tp->cnt.max_inflight == 2);
-		/* the other channel has its own credits */
-		CHECK(ibc_put(tp, 1, IBC_CHAN_P2P, 9, "go", 2, false, dl) == IBCOMM_OK);
-		/* blocks until rank 1 releases */
-		CHECK(ibc_put(tp, 1, IBC_CHAN_COLL, 3, x, 5, true, dl) == IBCOMM_OK);
-		CHECK(tp->cnt.puts == 4);
-		CHECK(ibc_get(tp, 1, IBC_CHAN_P2P, &go, true, dl) == IBCOMM_OK && go.tag == 10);
-		CHECK(ibc_release(tp, &go) == IBCOMM_OK);
-		return 0;
-	}
-	CHECK(ibc_get(tp, 0, IBC_CHAN_COLL, &c[0], true, dl) == IBCOMM_OK && c[0].tag == 1);
-	CHECK(ibc_get(tp, 0, IBC_CHAN_COLL, &c[1], true, dl) == IBCOMM_OK && c[1].tag == 2);
-	CHECK(ibc_get(tp, 0, IBC_CHAN_COLL, &c[2], false, dl) == IBC_AGAIN);
-	CHECK(ibc_get(tp, 0, IBC_CHAN_P2P, &go, true, dl) == IBCOMM_OK && go.tag == 9 && go.len == 2);
-	CHECK(!memcmp(go.data, "go", 2));
-	CHECK(ibc_release(tp, &go) == IBCOMM_OK);
-	/* out of order release is refused */
-	CHECK(ibc_release(tp, &c[1]) == IBCOMM_ERR_INVALID);
-	poll(NULL, 0, 100); /* rank 0 is blocked in put */
-	CHECK(ibc_release(tp, &c[0]) == IBCOMM_OK);
-	CHECK(ibc_release(tp, &c[1]) == IBCOMM_OK);
-	CHECK(ibc_get(tp, 0, IBC_CHAN_COLL, &c[2], true, dl) == IBCOMM_OK && c[2].tag == 3 && c[2].len == 5);
-	CHECK(!memcmp(c[2].data, "chunk", 5));
-	CHECK(ibc_release(tp, &c[2]) == IBCOMM_OK);
-	CHECK(ibc_put(tp, 0, IBC_CHAN_P2P, 10, NULL, 0, true, dl) == IBCOMM_OK);
-	/* bad arguments */
-	CHECK(ibc_put(tp, 0, IBC_CHAN_COLL, 0, x, tp->max_chunk + 1, true, dl) == IBCOMM_ERR_INVALID);
-	CHECK(ibc_put(tp, 2, IBC_CHAN_COLL, 0, x, 1, true, dl) == IBCOMM_ERR_INVALID);
-	CHECK(ibc_get(tp, 0, IBC_NCHAN, &go, true, dl) == IBCOMM_ERR_INVALID);
-	return 0;
-}
+/* ---- credits (tests/tp/tp_suite.c) ---- */
 
 static void test_credit(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_credit, 0, 30, NULL, "2"), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, tp_fn_credit, 0, 30, 0, 2), 0);
 }
 
 /* ---- large transfers both ways at once, blocking put then get: no deadlock ---- */
@@ -378,7 +116,7 @@ static int fn_bidir(struct ibcomm *comm, ibc_tp_t *tp)
 
 static void test_bidir(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_bidir, 0, 60, NULL, NULL), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, fn_bidir, 0, 60, 0, 0), 0);
 }
 
 /* ---- streaming: several chunks in flight; throughput ---- */
@@ -432,7 +170,7 @@ static int fn_stream(struct ibcomm *comm, ibc_tp_t *tp)
 
 static void test_stream(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_stream, 0, 60, NULL, NULL), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, fn_stream, 0, 60, 0, 0), 0);
 }
 
 /* ---- a killed peer ---- */
@@ -475,12 +213,12 @@ static int fn_killed(struct ibcomm *comm, ibc_tp_t *tp)
 
 static void test_killed_2(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_killed, 1u << 1, 30, NULL, NULL), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, fn_killed, 1u << 1, 30, 0, 0), 0);
 }
 
 static void test_killed_3(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(3, fn_killed, 1u << 2, 30, NULL, NULL), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(3, fn_killed, 1u << 2, 30, 0, 0), 0);
 }
 
 /* A writer blocked waiting for credits learns that its reader died. */
@@ -510,7 +248,7 @@ static int fn_killed_writer(struct ibcomm *comm, ibc_tp_t *tp)
 
 static void test_killed_writer(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_killed_writer, 1u << 1, 30, NULL, NULL), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, fn_killed_writer, 1u << 1, 30, 0, 0), 0);
 }
 
 /* ---- deadlines ---- */
@@ -543,7 +281,7 @@ static int fn_deadline(struct ibcomm *comm, ibc_tp_t *tp)
 
 static void test_deadline(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_deadline, 0, 30, NULL, NULL), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, fn_deadline, 0, 30, 0, 0), 0);
 }
 
 /* ---- abort from a signal handler wakes a wait ---- */
@@ -573,7 +311,7 @@ static int fn_abort(struct ibcomm *comm, ibc_tp_t *tp)
 
 static void test_abort(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(1, fn_abort, 0, 10, NULL, NULL), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(1, fn_abort, 0, 10, 0, 0), 0);
 }
 
 /* ---- garbage connections are dropped without harm ---- */
@@ -709,7 +447,7 @@ static int fn_garbage(struct ibcomm *comm, ibc_tp_t *tp)
 
 static void test_garbage(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_garbage, 0, 40, NULL, NULL), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, fn_garbage, 0, 40, 0, 0), 0);
 }
 
 /* A connected peer that breaks the protocol is an error naming it; the others carry on. */
@@ -744,7 +482,7 @@ static int fn_protocol(struct ibcomm *comm, ibc_tp_t *tp)
 
 static void test_protocol(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(2, fn_protocol, 0, 30, NULL, NULL), 0);
+	CU_ASSERT_EQUAL(tp_run_ranks(2, fn_protocol, 0, 30, 0, 0), 0);
 }
 
 /* ---- create: bad knobs are errors that name them ---- */
@@ -838,6 +576,7 @@ static void test_create_errors(void)
 /* Usage: test_tcp [WORD]: runs only the tests whose name contains WORD ("stream" to measure). */
 int main(int argc, char **argv)
 {
+	static const struct tp_suite tcp = { "tcp", &ibc_tcp_ops, tcp_setup, true };
 	static const struct cm_test tests[] = {
 		{ "create: addresses, bad knobs", test_create_errors },
 		{ "order and tags, 2 ranks", test_order_2 },
@@ -856,5 +595,6 @@ int main(int argc, char **argv)
 	};
 
 	signal(SIGPIPE, SIG_IGN);
+	tp_suite = &tcp;
 	return CM_MAIN1(argc, argv, "tcp transport", tests);
 }
