@@ -56,7 +56,8 @@ struct ibc_boot_ops {
 	 * Async-signal-safe. */
 	void (*interrupt)(ibc_boot_t *b);
 	/* Lifetime: another communicator holds it; drops a hold (`abandon`: a failed or aborted
-	 * communicator: this rank leaves without a goodbye, so the others hear it as dead). */
+	 * communicator's: when it is the last hold, this rank leaves without a goodbye, so the
+	 * others hear it as dead; before that it changes nothing). */
 	void (*ref)(ibc_boot_t *b);
 	void (*unref)(ibc_boot_t *b, bool abandon);
 };

@@ -44,7 +44,7 @@ struct rdv_pending {
 struct ibc_rdv {
 	ibc_boot_t boot;          /* the bootstrap interface (boot_rdv.c) */
 	atomic_int refs;
-	atomic_bool no_bye;       /* a communicator failed: leave without a goodbye (seen as dead) */
+	atomic_bool no_bye;       /* the last hold was a failed communicator: no goodbye (seen as dead) */
 	pthread_mutex_t lock;     /* everything below but `in`, which the reader owns */
 	pthread_cond_t cond;
 	int fd;
@@ -664,11 +664,15 @@ void ibc_rdv_abandon(struct ibc_rdv *rdv)
 	/*
 	 * No goodbye when this rank's last hold goes: the server then reports it dead, and ranks
 	 * still waiting for it (over RDMA a dead or broken writer raises no completion) fail at
-	 * once instead of at their deadline.
+	 * once instead of at their deadline. Only the last hold decides: a failed or aborted
+	 * communicator destroyed while others of the job live on (an aborted dup) says nothing
+	 * about how the rank ends; marking the whole client would make its normal destroy of
+	 * the world communicator later look like a death to ranks still finishing its last call.
 	 */
-	atomic_store(&rdv->no_bye, true);
-	if (atomic_fetch_sub(&rdv->refs, 1) == 1)
+	if (atomic_fetch_sub(&rdv->refs, 1) == 1) {
+		atomic_store(&rdv->no_bye, true);
 		rdv_free(rdv, false);
+	}
 }
 
 static bool key_ok(struct ibc_rdv *rdv, const char *key, const char *op, char *err, size_t errlen)

@@ -137,9 +137,10 @@ IBC_HIDDEN ibcomm_status_t ibc_rdv_open(const ibc_settings_t *s, ibc_deadline_t 
 IBC_HIDDEN void ibc_rdv_ref(struct ibc_rdv *rdv);
 IBC_HIDDEN void ibc_rdv_unref(struct ibc_rdv *rdv);
 /*
- * Drops a reference like ibc_rdv_unref(), but when it is rank 0's last one the server stops
- * at once instead of serving on (for a failed or aborted job), and the last hold of any rank
- * goes without a goodbye, so the others hear it as dead.
+ * Drops a reference like ibc_rdv_unref(), but when it is the last one (the hold of a failed
+ * or aborted communicator, nothing else) rank 0's server stops at once instead of serving on,
+ * and the rank goes without a goodbye, so the others hear it as dead. A hold that is not the
+ * last changes nothing: the rank's other communicators still end with a goodbye.
  */
 IBC_HIDDEN void ibc_rdv_abandon(struct ibc_rdv *rdv);
 IBC_HIDDEN ibcomm_status_t ibc_rdv_put(struct ibc_rdv *rdv, const char *key, const void *val, size_t len,

@@ -143,7 +143,10 @@ static int tcp_get(ibc_tp_t *tp, int peer, int chan, ibc_chunk_t *chunk, bool wa
 		if (p->dead && p->in.fd < 0) {
 			/*
 			 * Its connection may not be accepted yet (its death was seen on our own
-			 * connection to it): take in what is already here before giving up.
+			 * connection to it): take in what is already here before giving up. A
+			 * peer that wrote and then destroyed its communicator left its connection
+			 * in our accept queue: one pass accepts it, the next reads its hello and
+			 * data (the accept counts as an event), and so on while anything moves.
 			 */
 			if (!p->had_in && !drained) {
 				drained = true;

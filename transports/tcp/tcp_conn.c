@@ -105,7 +105,7 @@ void ibc_tcp_peer_mark_dead(struct tcp_peer *p, ibcomm_status_t st, const char *
 	va_end(ap);
 }
 
-#define DEAD_NOTICE_GRACE_MS 500
+#define DEAD_NOTICE_GRACE_MS 500 /* named in ibc_tcp_dead_err()'s message */
 
 ibcomm_status_t ibc_tcp_dead_err(struct tcp *t, int peer, const char *op, int chan)
 {
@@ -116,6 +116,8 @@ ibcomm_status_t ibc_tcp_dead_err(struct tcp *t, int peer, const char *op, int ch
 	 * trail the socket error by a few milliseconds (a refused connection to a rank just
 	 * killed), so wait briefly for it.
 	 */
+	bool left = false;
+
 	if (p->dead_st == IBCOMM_ERR_PEER && t->comm->boot) {
 		uint64_t until = ibc_now_ms() + DEAD_NOTICE_GRACE_MS;
 
@@ -126,13 +128,17 @@ ibcomm_status_t ibc_tcp_dead_err(struct tcp *t, int peer, const char *op, int ch
 			if (ibc_tcp_notices_check(t, true) == IBCOMM_ERR_PEER)
 				return IBCOMM_ERR_PEER;
 			now = ibc_now_ms();
+			/* the rendezvous is up and reported no death: the peer said goodbye */
+			left = now >= until && pf.fd >= 0;
 			if (now >= until || pf.fd < 0 || ibc_tcp_aborted(t))
 				break;
 			poll(&pf, 1, (int)(until - now));
 		}
 	}
-	return ibc_err(t->comm, p->dead_st, "rank %d: peer rank %d %s during %s on channel %s", t->comm->rank, peer,
-		       p->why, op, ibc_tcp_chan_name(chan));
+	return ibc_err(t->comm, p->dead_st, "rank %d: peer rank %d %s during %s on channel %s%s", t->comm->rank, peer,
+		       p->why, op, ibc_tcp_chan_name(chan),
+		       left ? "; the rendezvous reported no death within 500 ms: it most likely left (destroyed its "
+			      "communicator) while this rank still needed it" : "");
 }
 
 /*

@@ -222,7 +222,12 @@ ibcomm_status_t ibc_tcp_progress(struct tcp *t, struct tcp_conn *wout, int timeo
 			continue;
 		}
 		if (i == 1) {
+			unsigned npending = t->npending;
+
 			ibc_tcp_accept_all(t);
+			/* an accepted connection is progress: its hello (and data) is read next pass */
+			if (t->npending != npending)
+				(*events)++;
 			continue;
 		}
 		if (i == rdv_idx) {
