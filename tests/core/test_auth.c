@@ -26,20 +26,13 @@
 #include "tcp.h"
 #include "wire.h"
 #include "../cunit_main.h"
+#include "rank_check.h"
 
 #define NRANKS 3
 #define CHILD_ALARM_S 40
 
 static int g_rank = -1, g_port;
 
-#define CHECK(cond)                                                                                         \
-	do {                                                                                                \
-		if (!(cond)) {                                                                              \
-			fprintf(stderr, "rank %d: %s:%d: check failed: %s (last error: %s)\n", g_rank,       \
-				__FILE__, __LINE__, #cond, ibcomm_last_error(NULL));                        \
-			_exit(1);                                                                           \
-		}                                                                                           \
-	} while (0)
 
 /* ======================================================================================= */
 /* The helpers                                                                             */
@@ -93,23 +86,6 @@ static void test_proofs(void)
 /* ======================================================================================= */
 /* Jobs                                                                                    */
 /* ======================================================================================= */
-
-static int free_port(void)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t sl = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	if (fd < 0)
-		return -1;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || getsockname(fd, (struct sockaddr *)&sa, &sl)) {
-		close(fd);
-		return -1;
-	}
-	port = ntohs(sa.sin_port);
-	close(fd);
-	return port;
-}
 
 static ibcomm_status_t init_rank(int rank, const char *key, long timeout_ms, ibcomm_t **comm)
 {

@@ -23,40 +23,12 @@
 
 #include "ibc.h"
 #include "rendezvous.h"
+#include "rank_check.h"
 
 #define CHILD_ALARM_S 150
 
 static int g_rank = -1, g_port;
 
-#define CHECK(cond)                                                                                         \
-	do {                                                                                                \
-		if (!(cond)) {                                                                              \
-			fprintf(stderr, "rank %d: %s:%d: check failed: %s (last error: %s)\n", g_rank,       \
-				__FILE__, __LINE__, #cond, ibcomm_last_error(NULL));                        \
-			_exit(1);                                                                           \
-		}                                                                                           \
-	} while (0)
-#define CHECK_OK(comm, call)                                                                                \
-	do {                                                                                                \
-		ibcomm_status_t st_ = (call);                                                               \
-		if (st_ != IBCOMM_OK) {                                                                     \
-			fprintf(stderr, "rank %d: %s:%d: %s: %s: %s\n", g_rank, __FILE__, __LINE__, #call,   \
-				ibcomm_strerror(st_), ibcomm_last_error(comm));                             \
-			_exit(1);                                                                           \
-		}                                                                                           \
-	} while (0)
-
-static int free_port(void)
-{
-	int fds[1], n = 0, port;
-	char why[128];
-
-	if (ibc_sock_listen("127.0.0.1", "0", fds, 1, &n, why, sizeof(why)))
-		return -1;
-	port = ibc_sock_port(fds[0]);
-	close(fds[0]);
-	return port;
-}
 
 static ibcomm_t *init_rank(int rank, int nranks)
 {
