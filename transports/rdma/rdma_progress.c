@@ -286,6 +286,7 @@ int ibc_rdma_block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int pee
 
 		while (read(t->pipefd[0], buf, sizeof(buf)) > 0)
 			;
+		t->woken = true; /* interrupt() ends a wait() (the progress thread: a request was queued) */
 	}
 	if (ibc_rdma_check_abort(t))
 		return IBCOMM_ERR_ABORTED;
