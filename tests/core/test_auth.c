@@ -31,7 +31,6 @@
 #define NRANKS 3
 #define CHILD_ALARM_S 40
 
-static int g_rank = -1, g_port;
 
 
 /* ======================================================================================= */
@@ -87,73 +86,15 @@ static void test_proofs(void)
 /* Jobs                                                                                    */
 /* ======================================================================================= */
 
-static ibcomm_status_t init_rank(int rank, const char *key, long timeout_ms, ibcomm_t **comm)
+/* Rank `rank` of the job, with job key `key` (NULL: none) and timeout_ms. */
+static ibcomm_status_t keyed_rank(int rank, const char *key, long timeout_ms, ibcomm_t **comm)
 {
-	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
 	char root[64];
+	ibcomm_config_t cfg = job_config(rank, NRANKS, root);
 
-	snprintf(root, sizeof(root), "127.0.0.1:%d", g_port);
-	cfg.rank = rank;
-	cfg.nranks = NRANKS;
-	cfg.root = root;
-	cfg.transport = "tcp";
 	cfg.timeout_ms = timeout_ms;
 	cfg.job_key = key;
 	return ibcomm_init(&cfg, comm);
-}
-
-/* Collectives that connect every pair of ranks, checked exactly. */
-static void run_collectives(ibcomm_t *comm)
-{
-	int32_t in[NRANKS], out[NRANKS], sum = 0;
-	int rank = ibcomm_rank(comm);
-
-	for (int r = 0; r < NRANKS; r++) {
-		in[r] = 100 * rank + r;
-		sum += r + 1;
-	}
-	CHECK(ibcomm_alltoall(comm, in, out, 1, IBCOMM_INT32) == IBCOMM_OK);
-	for (int r = 0; r < NRANKS; r++)
-		CHECK(out[r] == 100 * r + rank);
-	in[0] = rank + 1;
-	CHECK(ibcomm_allreduce(comm, in, out, 1, IBCOMM_INT32, IBCOMM_SUM) == IBCOMM_OK);
-	CHECK(out[0] == sum);
-	CHECK(ibcomm_barrier(comm) == IBCOMM_OK);
-}
-
-typedef void (*rank_fn)(int rank, void *arg);
-
-/* Forks NRANKS ranks (rank r after delay_ms[r]); returns the number that failed. */
-static int run_ranks(rank_fn fn, void *arg, const int *delay_ms)
-{
-	pid_t pids[NRANKS];
-	int failed = 0;
-
-	fflush(NULL);
-	for (int r = 0; r < NRANKS; r++) {
-		pid_t pid = fork();
-
-		if (pid < 0)
-			return NRANKS;
-		if (pid == 0) {
-			alarm(CHILD_ALARM_S);
-			g_rank = r;
-			if (delay_ms)
-				poll(NULL, 0, delay_ms[r]);
-			fn(r, arg);
-			_exit(0);
-		}
-		pids[r] = pid;
-	}
-	for (int r = 0; r < NRANKS; r++) {
-		int status;
-
-		if (waitpid(pids[r], &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) {
-			fprintf(stderr, "\n  rank %d failed (status %#x)\n", r, status);
-			failed++;
-		}
-	}
-	return failed;
 }
 
 /* (1) every rank has the key: the job works */
@@ -162,15 +103,15 @@ static void rank_keyed(int rank, void *arg)
 	ibcomm_t *comm = NULL;
 
 	(void)arg;
-	CHECK(init_rank(rank, "s3cret job key", 20000, &comm) == IBCOMM_OK);
-	run_collectives(comm);
+	CHECK(keyed_rank(rank, "s3cret job key", 20000, &comm) == IBCOMM_OK);
+	pairwise_collectives(comm);
 	CHECK(ibcomm_destroy(comm) == IBCOMM_OK);
 }
 
 static void test_keyed_job(void)
 {
 	g_port = free_port();
-	CU_ASSERT_EQUAL(run_ranks(rank_keyed, NULL, NULL), 0);
+	CU_ASSERT_EQUAL(run_ranks(NRANKS, CHILD_ALARM_S, rank_keyed, NULL), 0);
 }
 
 /* (2) rank 2's key is wrong, missing or unexpected: it is told; ranks 0 and 1 time out naming it */
@@ -187,7 +128,9 @@ static void rank_mismatch(int rank, void *arg)
 	uint64_t t0 = ibc_now_ms();
 	const char *err;
 
-	st = init_rank(rank, rank == 2 ? m->bad : m->good, 2500, &comm);
+	if (rank == 2)
+		poll(NULL, 0, 200); /* ranks 0 and 1 are there first */
+	st = keyed_rank(rank, rank == 2 ? m->bad : m->good, 2500, &comm);
 	err = ibcomm_last_error(NULL);
 	if (getenv("TEST_VERBOSE"))
 		fprintf(stderr, "rank %d: %s: %s\n", rank, ibcomm_strerror(st), err);
@@ -214,11 +157,10 @@ static void test_wrong_key(void)
 		{ "right key", NULL, "did not authenticate" },     /* the server requires a key */
 		{ NULL, "a key", "rank 0 has none" },              /* the server has none */
 	};
-	static const int delay[NRANKS] = { 0, 0, 200 };
 
 	for (size_t i = 0; i < IBC_ARRAY_SIZE(cases); i++) {
 		g_port = free_port();
-		CU_ASSERT_EQUAL(run_ranks(rank_mismatch, (void *)&cases[i], delay), 0);
+		CU_ASSERT_EQUAL(run_ranks(NRANKS, CHILD_ALARM_S, rank_mismatch, (void *)&cases[i]), 0);
 	}
 }
 
@@ -413,10 +355,10 @@ static void rank_strangers(int rank, void *arg)
 	uint64_t t0;
 
 	(void)arg;
-	CHECK(init_rank(rank, "the key", 20000, &comm) == IBCOMM_OK);
+	CHECK(keyed_rank(rank, "the key", 20000, &comm) == IBCOMM_OK);
 	if (rank == 0)
 		strangers_at_data_port(comm, &idle);
-	run_collectives(comm);
+	pairwise_collectives(comm);
 	/* rank 1, waiting in the barrier for rank 0, drops the idle connection at its deadline */
 	if (rank == 0) {
 		t0 = ibc_now_ms();
@@ -425,7 +367,7 @@ static void rank_strangers(int rank, void *arg)
 		close(idle);
 	}
 	CHECK(ibcomm_barrier(comm) == IBCOMM_OK);
-	run_collectives(comm);
+	pairwise_collectives(comm);
 	CHECK(ibcomm_destroy(comm) == IBCOMM_OK);
 }
 

@@ -27,81 +27,12 @@
 
 #define CHILD_ALARM_S 150
 
-static int g_rank = -1, g_port;
 
-
-static ibcomm_t *init_rank(int rank, int nranks)
-{
-	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
-	ibcomm_t *comm = NULL;
-	char root[64];
-
-	snprintf(root, sizeof(root), "127.0.0.1:%d", g_port);
-	cfg.rank = rank;
-	cfg.nranks = nranks;
-	cfg.root = root;
-	cfg.transport = "tcp";
-	cfg.timeout_ms = 30000;
-	CHECK_OK(NULL, ibcomm_init(&cfg, &comm));
-	return comm;
-}
-
-/* Collectives that connect every pair of comm's ranks, checked exactly. */
-static void collectives(ibcomm_t *comm)
-{
-	int n = ibcomm_size(comm), rank = ibcomm_rank(comm);
-	int32_t in[8], out[8], sum = 0;
-
-	for (int r = 0; r < n; r++) {
-		in[r] = 100 * rank + r;
-		sum += r + 1;
-	}
-	CHECK_OK(comm, ibcomm_alltoall(comm, in, out, 1, IBCOMM_INT32));
-	for (int r = 0; r < n; r++)
-		CHECK(out[r] == 100 * r + rank);
-	in[0] = rank + 1;
-	CHECK_OK(comm, ibcomm_allreduce(comm, in, out, 1, IBCOMM_INT32, IBCOMM_SUM));
-	CHECK(out[0] == sum);
-}
 
 /* Rank 0's rendezvous server: keys stored and namespaces waiting for DROPs. */
 static size_t server_keys(ibcomm_t *comm)
 {
 	return ibc_rdv_srv_keys(ibc_rdv_server(ibc_rdv_of(comm->boot)));
-}
-
-typedef void (*rank_fn)(int rank, int nranks, void *arg);
-
-/* Forks nranks ranks; returns the number that failed. */
-static int run_ranks(int nranks, rank_fn fn, void *arg)
-{
-	pid_t pids[8];
-	int failed = 0;
-
-	g_port = free_port();
-	fflush(NULL);
-	for (int r = 0; r < nranks; r++) {
-		pid_t pid = fork();
-
-		if (pid < 0)
-			return nranks;
-		if (pid == 0) {
-			alarm(CHILD_ALARM_S);
-			g_rank = r;
-			fn(r, nranks, arg);
-			exit(0);
-		}
-		pids[r] = pid;
-	}
-	for (int r = 0; r < nranks; r++) {
-		int status;
-
-		if (waitpid(pids[r], &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) {
-			fprintf(stderr, "\n  rank %d failed (status %#x)\n", r, status);
-			failed++;
-		}
-	}
-	return failed;
 }
 
 /* ---- the key table stays bounded ---- */
@@ -111,8 +42,9 @@ static int run_ranks(int nranks, rank_fn fn, void *arg)
  * other ranks may still be on their way */
 #define KEYS_BOUND 48
 
-static void rank_bounded(int rank, int nranks, void *arg)
+static void rank_bounded(int rank, void *arg)
 {
+	const int nranks = 3;
 	ibcomm_t *comm = init_rank(rank, nranks);
 	size_t most = 0, first = 0;
 
@@ -164,7 +96,8 @@ static void rank_bounded(int rank, int nranks, void *arg)
 
 static void test_keys_bounded(void)
 {
-	CU_ASSERT_EQUAL(run_ranks(3, rank_bounded, NULL), 0);
+	g_port = free_port();
+	CU_ASSERT_EQUAL(run_ranks(3, CHILD_ALARM_S, rank_bounded, NULL), 0);
 }
 
 /* ---- rank 0 leaves first ---- */
@@ -174,8 +107,9 @@ struct leave {
 	int timing[2]; /* rank 0 -> the test: how long its destroy took (ms) */
 };
 
-static void rank_leave(int rank, int nranks, void *arg)
+static void rank_leave(int rank, void *arg)
 {
+	const int nranks = 4;
 	struct leave *l = arg;
 	ibcomm_t *comm = init_rank(rank, nranks), *sub = NULL, *dup = NULL;
 	ibcomm_status_t st;
@@ -197,7 +131,7 @@ static void rank_leave(int rank, int nranks, void *arg)
 		CHECK(write(l->timing[1], &ms, sizeof(ms)) == sizeof(ms));
 		_exit(0); /* gone: its server with it */
 	}
-	collectives(sub);
+	pairwise_collectives(sub);
 	CHECK(write(l->ready[1], "r", 1) == 1);
 	/*
 	 * How the others learn that rank 0's process is gone: their connection to the rendezvous
@@ -211,7 +145,7 @@ static void rank_leave(int rank, int nranks, void *arg)
 	}
 	CHECK(!ibc_boot_dead(comm->boot, 0, (char[8]){ 0 }, 8));
 	for (int i = 0; i < 50; i++)
-		collectives(sub);
+		pairwise_collectives(sub);
 	CHECK_OK(sub, ibcomm_barrier(sub));
 	/* what needs the rendezvous fails, naming rank 0 */
 	st = ibcomm_dup(sub, &dup);
@@ -226,8 +160,9 @@ static void test_rank0_leaves(void)
 	struct leave l;
 	uint32_t ms = 0;
 
+	g_port = free_port();
 	CU_ASSERT_FATAL(pipe(l.ready) == 0 && pipe(l.timing) == 0);
-	CU_ASSERT_EQUAL(run_ranks(4, rank_leave, &l), 0);
+	CU_ASSERT_EQUAL(run_ranks(4, CHILD_ALARM_S, rank_leave, &l), 0);
 	close(l.timing[1]);
 	CU_ASSERT_EQUAL(read(l.timing[0], &ms, sizeof(ms)), (ssize_t)sizeof(ms));
 	printf("\n    rank 0's ibcomm_destroy took %u ms ", ms);

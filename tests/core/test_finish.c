@@ -31,68 +31,25 @@
 #define CHILD_ALARM_S 60
 #define NRANKS 3
 
-static int g_rank = -1, g_port;
-
-
-static ibcomm_t *init_rank(int rank)
-{
-	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
-	ibcomm_t *comm = NULL;
-	char root[64];
-
-	snprintf(root, sizeof(root), "127.0.0.1:%d", g_port);
-	cfg.rank = rank;
-	cfg.nranks = NRANKS;
-	cfg.root = root;
-	cfg.transport = "tcp";
-	cfg.timeout_ms = 30000;
-	CHECK_OK(NULL, ibcomm_init(&cfg, &comm));
-	return comm;
-}
-
 struct job {
 	int leaver;
 	bool quick_exit; /* the leaver ends with _exit() (its atexit handlers do not run) */
 	int left[2];     /* the leaver -> the others: its destroy has returned */
 };
 
-typedef void (*rank_fn)(int rank, struct job *j);
-
-/* Forks the ranks; returns the number that failed. */
-static int run_ranks(rank_fn fn, struct job *j)
+/* Forks the ranks of job j (with its pipe); returns the number that failed. */
+static int run_job(rank_fn fn, struct job *j)
 {
-	pid_t pids[NRANKS];
-	int failed = 0;
+	int failed;
 
 	g_port = free_port();
 	if (g_port < 0 || pipe(j->left))
 		return NRANKS;
-	fflush(NULL);
-	for (int r = 0; r < NRANKS; r++) {
-		pid_t pid = fork();
-
-		if (pid < 0)
-			return NRANKS;
-		if (pid == 0) {
-			alarm(CHILD_ALARM_S);
-			g_rank = r;
-			close(j->left[r == j->leaver ? 0 : 1]);
-			fn(r, j);
-			exit(0);
-		}
-		pids[r] = pid;
-	}
+	failed = run_ranks(NRANKS, CHILD_ALARM_S, fn, j);
+	if (failed)
+		fprintf(stderr, "  (leaver %d%s)\n", j->leaver, j->quick_exit ? ", _exit" : "");
 	close(j->left[0]);
 	close(j->left[1]);
-	for (int r = 0; r < NRANKS; r++) {
-		int status;
-
-		if (waitpid(pids[r], &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) {
-			fprintf(stderr, "\n  rank %d (leaver %d%s) failed (status %#x)\n", r, j->leaver,
-				j->quick_exit ? ", _exit" : "", status);
-			failed++;
-		}
-	}
 	return failed;
 }
 
@@ -117,12 +74,14 @@ static void rendezvous_sync(ibcomm_t *comm, int rank)
 
 /* ---- a rank sends, destroys and leaves before the others receive ---- */
 
-static void rank_leave(int rank, struct job *j)
+static void rank_leave(int rank, void *arg)
 {
-	ibcomm_t *comm = init_rank(rank), *dup = NULL;
+	struct job *j = arg;
+	ibcomm_t *comm = init_rank(rank, NRANKS), *dup = NULL;
 	int32_t v[64];
 	char why[IBC_ERRLEN] = "", b;
 
+	close(j->left[rank == j->leaver ? 0 : 1]);
 	/* an aborted dup, destroyed while the communicator lives on: not a goodbye-less end */
 	CHECK_OK(comm, ibcomm_dup(comm, &dup));
 	CHECK_OK(comm, ibcomm_abort(dup));
@@ -157,7 +116,7 @@ static void leave_case(int leaver, bool quick_exit)
 {
 	struct job j = { .leaver = leaver, .quick_exit = quick_exit };
 
-	CU_ASSERT_EQUAL(run_ranks(rank_leave, &j), 0);
+	CU_ASSERT_EQUAL(run_job(rank_leave, &j), 0);
 }
 
 static void test_leave_rank0_exit(void)
@@ -184,9 +143,10 @@ static void test_leave_rank1_quick_exit(void)
 
 #define NDUPS 40
 
-static void rank_dups(int rank, struct job *j)
+static void rank_dups(int rank, void *arg)
 {
-	ibcomm_t *comm = init_rank(rank);
+	const struct job *j = arg;
+	ibcomm_t *comm = init_rank(rank, NRANKS);
 
 	srand((unsigned)getpid() ^ (unsigned)time(NULL));
 	for (int i = 0; i < NDUPS; i++) {
@@ -210,7 +170,7 @@ static void test_dups(void)
 	for (int leaver = 0; leaver < 2; leaver++) {
 		struct job j = { .leaver = leaver };
 
-		CU_ASSERT_EQUAL(run_ranks(rank_dups, &j), 0);
+		CU_ASSERT_EQUAL(run_job(rank_dups, &j), 0);
 	}
 }
 
