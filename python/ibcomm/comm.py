@@ -278,74 +278,60 @@ class Comm:
 
     # ---- collectives ----
 
-    def allreduce(self, a, out=None, op=Op.SUM, dtype=None):
-        """out[i] = op over all ranks of a[i]; in place (into a) without out. Returns the result."""
-        op = _as_op(op, "allreduce")
-        handle = self._h("allreduce")
-        s, r = self._send_recv("allreduce", a, out, dtype)
-        if r.count != s.count:
-            raise ValueError("allreduce: out has %d elements but a has %d" % (r.count, s.count))
-        self._check(lib.ibcomm_allreduce(handle, s.addr, r.addr, s.count, s.dtype, op), handle)
-        return a if out is None else out
+    # Each pair of a blocking call and its nonblocking twin checks its arguments once, in
+    # _<name>_args(fn, ...) -> (the C call's arguments after the handle, the result, the
+    # buffers a request keeps alive); _run and _start make the call.
 
-    def _start(self, fn, start, result, keep):
-        """Runs the C i-call start(handle, req_ptr) and returns its Request."""
+    def _run(self, fn, args):
+        """The blocking C call ibcomm_<fn> with its checked arguments: returns the result."""
+        cargs, result, _ = args
+        handle = self._h(fn)
+        self._check(getattr(lib, "ibcomm_" + fn)(handle, *cargs), handle)
+        return result
+
+    def _start(self, fn, args):
+        """The C i-call ibcomm_<fn> with its checked arguments: returns its Request."""
+        cargs, result, keep = args
         handle = self._h(fn)
         req = ctypes.c_void_p()
-        self._check(start(handle, ctypes.byref(req)), handle)
+        self._check(getattr(lib, "ibcomm_" + fn)(handle, *cargs, ctypes.byref(req)), handle)
         return _CRequest(self, result, keep, req.value)
+
+    def _allreduce_args(self, fn, a, out, op, dtype):
+        op = _as_op(op, fn)
+        s, r = self._send_recv(fn, a, out, dtype)
+        if r.count != s.count:
+            raise ValueError("%s: out has %d elements but a has %d" % (fn, r.count, s.count))
+        return (s.addr, r.addr, s.count, s.dtype, op), a if out is None else out, (s, r)
+
+    def allreduce(self, a, out=None, op=Op.SUM, dtype=None):
+        """out[i] = op over all ranks of a[i]; in place (into a) without out. Returns the result."""
+        return self._run("allreduce", self._allreduce_args("allreduce", a, out, op, dtype))
 
     def iallreduce(self, a, out=None, op=Op.SUM, dtype=None):
         """Nonblocking allreduce (ibcomm_iallreduce): returns a Request at once (req.test(),
         req.wait() -> result). Leave a and out alone until it completes. Collectives complete
         in the order issued, the same on every rank; a blocking call issued meanwhile runs
         after the pending ones. The library's progress thread moves them while Python runs."""
-        op = _as_op(op, "iallreduce")
-        self._h("iallreduce")
-        s, r = self._send_recv("iallreduce", a, out, dtype)
-        if r.count != s.count:
-            raise ValueError("iallreduce: out has %d elements but a has %d" % (r.count, s.count))
-        return self._start("iallreduce", lambda h, q: lib.ibcomm_iallreduce(h, s.addr, r.addr, s.count, s.dtype,
-                                                                             op, q),
-                           a if out is None else out, (s, r))
+        return self._start("iallreduce", self._allreduce_args("iallreduce", a, out, op, dtype))
 
-    def ibroadcast(self, a, root=0, dtype=None):
-        """Nonblocking broadcast: a Request whose wait() returns a."""
-        root = self._root(root, "ibroadcast")
-        self._h("ibroadcast")
-        b = buffer(a, "ibroadcast: a", self.rank != root, dtype)
-        return self._start("ibroadcast", lambda h, q: lib.ibcomm_ibroadcast(h, b.addr, b.count, b.dtype, root, q),
-                           a, (b,))
+    def _broadcast_args(self, fn, a, root, dtype):
+        root = self._root(root, fn)
+        b = buffer(a, fn + ": a", self.rank != root, dtype)
+        return (b.addr, b.count, b.dtype, root), a, (b,)
 
-    def iallgather(self, a, out, dtype=None):
-        """Nonblocking allgather: a Request whose wait() returns out."""
-        self._h("iallgather")
-        s = buffer(a, "iallgather: a", False, dtype)
-        r = buffer(out, "iallgather: out", True, dtype)
-        same_dtype("iallgather", s, r)
-        self._blocks("iallgather", r, s, "out", "a")
-        return self._start("iallgather", lambda h, q: lib.ibcomm_iallgather(h, s.addr, r.addr, s.count, s.dtype, q),
-                           out, (s, r))
-
-    def ireduce_scatter(self, a, out, op=Op.SUM, dtype=None):
-        """Nonblocking reduce_scatter: a Request whose wait() returns out."""
-        op = _as_op(op, "ireduce_scatter")
-        self._h("ireduce_scatter")
-        s = buffer(a, "ireduce_scatter: a", False, dtype)
-        r = buffer(out, "ireduce_scatter: out", True, dtype)
-        same_dtype("ireduce_scatter", s, r)
-        self._blocks("ireduce_scatter", s, r, "a", "out")
-        return self._start("ireduce_scatter",
-                           lambda h, q: lib.ibcomm_ireduce_scatter(h, s.addr, r.addr, r.count, s.dtype, op, q),
-                           out, (s, r))
+    def _broadcast_args(self, fn, a, root, dtype):
+        root = self._root(root, fn)
+        b = buffer(a, fn + ": a", self.rank != root, dtype)
+        return (b.addr, b.count, b.dtype, root), a, (b,)
 
     def broadcast(self, a, root=0, dtype=None):
         """Copies root's a into a on every other rank. Returns a."""
-        root = self._root(root, "broadcast")
-        handle = self._h("broadcast")
-        b = buffer(a, "broadcast: a", self.rank != root, dtype)
-        self._check(lib.ibcomm_broadcast(handle, b.addr, b.count, b.dtype, root), handle)
-        return a
+        return self._run("broadcast", self._broadcast_args("broadcast", a, root, dtype))
+
+    def ibroadcast(self, a, root=0, dtype=None):
+        """Nonblocking broadcast: a Request whose wait() returns a."""
+        return self._start("ibroadcast", self._broadcast_args("ibroadcast", a, root, dtype))
 
     def reduce(self, a, out=None, op=Op.SUM, root=0, dtype=None):
         """As allreduce, but only root receives (into out, or into a without out); out is
@@ -366,28 +352,38 @@ class Comm:
             return None
         return a if out is None else out
 
+    def _allgather_args(self, fn, a, out, dtype):
+        s = buffer(a, fn + ": a", False, dtype)
+        r = buffer(out, fn + ": out", True, dtype)
+        same_dtype(fn, s, r)
+        self._blocks(fn, r, s, "out", "a")
+        return (s.addr, r.addr, s.count, s.dtype), out, (s, r)
+
     def allgather(self, a, out, dtype=None):
         """out (size x len(a) elements) receives every rank's a in rank order. In place when a
         is this rank's block of out. Returns out."""
-        handle = self._h("allgather")
-        s = buffer(a, "allgather: a", False, dtype)
-        r = buffer(out, "allgather: out", True, dtype)
-        same_dtype("allgather", s, r)
-        self._blocks("allgather", r, s, "out", "a")
-        self._check(lib.ibcomm_allgather(handle, s.addr, r.addr, s.count, s.dtype), handle)
-        return out
+        return self._run("allgather", self._allgather_args("allgather", a, out, dtype))
+
+    def iallgather(self, a, out, dtype=None):
+        """Nonblocking allgather: a Request whose wait() returns out."""
+        return self._start("iallgather", self._allgather_args("iallgather", a, out, dtype))
+
+    def _reduce_scatter_args(self, fn, a, out, op, dtype):
+        op = _as_op(op, fn)
+        s = buffer(a, fn + ": a", False, dtype)
+        r = buffer(out, fn + ": out", True, dtype)
+        same_dtype(fn, s, r)
+        self._blocks(fn, s, r, "a", "out")
+        return (s.addr, r.addr, r.count, s.dtype, op), out, (s, r)
 
     def reduce_scatter(self, a, out, op=Op.SUM, dtype=None):
         """a holds size x len(out) elements; rank r receives block r of the reduction. In
         place when out is this rank's block of a. Returns out."""
-        op = _as_op(op, "reduce_scatter")
-        handle = self._h("reduce_scatter")
-        s = buffer(a, "reduce_scatter: a", False, dtype)
-        r = buffer(out, "reduce_scatter: out", True, dtype)
-        same_dtype("reduce_scatter", s, r)
-        self._blocks("reduce_scatter", s, r, "a", "out")
-        self._check(lib.ibcomm_reduce_scatter(handle, s.addr, r.addr, r.count, s.dtype, op), handle)
-        return out
+        return self._run("reduce_scatter", self._reduce_scatter_args("reduce_scatter", a, out, op, dtype))
+
+    def ireduce_scatter(self, a, out, op=Op.SUM, dtype=None):
+        """Nonblocking reduce_scatter: a Request whose wait() returns out."""
+        return self._start("ireduce_scatter", self._reduce_scatter_args("ireduce_scatter", a, out, op, dtype))
 
     def gather(self, a, out=None, root=0, dtype=None):
         """root's out (size x len(a) elements) receives every rank's a in rank order; out is
@@ -506,41 +502,34 @@ class Comm:
             raise ValueError("%s: tag %d is not a 32-bit unsigned integer" % (fn, tag))
         return tag
 
+    def _send_args(self, fn, a, peer, tag, dtype):
+        peer = _as_int(peer, "peer", fn)
+        tag = self._tag(tag, fn)
+        s = buffer(a, fn + ": a", False, dtype)
+        return (s.addr, s.count, s.dtype, peer, tag), None, (s,)
+
     def send(self, a, peer, tag=0, dtype=None):
         """Sends a to peer, matched by (peer, tag) in order with its recv."""
-        peer = _as_int(peer, "peer", "send")
-        tag = self._tag(tag, "send")
-        handle = self._h("send")
-        s = buffer(a, "send: a", False, dtype)
-        self._check(lib.ibcomm_send(handle, s.addr, s.count, s.dtype, peer, tag), handle)
+        self._run("send", self._send_args("send", a, peer, tag, dtype))
 
     def isend(self, a, peer, tag=0, dtype=None):
         """Nonblocking send: a Request whose wait() returns None. Leave a alone until then."""
-        peer = _as_int(peer, "peer", "isend")
-        tag = self._tag(tag, "isend")
-        self._h("isend")
-        s = buffer(a, "isend: a", False, dtype)
-        return self._start("isend", lambda h, q: lib.ibcomm_isend(h, s.addr, s.count, s.dtype, peer, tag, q),
-                           None, (s,))
+        return self._start("isend", self._send_args("isend", a, peer, tag, dtype))
 
-    def irecv(self, a, peer, tag=0, dtype=None):
-        """Nonblocking receive into a: a Request whose wait() returns a."""
-        peer = _as_int(peer, "peer", "irecv")
-        tag = self._tag(tag, "irecv")
-        self._h("irecv")
-        r = buffer(a, "irecv: a", True, dtype)
-        return self._start("irecv", lambda h, q: lib.ibcomm_irecv(h, r.addr, r.count, r.dtype, peer, tag, q),
-                           a, (r,))
+    def _recv_args(self, fn, a, peer, tag, dtype):
+        peer = _as_int(peer, "peer", fn)
+        tag = self._tag(tag, fn)
+        r = buffer(a, fn + ": a", True, dtype)
+        return (r.addr, r.count, r.dtype, peer, tag), a, (r,)
 
     def recv(self, a, peer, tag=0, dtype=None):
         """Receives into a the message of peer with this tag; it must have exactly len(a)
         elements (else MismatchError). Returns a."""
-        peer = _as_int(peer, "peer", "recv")
-        tag = self._tag(tag, "recv")
-        handle = self._h("recv")
-        r = buffer(a, "recv: a", True, dtype)
-        self._check(lib.ibcomm_recv(handle, r.addr, r.count, r.dtype, peer, tag), handle)
-        return a
+        return self._run("recv", self._recv_args("recv", a, peer, tag, dtype))
+
+    def irecv(self, a, peer, tag=0, dtype=None):
+        """Nonblocking receive into a: a Request whose wait() returns a."""
+        return self._start("irecv", self._recv_args("irecv", a, peer, tag, dtype))
 
 
 __all__ = ["Comm", "Request", "abort_all", "as_dtype"]
