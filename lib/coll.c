@@ -439,12 +439,15 @@ static ibcomm_status_t coll_check(struct ibcomm *comm, const struct coll_desc *d
 }
 
 /* The checks of a call alone (a nonblocking call makes them before it is queued: lib/nbc.c). */
-ibcomm_status_t ibc_coll_check(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
-			       size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
+ibcomm_status_t ibc_coll_check(struct ibcomm *comm, const char *fn, enum ibc_coll coll, const void *sendbuf,
+			       void *recvbuf, size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
 {
-	struct coll_call c = { .d = &coll_descs[coll] };
+	struct coll_desc d = coll_descs[coll];
+	struct coll_call c = { .d = &d };
 	struct coll_checked k;
 
+	if (fn)
+		d.fn = fn;
 	return coll_check(comm, c.d, &c, &k, sendbuf, recvbuf, count, dtype, op, root);
 }
 
@@ -493,7 +496,7 @@ static ibcomm_status_t coll_call(struct ibcomm *comm, enum ibc_coll coll, const 
 				 size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root)
 {
 	if (comm && ibc_nbc_busy(comm))
-		return ibc_nbc_coll(comm, coll, sendbuf, recvbuf, count, dtype, op, root, NULL);
+		return ibc_nbc_coll(comm, NULL, coll, sendbuf, recvbuf, count, dtype, op, root, NULL);
 	return ibc_coll_run(comm, coll, sendbuf, recvbuf, count, dtype, op, root);
 }
 

@@ -204,20 +204,24 @@ IBC_HIDDEN int ibc_p2p_recv_try(struct ibcomm *comm, void *buf, size_t count, ib
 				uint32_t tag, ibc_deadline_t dl, bool wait, const void *owner);
 /* p2p.c: the receive `owner` (its try's argument) failed: the rest of a message it was taking is discarded. */
 IBC_HIDDEN void ibc_p2p_forget(struct ibcomm *comm, const void *owner);
-/* coll.c: a collective's argument checks alone, and the whole blocking call without routing. */
-IBC_HIDDEN ibcomm_status_t ibc_coll_check(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf,
-					  void *recvbuf, size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root);
+/*
+ * coll.c: a collective's argument checks alone (errors name fn, or the blocking call when NULL),
+ * and the whole blocking call without routing.
+ */
+IBC_HIDDEN ibcomm_status_t ibc_coll_check(struct ibcomm *comm, const char *fn, enum ibc_coll coll,
+					  const void *sendbuf, void *recvbuf, size_t count, ibcomm_dtype_t dtype,
+					  ibcomm_op_t op, int root);
 IBC_HIDDEN ibcomm_status_t ibc_coll_run(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
 					size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root);
 /*
  * nbc.c: nonblocking requests. ibc_nbc_busy: comm has requests pending and the caller is not
  * its progress thread, so a blocking call must queue behind them: ibc_nbc_coll/ibc_nbc_p2p
- * with req NULL queue it and wait; with req, they are the i-calls. ibc_nbc_destroy: at
+ * with req NULL queue it and wait; with req, they are the i-calls (fn: the i-call's name). ibc_nbc_destroy: at
  * ibcomm_destroy, fails what is pending (IBCOMM_ERR_ABORTED), stops the thread, frees requests.
  */
 IBC_HIDDEN bool ibc_nbc_busy(struct ibcomm *comm);
-IBC_HIDDEN ibcomm_status_t ibc_nbc_coll(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
-					size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root,
+IBC_HIDDEN ibcomm_status_t ibc_nbc_coll(struct ibcomm *comm, const char *fn, enum ibc_coll coll, const void *sendbuf,
+					void *recvbuf, size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root,
 					ibcomm_request_t **req);
 IBC_HIDDEN ibcomm_status_t ibc_nbc_p2p(struct ibcomm *comm, bool send, void *buf, size_t count,
 				       ibcomm_dtype_t dtype, int peer, uint32_t tag, ibcomm_request_t **req);

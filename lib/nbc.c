@@ -343,15 +343,17 @@ static struct ibcomm_request *req_new(struct ibcomm *comm, const char *fn)
 	return r;
 }
 
-ibcomm_status_t ibc_nbc_coll(struct ibcomm *comm, enum ibc_coll coll, const void *sendbuf, void *recvbuf,
-			     size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root, ibcomm_request_t **req)
+ibcomm_status_t ibc_nbc_coll(struct ibcomm *comm, const char *fn, enum ibc_coll coll, const void *sendbuf,
+			     void *recvbuf, size_t count, ibcomm_dtype_t dtype, ibcomm_op_t op, int root,
+			     ibcomm_request_t **req)
 {
-	static const char fn[] = "a nonblocking collective";
 	struct ibcomm_request *r;
 	ibcomm_status_t st;
 
-	if ((st = ibc_coll_check(comm, coll, sendbuf, recvbuf, count, dtype, op, root)))
+	if ((st = ibc_coll_check(comm, fn, coll, sendbuf, recvbuf, count, dtype, op, root)))
 		return st;
+	if (!fn)
+		fn = "a blocking collective";
 	if (!(r = req_new(comm, fn)))
 		return IBCOMM_ERR_NOMEM;
 	r->kind = REQ_COLL;
@@ -368,10 +370,9 @@ ibcomm_status_t ibc_nbc_coll(struct ibcomm *comm, enum ibc_coll coll, const void
 ibcomm_status_t ibc_nbc_p2p(struct ibcomm *comm, bool send, void *buf, size_t count, ibcomm_dtype_t dtype, int peer,
 			    uint32_t tag, ibcomm_request_t **req)
 {
-	const char *fn = send ? "ibcomm_isend" : "ibcomm_irecv";
+	const char *fn = send ? (req ? "ibcomm_isend" : "ibcomm_send") : req ? "ibcomm_irecv" : "ibcomm_recv";
 	struct ibcomm_request *r;
 	size_t bytes;
-
 	ibcomm_status_t st;
 
 	if ((st = ibc_p2p_check(comm, fn, buf, count, dtype, peer, &bytes)))
@@ -446,7 +447,7 @@ ibcomm_status_t ibcomm_iallreduce(ibcomm_t *comm, const void *sendbuf, void *rec
 {
 	ibcomm_status_t st = check_req(comm, "ibcomm_iallreduce", req);
 
-	return st ? st : ibc_nbc_coll(comm, IBC_COLL_ALLREDUCE, sendbuf, recvbuf, count, dtype, op, -1, req);
+	return st ? st : ibc_nbc_coll(comm, "ibcomm_iallreduce", IBC_COLL_ALLREDUCE, sendbuf, recvbuf, count, dtype, op, -1, req);
 }
 
 ibcomm_status_t ibcomm_ibroadcast(ibcomm_t *comm, void *buf, size_t count, ibcomm_dtype_t dtype, int root,
@@ -454,7 +455,7 @@ ibcomm_status_t ibcomm_ibroadcast(ibcomm_t *comm, void *buf, size_t count, ibcom
 {
 	ibcomm_status_t st = check_req(comm, "ibcomm_ibroadcast", req);
 
-	return st ? st : ibc_nbc_coll(comm, IBC_COLL_BROADCAST, NULL, buf, count, dtype, IBCOMM_SUM, root, req);
+	return st ? st : ibc_nbc_coll(comm, "ibcomm_ibroadcast", IBC_COLL_BROADCAST, NULL, buf, count, dtype, IBCOMM_SUM, root, req);
 }
 
 ibcomm_status_t ibcomm_iallgather(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t sendcount,
@@ -462,7 +463,7 @@ ibcomm_status_t ibcomm_iallgather(ibcomm_t *comm, const void *sendbuf, void *rec
 {
 	ibcomm_status_t st = check_req(comm, "ibcomm_iallgather", req);
 
-	return st ? st : ibc_nbc_coll(comm, IBC_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, dtype, IBCOMM_SUM, -1, req);
+	return st ? st : ibc_nbc_coll(comm, "ibcomm_iallgather", IBC_COLL_ALLGATHER, sendbuf, recvbuf, sendcount, dtype, IBCOMM_SUM, -1, req);
 }
 
 ibcomm_status_t ibcomm_ireduce_scatter(ibcomm_t *comm, const void *sendbuf, void *recvbuf, size_t recvcount,
@@ -470,7 +471,7 @@ ibcomm_status_t ibcomm_ireduce_scatter(ibcomm_t *comm, const void *sendbuf, void
 {
 	ibcomm_status_t st = check_req(comm, "ibcomm_ireduce_scatter", req);
 
-	return st ? st : ibc_nbc_coll(comm, IBC_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, dtype, op, -1, req);
+	return st ? st : ibc_nbc_coll(comm, "ibcomm_ireduce_scatter", IBC_COLL_REDUCE_SCATTER, sendbuf, recvbuf, recvcount, dtype, op, -1, req);
 }
 
 ibcomm_status_t ibcomm_isend(ibcomm_t *comm, const void *buf, size_t count, ibcomm_dtype_t dtype, int peer,

@@ -288,11 +288,15 @@ static void expect_invalid(ibcomm_t *comm, ibcomm_status_t st, ibcomm_request_t 
 			   const char *word)
 {
 	const char *msg = ibcomm_last_error(comm);
+	char fn[32]; /* the i-call's name: the detail names it, not its blocking twin */
 
+	snprintf(fn, sizeof(fn), "%.*s", (int)strcspn(what, "("), what);
 	if (st != IBCOMM_ERR_INVALID)
 		hx_fail("%s returned %d (%s), expected IBCOMM_ERR_INVALID", what, (int)st, ibcomm_strerror(st));
 	else if (!strstr(msg, word))
 		hx_fail("%s: the detail '%s' does not name '%s'", what, msg, word);
+	else if (!strstr(msg, fn))
+		hx_fail("%s: the detail '%s' does not name %s", what, msg, fn);
 	if (req != (ibcomm_request_t *)&sentinel)
 		hx_fail("%s changed *req", what);
 	hx_case_done();
