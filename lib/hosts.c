@@ -2,9 +2,9 @@
  * The host map of a communicator: which ranks share a host, from what the ranks exchange at
  * init (transports/shm/shm_host.c's identity: host name, boot id, IPC namespace, /dev/shm
  * usable; IBCOMM_TEST_HOST replaces the host name), never from launcher variables. Hosts are
- * numbered by their lowest rank. Init exchanges the identities once through the bootstrap
- * (one put and n gets per rank, the cost of the same-host check it replaces); split and dup
- * derive the child's map from the parent's without talking.
+ * numbered by their lowest rank. Init exchanges them once through the bootstrap, for every
+ * transport (ibc_hosts_init); split and dup derive the child's map from the parent's without
+ * talking.
  *
  * The map also gives the ring order of the ring algorithms (ring.c) and the groups of the
  * hierarchical ones (hier.c).
@@ -14,8 +14,10 @@
 #include <string.h>
 
 #include "ibc.h"
+#include "wire.h"
 
 #define HOST_ID_MAX 400
+#define HOSTMAP_VERSION 1
 
 void ibc_hosts_ring(int n, const int *host_of, int *order)
 {
@@ -78,41 +80,108 @@ ibcomm_status_t ibc_hosts_set(struct ibcomm *comm, const int *key)
 	return IBCOMM_OK;
 }
 
+/* key[r]: the lowest rank with r's identity (one longer than fits counts as itself). */
+static void keys_of(int n, const char *all, const size_t *lens, int *key)
+{
+	for (int r = 0; r < n; r++) {
+		key[r] = r;
+		for (int q = 0; q < r && lens[r] <= HOST_ID_MAX; q++)
+			if (lens[q] == lens[r] && !memcmp(all + (size_t)q * HOST_ID_MAX, all + (size_t)r * HOST_ID_MAX, lens[r])) {
+				key[r] = q;
+				break;
+			}
+	}
+}
+
+/* The map as rank 0 publishes it: version, n, then key[r] for each rank (u32 each, LE). */
+static size_t map_len(int n)
+{
+	return 1 + 4 + 4 * (size_t)n;
+}
+
+ibcomm_status_t ibc_hosts_map_decode(struct ibcomm *comm, const void *val, size_t len, int *key)
+{
+	ibc_rbuf_t rb = ibc_rbuf(val, len);
+	uint8_t version = ibc_r_u8(&rb);
+	uint32_t n = ibc_r_u32(&rb);
+	bool ok = rb.ok && version == HOSTMAP_VERSION && n == (uint32_t)comm->size;
+
+	for (int r = 0; ok && r < comm->size; r++) {
+		uint32_t k = ibc_r_u32(&rb);
+
+		/* the lowest rank of each host: itself its host's key */
+		ok = k <= (uint32_t)r && (k == (uint32_t)r || key[k] == (int)k);
+		key[r] = (int)k;
+	}
+	if (ok && ibc_r_done(&rb))
+		return IBCOMM_OK;
+	return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS,
+		       "rank %d: the host map from rank 0 is malformed (%zu bytes, version %u, %u ranks; expected "
+		       "version %u, %d ranks)", comm->rank, len, version, n, HOSTMAP_VERSION, comm->size);
+}
+
+/*
+ * Every rank publishes its identity; rank 0 reads them all, works out the map and publishes
+ * it as one value, which the others read: 3n requests to the rendezvous rather than n^2 (a
+ * map too large for one value: every rank reads every identity).
+ */
 ibcomm_status_t ibc_hosts_init(struct ibcomm *comm)
 {
-	char ns[sizeof(comm->id) + 8], mine[HOST_ID_MAX], err[IBC_ERRLEN];
-	size_t len = ibc_shm_host_id(comm, mine, sizeof(mine));
-	size_t *lens = malloc((size_t)comm->size * sizeof(*lens));
-	char *all = malloc((size_t)comm->size * HOST_ID_MAX);
+	char ns[sizeof(comm->id) + 16], mine[HOST_ID_MAX], err[IBC_ERRLEN];
+	size_t len = ibc_shm_host_id(comm, mine, sizeof(mine)), mlen = map_len(comm->size), got = 0;
+	bool all_read = comm->rank == 0 || mlen > IBC_BOOT_MAX_VAL;
+	int n = all_read ? comm->size : 0;
+	size_t *lens = malloc((size_t)IBC_MAX(n, 1) * sizeof(*lens));
+	char *all = malloc((size_t)IBC_MAX(n, 1) * HOST_ID_MAX);
+	uint8_t *map = malloc(mlen);
 	int *key = malloc((size_t)comm->size * sizeof(*key));
+	ibc_deadline_t dl = ibc_deadline(comm->set.timeout_ms);
 	ibcomm_status_t st;
 
-	if (!lens || !all || !key) {
-		st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory for the host identities of %d ranks",
-			     comm->rank, comm->size);
+	if (!lens || !all || !map || !key) {
+		st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: out of memory for the host map of %d ranks", comm->rank,
+			     comm->size);
 		goto out;
 	}
+	/* publishes this rank's identity, and reads every rank's when all_read (n ranks) */
 	snprintf(ns, sizeof(ns), "%s/host", comm->id);
-	st = ibc_boot_allgather(comm->boot, ns, comm->rank, comm->size, mine, len, all, HOST_ID_MAX, lens,
-				ibc_deadline(comm->set.timeout_ms), &comm->aborted, err, sizeof(err));
+	st = ibc_boot_allgather(comm->boot, ns, comm->rank, n, mine, len, all, HOST_ID_MAX, lens, dl, &comm->aborted, err,
+				sizeof(err));
 	if (st) {
 		st = ibc_err(comm, st, "rank %d: exchanging the host identities: %s", comm->rank, err);
 		goto out;
 	}
-	/* key[r]: the lowest rank with r's identity (a longer one than fits counts as itself) */
-	for (int r = 0; r < comm->size; r++) {
-		key[r] = r;
-		for (int q = 0; q < r && lens[r] <= HOST_ID_MAX; q++)
-			if (lens[q] == lens[r] && !memcmp(all + (size_t)q * HOST_ID_MAX, all + (size_t)r * HOST_ID_MAX,
-							 lens[r])) {
-				key[r] = q;
-				break;
-			}
+	if (n == comm->size) {
+		keys_of(n, all, lens, key);
+	} else {
+		snprintf(ns, sizeof(ns), "%s/hostmap", comm->id);
+		st = ibc_boot_get(comm->boot, ns, map, mlen, &got, dl, &comm->aborted, err, sizeof(err));
+		if (st) {
+			st = ibc_err(comm, st, "rank %d: waiting for the host map from rank 0: %s", comm->rank, err);
+			goto out;
+		}
+		if ((st = ibc_hosts_map_decode(comm, map, got, key)))
+			goto out;
+	}
+	if (comm->rank == 0 && comm->size > 1 && mlen <= IBC_BOOT_MAX_VAL) {
+		ibc_wbuf_t wb = ibc_wbuf(map, mlen);
+
+		ibc_w_u8(&wb, HOSTMAP_VERSION);
+		ibc_w_u32(&wb, (uint32_t)comm->size);
+		for (int r = 0; r < comm->size; r++)
+			ibc_w_u32(&wb, (uint32_t)key[r]);
+		snprintf(ns, sizeof(ns), "%s/hostmap", comm->id);
+		st = ibc_boot_put(comm->boot, ns, map, wb.len, err, sizeof(err));
+		if (st) {
+			st = ibc_err(comm, st, "rank 0: publishing the host map: %s", err);
+			goto out;
+		}
 	}
 	st = ibc_hosts_set(comm, key);
 out:
 	free(lens);
 	free(all);
+	free(map);
 	free(key);
 	return st;
 }

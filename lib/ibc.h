@@ -186,6 +186,9 @@ IBC_HIDDEN ibcomm_status_t ibc_hosts_init(struct ibcomm *comm);
 /* The map from key[r] (equal for ranks on the same host, any values), e.g. a parent's host_of. */
 IBC_HIDDEN ibcomm_status_t ibc_hosts_set(struct ibcomm *comm, const int *key);
 IBC_HIDDEN void ibc_hosts_free(struct ibc_hosts *h);
+/* The map rank 0 publishes at init (hosts.c: u8 version, u32 n, n x u32 key) into key[comm->size];
+ * malformed: IBCOMM_ERR_RENDEZVOUS naming what. */
+IBC_HIDDEN ibcomm_status_t ibc_hosts_map_decode(struct ibcomm *comm, const void *val, size_t len, int *key);
 /* How many ranks are on other hosts than this rank; the first of them as "3, 5, 6..." in list. */
 IBC_HIDDEN int ibc_hosts_elsewhere(const struct ibcomm *comm, char *list, size_t cap);
 /*

@@ -148,6 +148,36 @@ static void test_map(void)
 	free(comm);
 }
 
+/* The map rank 0 publishes: a good one decodes, anything else is an error naming rank 0. */
+static void test_map_decode(void)
+{
+	struct ibcomm *comm = calloc(1, sizeof(*comm));
+	uint8_t good[] = { 1, 4, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 };
+	uint8_t bad[sizeof(good)];
+	int key[4];
+
+	CU_ASSERT_FATAL(comm != NULL);
+	comm->size = 4;
+	comm->rank = 2;
+	CU_ASSERT_EQUAL(ibc_hosts_map_decode(comm, good, sizeof(good), key), IBCOMM_OK);
+	CU_ASSERT(key[0] == 0 && key[1] == 1 && key[2] == 0 && key[3] == 1);
+	CU_ASSERT_EQUAL(ibc_hosts_map_decode(comm, good, sizeof(good) - 1, key), IBCOMM_ERR_RENDEZVOUS);
+	CU_ASSERT_PTR_NOT_NULL(strstr(comm->err, "host map from rank 0 is malformed"));
+	for (size_t i = 0; i < 4; i++) {
+		/* version 2; n 5; key[1] = 2 > 1; key[0] = 1 > 0 */
+		static const size_t at[] = { 0, 1, 9, 5 };
+		static const uint8_t to[] = { 2, 5, 2, 1 };
+
+		memcpy(bad, good, sizeof(good));
+		bad[at[i]] = to[i];
+		CU_ASSERT_EQUAL(ibc_hosts_map_decode(comm, bad, sizeof(bad), key), IBCOMM_ERR_RENDEZVOUS);
+	}
+	memcpy(bad, good, sizeof(good));
+	bad[17] = 2; /* key[3] = 2, whose own key is 0 */
+	CU_ASSERT_EQUAL(ibc_hosts_map_decode(comm, bad, sizeof(bad), key), IBCOMM_ERR_RENDEZVOUS);
+	free(comm);
+}
+
 /*
  * Simulates hier on one layout and root (-1: allreduce) with bit masks of contributions:
  * every rank computes its own groups; each phase moves masks only along them.
@@ -272,6 +302,7 @@ int main(int argc, char **argv)
 		{ "ring order: examples", test_ring_examples },
 		{ "ring order: every small layout", test_ring_all },
 		{ "host map from keys", test_map },
+		{ "host map from rank 0: decoding", test_map_decode },
 		{ "hier groups", test_hier },
 	};
 
