@@ -455,7 +455,7 @@ static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t,
 			return st;
 		t->test_qp_error_after = (uint64_t)n;
 	}
-	/* a test hook of the same-host check (transports/shm/shm_host.c): pretends another host */
+	/* a test hook of the host map (lib/hosts.c, transports/shm/shm_host.c): pretends another host */
 	v = env("IBCOMM_TEST_HOST");
 	if (v)
 		snprintf(t->test_host, sizeof(t->test_host), "%s", v);

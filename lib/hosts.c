@@ -86,7 +86,8 @@ static void keys_of(int n, const char *all, const size_t *lens, int *key)
 	for (int r = 0; r < n; r++) {
 		key[r] = r;
 		for (int q = 0; q < r && lens[r] <= HOST_ID_MAX; q++)
-			if (lens[q] == lens[r] && !memcmp(all + (size_t)q * HOST_ID_MAX, all + (size_t)r * HOST_ID_MAX, lens[r])) {
+			if (lens[q] == lens[r] &&
+			    !memcmp(all + (size_t)q * HOST_ID_MAX, all + (size_t)r * HOST_ID_MAX, lens[r])) {
 				key[r] = q;
 				break;
 			}
@@ -145,8 +146,8 @@ ibcomm_status_t ibc_hosts_init(struct ibcomm *comm)
 	}
 	/* publishes this rank's identity, and reads every rank's when all_read (n ranks) */
 	snprintf(ns, sizeof(ns), "%s/host", comm->id);
-	st = ibc_boot_allgather(comm->boot, ns, comm->rank, n, mine, len, all, HOST_ID_MAX, lens, dl, &comm->aborted, err,
-				sizeof(err));
+	st = ibc_boot_allgather(comm->boot, ns, comm->rank, n, mine, len, all, HOST_ID_MAX, lens, dl, &comm->aborted,
+				err, sizeof(err));
 	if (st) {
 		st = ibc_err(comm, st, "rank %d: exchanging the host identities: %s", comm->rank, err);
 		goto out;

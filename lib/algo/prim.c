@@ -31,8 +31,8 @@ void *ibc_scratch(struct ibc_coll_args *a, size_t bytes)
 	void *p = malloc(bytes ? bytes : 1);
 
 	if (!p)
-		ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate %zu bytes of scratch", ibc_grp_rank(a, a->rank),
-			ibc_coll_name(a->coll), bytes);
+		ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate %zu bytes of scratch",
+			ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), bytes);
 	return p;
 }
 
@@ -49,8 +49,8 @@ void ibc_plan_init(struct ibc_plan *p, struct ibc_coll_args *a, size_t cs)
 	p->cs = cs;
 	p->blocked = calloc((size_t)npeers(a), 1);
 	if (!p->blocked)
-		p->status = ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate a plan", ibc_grp_rank(a, a->rank),
-				    ibc_coll_name(a->coll));
+		p->status = ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate a plan",
+				    ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll));
 }
 
 void ibc_plan_free(struct ibc_plan *p)
@@ -144,14 +144,14 @@ static ibcomm_status_t check_chunk(struct ibc_plan *p, const struct ibc_xop *op,
 		return ibc_err(a->comm, IBCOMM_ERR_MISMATCH,
 			       "rank %d expected %s #%u from rank %d but received %s #%u: the ranks called "
 			       "different collectives or a different number of them",
-			       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, op->peer, coll_of_tag(ch->tag),
-			       ch->tag >> 8);
+			       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, op->peer,
+			       coll_of_tag(ch->tag), ch->tag >> 8);
 	if (ch->len != want)
 		return ibc_err(a->comm, IBCOMM_ERR_MISMATCH,
 			       "rank %d, %s #%u: chunk %u of %u from rank %d has %zu bytes, expected %zu: the ranks "
 			       "passed different counts or datatypes",
-			       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, op->done, op->nchunks, op->peer,
-			       ch->len, want);
+			       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, op->done,
+			       op->nchunks, op->peer, ch->len, want);
 	return IBCOMM_OK;
 }
 
@@ -298,14 +298,14 @@ static ibcomm_status_t plan_timeout(struct ibc_plan *p)
 	}
 	if (!stuck)
 		return ibc_err(a->comm, IBCOMM_ERR_TIMEOUT, "rank %d: %s #%u (%s) timed out after %ld ms",
-			       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, algo, a->comm->set.timeout_ms);
+			       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, algo,
+			       a->comm->set.timeout_ms);
 	return ibc_err(a->comm, IBCOMM_ERR_TIMEOUT,
 		       "rank %d: %s #%u (%s) timed out after %ld ms at step %d of %d (%s rank %d, chunk %u of %u, "
 		       "%zu bytes)%s%s%s%s%s%s; is that rank alive and in the same collective?",
 		       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, algo, a->comm->set.timeout_ms,
 		       stuck_i + 1, p->nops, stuck->mode == IBC_X_SEND ? "sending to" : "receiving from", stuck->peer,
-		       stuck->done + 1, stuck->nchunks, stuck->len,
-		       nfrom ? "; waiting for data from rank " : "", from,
+		       stuck->done + 1, stuck->nchunks, stuck->len, nfrom ? "; waiting for data from rank " : "", from,
 		       nto ? "; waiting for credits to send to rank " : "", to,
 		       nfrom + nto > 1 ? " (all still missing)" : "", "");
 }

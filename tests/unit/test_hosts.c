@@ -91,30 +91,42 @@ static void test_ring_examples(void)
 	}
 }
 
-/* Every layout of up to 7 ranks on up to 3 hosts: one crossing per host boundary and direction. */
-static void test_ring_all(void)
+/* Calls fn on every layout of 1..nmax ranks on up to 3 hosts; returns the sum of its answers. */
+static int each_layout(int nmax, int (*fn)(int n, const int *host_of))
 {
-	int host_of[NMAX], order[NMAX], tried = 0;
+	int host_of[NMAX], sum = 0;
 
-	for (int n = 1; n <= 7; n++) {
+	for (int n = 1; n <= nmax; n++) {
 		int total = 1;
 
 		for (int r = 0; r < n; r++)
 			total *= 3;
 		for (int code = 0; code < total; code++) {
 			char s[NMAX + 1];
-			int c = code, h;
+			int c = code;
 
 			for (int r = 0; r < n; r++, c /= 3)
 				s[r] = (char)('A' + c % 3);
 			s[n] = '\0';
 			layout(s, host_of);
-			h = count_hosts(n, host_of);
-			CU_ASSERT_EQUAL(check_ring(n, host_of, order), h > 1 ? h : 0);
-			tried++;
+			sum += fn(n, host_of);
 		}
 	}
-	printf("\n    %d layouts", tried);
+	return sum;
+}
+
+static int ring_ok(int n, const int *host_of)
+{
+	int order[NMAX], h = count_hosts(n, host_of);
+
+	CU_ASSERT_EQUAL(check_ring(n, host_of, order), h > 1 ? h : 0);
+	return 1;
+}
+
+/* Every layout of up to 7 ranks on up to 3 hosts: one crossing per host boundary and direction. */
+static void test_ring_all(void)
+{
+	printf("\n    %d layouts", each_layout(7, ring_ok));
 }
 
 /* ibc_hosts_set on a communicator built by hand: any keys, hosts numbered by lowest rank. */
@@ -258,6 +270,13 @@ static void print_hier(const char *s, int root)
 	}
 }
 
+static int hier_ok(int n, const int *host_of)
+{
+	for (int root = -1; root < n; root++)
+		check_hier(n, host_of, root);
+	return n + 1;
+}
+
 static void test_hier(void)
 {
 	static const char *const ex[] = { "ABAB", "ABACAC", "AABBBC", "AAAB", "ABCABCAB" };
@@ -275,24 +294,7 @@ static void test_hier(void)
 	print_hier("ABACAC", 4);
 	print_hier("ABACAC", 5);
 	print_hier("AABBBC", 3);
-	/* every layout of up to 6 ranks on up to 3 hosts, every root */
-	for (int n = 1; n <= 6; n++) {
-		int total = 1;
-
-		for (int r = 0; r < n; r++)
-			total *= 3;
-		for (int code = 0; code < total; code++) {
-			char s[NMAX + 1];
-			int c = code;
-
-			for (int r = 0; r < n; r++, c /= 3)
-				s[r] = (char)('A' + c % 3);
-			s[n] = '\0';
-			layout(s, host_of);
-			for (int root = -1; root < n; root++, tried++)
-				check_hier(n, host_of, root);
-		}
-	}
+	tried += each_layout(6, hier_ok); /* every layout of up to 6 ranks on up to 3 hosts, every root */
 	printf("\n    %d plans", tried);
 }
 
