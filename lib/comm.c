@@ -78,7 +78,7 @@ static ibcomm_status_t comm_transport(struct ibcomm *comm)
 {
 	char why[IBC_ERRLEN], others[200];
 	ibcomm_status_t st;
-	int bad = -1, nother = 0;
+	int bad = -1, nother;
 
 	switch (comm->set.transport) {
 	case IBC_TP_TCP:
@@ -89,10 +89,8 @@ static ibcomm_status_t comm_transport(struct ibcomm *comm)
 	case IBC_TP_AUTO:
 		break;
 	}
-	/* shared memory when every rank is on this host (what the ranks exchange tells, not the launcher) */
-	st = ibc_shm_same_host(comm, &nother, others, sizeof(others));
-	if (st)
-		return st;
+	/* shared memory when every rank is on this host (the host map: what the ranks exchanged) */
+	nother = ibc_hosts_elsewhere(comm, others, sizeof(others));
 	if (comm->set.transport == IBC_TP_SHM && nother) {
 		/* every rank fails alike; none leaves (rank 0 takes the rendezvous along) before all have
 		 * read every identity: the barrier's own answer does not matter */
@@ -180,7 +178,9 @@ ibcomm_status_t ibc_comm_init(const ibcomm_config_t *cfg, int listen_fd, ibcomm_
 		ibc_err_thread(st, "ibcomm_init: %s", err);
 		goto err_free;
 	}
-	st = comm_transport(c);
+	st = ibc_hosts_init(c);
+	if (!st)
+		st = comm_transport(c);
 	if (st)
 		goto err_rdv;
 	ibc_cinfo(c, "rank %d of %d: communicator ready (transport %s, rendezvous %s)", c->rank, c->size,
@@ -191,6 +191,7 @@ ibcomm_status_t ibc_comm_init(const ibcomm_config_t *cfg, int listen_fd, ibcomm_
 err_rdv:
 	c->boot->ops->unref(c->boot, true);
 err_free:
+	ibc_hosts_free(&c->hosts);
 	free(c);
 	return st;
 err_close:
@@ -243,6 +244,7 @@ ibcomm_status_t ibcomm_destroy(ibcomm_t *comm)
 	if (comm->boot)
 		comm_release_boot(comm);
 	free(comm->world);
+	ibc_hosts_free(&comm->hosts);
 	free(comm);
 	return IBCOMM_OK;
 }
@@ -251,7 +253,7 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 {
 	int32_t mine[2] = { color < 0 ? -1 : color, key };
 	int32_t *all;
-	int *world;
+	int *world, *host_key;
 	struct ibcomm *c;
 	ibcomm_status_t st;
 	uint32_t idx;
@@ -284,9 +286,13 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 		if (kr < key || (kr == key && r < comm->rank))
 			newrank++;
 	}
-	/* the world rank of every member, in the child's order: failure notices name world ranks */
+	/* the world rank of every member, in the child's order: failure notices name world ranks;
+	 * and its host in the parent's map, from which the child's map follows without talking */
 	world = malloc((size_t)newsize * sizeof(*world));
-	if (!world) {
+	host_key = malloc((size_t)newsize * sizeof(*host_key));
+	if (!world || !host_key) {
+		free(world);
+		free(host_key);
 		st = ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: ibcomm_split: out of memory", comm->rank);
 		goto err_free;
 	}
@@ -300,12 +306,14 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 			if (all[2 * q] == color && (all[2 * q + 1] < kr || (all[2 * q + 1] == kr && q < r)))
 				nr++;
 		world[nr] = ibc_world_rank(comm, r);
+		host_key[nr] = comm->hosts.host_of ? comm->hosts.host_of[r] : 0;
 	}
 	free(all);
 
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		free(world);
+		free(host_key);
 		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: ibcomm_split: out of memory", comm->rank);
 	}
 	c->world = world;
@@ -320,6 +328,11 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 			     comm->rank, comm->id, sizeof(c->id) - 1);
 		goto err_child;
 	}
+	st = ibc_hosts_set(c, host_key);
+	if (st) {
+		memcpy(comm->err, c->err, sizeof(comm->err));
+		goto err_child;
+	}
 	c->boot = comm->boot;
 	c->boot->ops->ref(c->boot);
 	/* the parent's transport kind: the ranks already agree on it */
@@ -330,13 +343,16 @@ ibcomm_status_t ibcomm_split(ibcomm_t *comm, int color, int key, ibcomm_t **newc
 	}
 	ibc_ctrace(comm, "rank %d: split color %d key %d: rank %d of %d in communicator %s", comm->rank, color, key,
 		  c->rank, c->size, c->id);
+	free(host_key);
 	*newcomm = c;
 	return IBCOMM_OK;
 
 err_rdv:
 	c->boot->ops->unref(c->boot, false);
 err_child:
+	free(host_key);
 	free(c->world);
+	ibc_hosts_free(&c->hosts);
 	free(c);
 	return st;
 err_free:

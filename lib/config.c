@@ -32,14 +32,14 @@ static const char *const coll_names[IBC_COLL_COUNT] = {
 static const char *const algo_names[IBC_ALGO_COUNT] = {
 	[IBC_ALGO_AUTO] = "auto",     [IBC_ALGO_RING] = "ring",	      [IBC_ALGO_RD] = "rd",
 	[IBC_ALGO_TREE] = "tree",     [IBC_ALGO_PIPELINE] = "pipeline", [IBC_ALGO_LINEAR] = "linear",
-	[IBC_ALGO_PAIRWISE] = "pairwise", [IBC_ALGO_DISSEM] = "dissem",
+	[IBC_ALGO_PAIRWISE] = "pairwise", [IBC_ALGO_DISSEM] = "dissem", [IBC_ALGO_HIER] = "hier",
 };
 
 #define A(x) (1u << IBC_ALGO_##x)
 /* The algorithms each collective implements (the algorithm code relies on this table). */
 static const unsigned coll_algos[IBC_COLL_COUNT] = {
-	[IBC_COLL_ALLREDUCE] = A(AUTO) | A(RING) | A(RD) | A(TREE),
-	[IBC_COLL_BROADCAST] = A(AUTO) | A(TREE) | A(PIPELINE),
+	[IBC_COLL_ALLREDUCE] = A(AUTO) | A(RING) | A(RD) | A(TREE) | A(HIER),
+	[IBC_COLL_BROADCAST] = A(AUTO) | A(TREE) | A(PIPELINE) | A(HIER),
 	[IBC_COLL_REDUCE] = A(AUTO) | A(TREE) | A(LINEAR),
 	[IBC_COLL_ALLGATHER] = A(AUTO) | A(RING) | A(LINEAR),
 	[IBC_COLL_REDUCE_SCATTER] = A(AUTO) | A(RING) | A(LINEAR),
@@ -455,7 +455,7 @@ static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t,
 			return st;
 		t->test_qp_error_after = (uint64_t)n;
 	}
-	/* a test hook of the same-host check (transports/shm/shm_host.c): pretends another host */
+	/* a test hook of the host map (lib/hosts.c, transports/shm/shm_host.c): pretends another host */
 	v = env("IBCOMM_TEST_HOST");
 	if (v)
 		snprintf(t->test_host, sizeof(t->test_host), "%s", v);

@@ -46,6 +46,7 @@ enum ibc_algo {
 	IBC_ALGO_LINEAR,   /* gather, scatter, alltoall(v), allgatherv: direct to/from each peer */
 	IBC_ALGO_PAIRWISE, /* alltoall(v): pairwise exchange */
 	IBC_ALGO_DISSEM,   /* barrier: dissemination */
+	IBC_ALGO_HIER,     /* allreduce, broadcast: within hosts, across hosts among leaders (algo/hier.c) */
 	IBC_ALGO_COUNT
 };
 
@@ -70,7 +71,7 @@ typedef struct ibc_settings {
 	uint64_t mem_limit;           /* bytes a transport may allocate and pin (IBCOMM_MEM_LIMIT) */
 	uint64_t p2p_unexpected_max;  /* bytes of unexpected p2p messages held (IBCOMM_P2P_UNEXPECTED_MAX) */
 	uint64_t test_qp_error_after; /* IBCOMM_TEST_QP_ERROR_AFTER (test hook of the RDMA transport); 0 off */
-	char test_host[64];           /* IBCOMM_TEST_HOST (test hook): replaces the host name in the same-host check */
+	char test_host[64];           /* IBCOMM_TEST_HOST (test hook): replaces the host name in the host map (hosts.c) */
 } ibc_settings_t;
 
 /* Defaults and ranges of the knobs above (README's table says the same). */
@@ -147,6 +148,19 @@ struct ibc_p2p_state;
 struct ibc_regcache;
 struct ibc_nbc;
 
+/*
+ * Which ranks share a host (hosts.c): hosts are numbered by their lowest rank. host_of is
+ * NULL on a communicator built by hand (tests): then every rank counts as on one host.
+ */
+struct ibc_hosts {
+	int *host_of;        /* host of each rank */
+	int nhosts;
+	int local_rank;      /* this rank's index among its host's ranks (by rank) */
+	int local_size;      /* ranks on this rank's host */
+	int *ring;           /* ring order (ring[i]: the rank at position i) then each rank's position
+			      * (ring[n + r]); NULL when rank order already keeps each host's ranks together */
+};
+
 struct ibcomm {
 	int rank, size;
 	char id[64];              /* rendezvous namespace of this communicator ("0", "0.s1.3", ...) */
@@ -162,8 +176,27 @@ struct ibcomm {
 	int *world;               /* world rank of each rank (split communicators); NULL: identity */
 	struct ibc_regcache *regcache; /* registered memory (regcache.c); NULL until the first register */
 	struct ibc_nbc *nbc;      /* nonblocking requests and their progress thread (nbc.c); NULL until the first */
+	struct ibc_hosts hosts;   /* hosts.c */
 	char err[IBC_ERRLEN];
 };
+
+/* ---- the host map (hosts.c) ---- */
+/* At init, collective: every rank's host identity through the bootstrap, then the map. */
+IBC_HIDDEN ibcomm_status_t ibc_hosts_init(struct ibcomm *comm);
+/* The map from key[r] (equal for ranks on the same host, any values), e.g. a parent's host_of. */
+IBC_HIDDEN ibcomm_status_t ibc_hosts_set(struct ibcomm *comm, const int *key);
+IBC_HIDDEN void ibc_hosts_free(struct ibc_hosts *h);
+/* The map rank 0 publishes at init (hosts.c: u8 version, u32 n, n x u32 key) into key[comm->size];
+ * malformed: IBCOMM_ERR_RENDEZVOUS naming what. */
+IBC_HIDDEN ibcomm_status_t ibc_hosts_map_decode(struct ibcomm *comm, const void *val, size_t len, int *key);
+/* How many ranks are on other hosts than this rank; the first of them as "3, 5, 6..." in list. */
+IBC_HIDDEN int ibc_hosts_elsewhere(const struct ibcomm *comm, char *list, size_t cap);
+/*
+ * The ring order of n ranks with hosts host_of[] (numbered by lowest rank): the hosts in
+ * their order, each host's ranks in rank order, so that a ring crosses each host boundary
+ * once per direction. order[] gets the n ranks.
+ */
+IBC_HIDDEN void ibc_hosts_ring(int n, const int *host_of, int *order);
 
 /* The memory cap in force (a communicator built by hand in a test, with 0, gets the default). */
 static inline uint64_t ibc_mem_limit(const struct ibcomm *comm)

@@ -119,11 +119,11 @@ struct ibc_tp {
 extern const struct ibc_tp_ops ibc_tcp_ops;
 extern const struct ibc_tp_ops ibc_shm_ops; /* shared memory, for ranks on one host */
 /*
- * shm_host.c, collective over comm: how many ranks are not on this rank's host (host name,
- * boot id and IPC namespace differ), and the first of them as "3, 5, 6..." in others.
+ * shm_host.c: this process's host identity, "<host name>|<boot id>|<ipc namespace
+ * inode>|<shm usable>" (IBCOMM_TEST_HOST replaces the host name): ranks with equal ones share
+ * a host and can map each other's segments (lib/hosts.c exchanges them). Returns its length.
  */
-ibcomm_status_t ibc_shm_same_host(struct ibcomm *comm, int *nother, char *others, size_t otherslen)
-	__attribute__((visibility("hidden")));
+size_t ibc_shm_host_id(const struct ibcomm *comm, char *buf, size_t cap) __attribute__((visibility("hidden")));
 extern const struct ibc_tp_ops ibc_rdma_ops; /* the RDMA transport, or a stub whose create() says why not */
 
 /* Convenience wrappers used by the algorithms. */

@@ -72,7 +72,38 @@ struct ibc_coll_args {
 	 * (this rank's sendcount), rcounts and rdispls; alltoallv all four. NULL otherwise.
 	 */
 	const size_t *scounts, *sdispls, *rcounts, *rdispls;
+	/*
+	 * A group of the communicator's ranks, or an order of all of them: the algorithm's rank i
+	 * (its peers, rank, size and root) is the communicator's rank grp[i]; the engine maps
+	 * peers as it adds transfers. NULL: the communicator's ranks in rank order.
+	 */
+	const int *grp;
 };
+
+/* The communicator's rank of a's rank i. */
+static inline int ibc_grp_rank(const struct ibc_coll_args *a, int i)
+{
+	return a->grp ? a->grp[i] : i;
+}
+
+/*
+ * The ring algorithms (and the broadcast chain) run over positions in the host order
+ * (hosts.c) when rank order would cross between hosts more than once: v becomes a's copy over
+ * that order (blocks stay where the ranks' are: ibc_grp_rank() of a position) and is
+ * returned; else a itself.
+ */
+static inline struct ibc_coll_args *ibc_ring_view(struct ibc_coll_args *a, struct ibc_coll_args *v)
+{
+	const int *ring = a->comm->hosts.ring;
+
+	if (a->grp || !ring || a->size != a->comm->size)
+		return a;
+	*v = *a;
+	v->grp = ring;
+	v->rank = ring[a->size + a->rank];
+	v->root = ring[a->size + a->root];
+	return v;
+}
 
 #define IBC_COLL_TAG(seq, coll) ((((uint32_t)(seq) & 0xffffffu) << 8) | ((uint32_t)(coll) & 0xffu))
 
@@ -186,6 +217,25 @@ IBC_HIDDEN ibcomm_status_t ibc_allgatherv_ring(struct ibc_coll_args *a);     /* 
 IBC_HIDDEN ibcomm_status_t ibc_allgatherv_linear(struct ibc_coll_args *a);   /* linear */
 IBC_HIDDEN ibcomm_status_t ibc_alltoallv_pairwise(struct ibc_coll_args *a);  /* pairwise */
 IBC_HIDDEN ibcomm_status_t ibc_alltoallv_linear(struct ibc_coll_args *a);    /* linear */
+IBC_HIDDEN ibcomm_status_t ibc_allreduce_hier(struct ibc_coll_args *a);      /* hier */
+IBC_HIDDEN ibcomm_status_t ibc_broadcast_hier(struct ibc_coll_args *a);      /* hier */
+
+/* ---- hier.c: the groups of the hierarchical algorithms ---- */
+struct ibc_hier {
+	int *local;        /* this rank's host's ranks, in rank order */
+	int nlocal, me_local;
+	int local_root;    /* index in local of the host's leader: the root on the root's host, else
+			    * the lowest rank */
+	int *leaders;      /* one leader per host, hosts in order */
+	int nleaders;
+	int me_leader;     /* this rank's index in leaders, or -1 */
+	int leaders_root;  /* index in leaders of the root (0 without a root) */
+};
+/*
+ * The groups of rank `rank` of n with hosts host_of[] (numbered by lowest rank), for a
+ * collective rooted at root (or -1: allreduce); buf holds 2n ints for the two lists.
+ */
+IBC_HIDDEN void ibc_hier_groups(int n, const int *host_of, int rank, int root, int *buf, struct ibc_hier *h);
 
 /* ---- vcount.c: the counts of the collectives with per-rank counts ---- */
 static inline bool ibc_coll_is_v(enum ibc_coll coll)

@@ -31,9 +31,15 @@ void *ibc_scratch(struct ibc_coll_args *a, size_t bytes)
 	void *p = malloc(bytes ? bytes : 1);
 
 	if (!p)
-		ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate %zu bytes of scratch", a->rank,
-			ibc_coll_name(a->coll), bytes);
+		ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate %zu bytes of scratch",
+			ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), bytes);
 	return p;
+}
+
+/* Entries of the per-peer table: peers are the communicator's ranks (a group maps to them). */
+static int npeers(const struct ibc_coll_args *a)
+{
+	return a->grp ? a->comm->size : a->size;
 }
 
 void ibc_plan_init(struct ibc_plan *p, struct ibc_coll_args *a, size_t cs)
@@ -41,10 +47,10 @@ void ibc_plan_init(struct ibc_plan *p, struct ibc_coll_args *a, size_t cs)
 	memset(p, 0, sizeof(*p));
 	p->a = a;
 	p->cs = cs;
-	p->blocked = calloc((size_t)a->size, 1);
+	p->blocked = calloc((size_t)npeers(a), 1);
 	if (!p->blocked)
-		p->status = ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate a plan", a->rank,
-				    ibc_coll_name(a->coll));
+		p->status = ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate a plan",
+				    ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll));
 }
 
 void ibc_plan_free(struct ibc_plan *p)
@@ -68,14 +74,14 @@ static int plan_add(struct ibc_plan *p, int peer, enum ibc_xmode mode, const voi
 
 		if (!ops) {
 			p->status = ibc_err(p->a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate a plan",
-					    p->a->rank, ibc_coll_name(p->a->coll));
+					    ibc_grp_rank(p->a, p->a->rank), ibc_coll_name(p->a->coll));
 			return -1;
 		}
 		p->ops = ops;
 		p->cap = cap;
 	}
 	op = &p->ops[p->nops];
-	op->peer = peer;
+	op->peer = ibc_grp_rank(p->a, peer);
 	op->mode = mode;
 	op->src = src;
 	op->dst = dst;
@@ -138,14 +144,14 @@ static ibcomm_status_t check_chunk(struct ibc_plan *p, const struct ibc_xop *op,
 		return ibc_err(a->comm, IBCOMM_ERR_MISMATCH,
 			       "rank %d expected %s #%u from rank %d but received %s #%u: the ranks called "
 			       "different collectives or a different number of them",
-			       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, op->peer, coll_of_tag(ch->tag),
-			       ch->tag >> 8);
+			       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, op->peer,
+			       coll_of_tag(ch->tag), ch->tag >> 8);
 	if (ch->len != want)
 		return ibc_err(a->comm, IBCOMM_ERR_MISMATCH,
 			       "rank %d, %s #%u: chunk %u of %u from rank %d has %zu bytes, expected %zu: the ranks "
 			       "passed different counts or datatypes",
-			       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, op->done, op->nchunks, op->peer,
-			       ch->len, want);
+			       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, op->done,
+			       op->nchunks, op->peer, ch->len, want);
 	return IBCOMM_OK;
 }
 
@@ -271,7 +277,7 @@ static ibcomm_status_t plan_timeout(struct ibc_plan *p)
 	int nfrom = 0, nto = 0, stuck_i = -1;
 
 	snprintf(algo, sizeof(algo), "algorithm %s, %d ranks", ibc_algo_name(a->algo), a->size);
-	memset(p->blocked, 0, (size_t)a->size);
+	memset(p->blocked, 0, (size_t)npeers(a));
 	for (int i = p->first; i < p->nops; i++) {
 		const struct ibc_xop *op = &p->ops[i];
 		uint8_t bit = op->mode == IBC_X_SEND ? 1 : 2;
@@ -292,14 +298,14 @@ static ibcomm_status_t plan_timeout(struct ibc_plan *p)
 	}
 	if (!stuck)
 		return ibc_err(a->comm, IBCOMM_ERR_TIMEOUT, "rank %d: %s #%u (%s) timed out after %ld ms",
-			       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, algo, a->comm->set.timeout_ms);
+			       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, algo,
+			       a->comm->set.timeout_ms);
 	return ibc_err(a->comm, IBCOMM_ERR_TIMEOUT,
 		       "rank %d: %s #%u (%s) timed out after %ld ms at step %d of %d (%s rank %d, chunk %u of %u, "
 		       "%zu bytes)%s%s%s%s%s%s; is that rank alive and in the same collective?",
-		       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, algo, a->comm->set.timeout_ms,
+		       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu, algo, a->comm->set.timeout_ms,
 		       stuck_i + 1, p->nops, stuck->mode == IBC_X_SEND ? "sending to" : "receiving from", stuck->peer,
-		       stuck->done + 1, stuck->nchunks, stuck->len,
-		       nfrom ? "; waiting for data from rank " : "", from,
+		       stuck->done + 1, stuck->nchunks, stuck->len, nfrom ? "; waiting for data from rank " : "", from,
 		       nto ? "; waiting for credits to send to rank " : "", to,
 		       nfrom + nto > 1 ? " (all still missing)" : "", "");
 }
@@ -319,7 +325,7 @@ ibcomm_status_t ibc_plan_run(struct ibc_plan *p)
 	for (;;) {
 		bool moved = false;
 
-		memset(p->blocked, 0, (size_t)a->size);
+		memset(p->blocked, 0, (size_t)npeers(a));
 		while (p->first < p->nops && p->ops[p->first].done == p->ops[p->first].nchunks)
 			p->first++;
 		if (p->first == p->nops)
@@ -343,7 +349,7 @@ ibcomm_status_t ibc_plan_run(struct ibc_plan *p)
 			continue;
 		if (atomic_load(&a->comm->aborted))
 			return ibc_err(a->comm, IBCOMM_ERR_ABORTED, "rank %d: %s #%u: the communicator was aborted",
-				       a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu);
+				       ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll), a->seq & 0xffffffu);
 		ibcomm_status_t st = ibc_wait(a->tp, a->dl);
 
 		if (st == IBCOMM_ERR_TIMEOUT)

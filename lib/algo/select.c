@@ -18,6 +18,18 @@
  *                   byte either way, linear without the store and forward)
  *   alltoall(v)     linear below 16 KiB per block (all at once); pairwise above
  *   barrier         dissem
+ *
+ * When ranks span hosts (the host map, hosts.c) and some host has more than one rank:
+ *
+ *   allreduce       hier from 32 KiB below 1 MiB: log2(hosts) network rounds among the
+ *                   leaders instead of 2(n-1) ring steps; rd stays below (its messages carry
+ *                   the call signatures, which hier would pay as a round of its own over all
+ *                   ranks), the ring above (streams without hier's phase boundaries; it runs
+ *                   in host order, crossing each host boundary once per direction)
+ *   broadcast       hier below 256 KiB (the data crosses the network once per other host);
+ *                   the pipeline above, its chain in host order
+ *
+ * and the rings of allgather(v) and reduce_scatter run in host order too (ring.c).
  */
 #include "algo/algo.h"
 
@@ -53,6 +65,8 @@ static const struct algo_entry algos[] = {
 	{ IBC_COLL_ALLGATHERV, IBC_ALGO_LINEAR, ibc_allgatherv_linear },
 	{ IBC_COLL_ALLTOALLV, IBC_ALGO_PAIRWISE, ibc_alltoallv_pairwise },
 	{ IBC_COLL_ALLTOALLV, IBC_ALGO_LINEAR, ibc_alltoallv_linear },
+	{ IBC_COLL_ALLREDUCE, IBC_ALGO_HIER, ibc_allreduce_hier },
+	{ IBC_COLL_BROADCAST, IBC_ALGO_HIER, ibc_broadcast_hier },
 };
 
 ibc_algo_fn ibc_algo_impl(enum ibc_coll coll, enum ibc_algo algo)
@@ -98,11 +112,22 @@ enum ibc_algo ibc_algo_auto(enum ibc_coll coll, size_t bytes, int nranks)
 	return IBC_ALGO_DISSEM;
 }
 
+/* Ranks span hosts and some host has more than one of them. */
+static bool hier_layout(const struct ibcomm *comm)
+{
+	const struct ibc_hosts *h = &comm->hosts;
+
+	return h->host_of && h->nhosts > 1 && h->nhosts < comm->size;
+}
+
 enum ibc_algo ibc_algo_select(const struct ibcomm *comm, enum ibc_coll coll, size_t bytes)
 {
 	enum ibc_algo forced = comm->set.algo[coll];
 
 	if (forced != IBC_ALGO_AUTO && ibc_algo_valid(coll, forced))
 		return forced;
+	if (hier_layout(comm) && ((coll == IBC_COLL_ALLREDUCE && bytes >= 32 * KiB && bytes < 1024 * KiB) ||
+				  (coll == IBC_COLL_BROADCAST && bytes < 256 * KiB)))
+		return IBC_ALGO_HIER;
 	return ibc_algo_auto(coll, bytes, comm->size);
 }

@@ -29,9 +29,13 @@ ibcomm_status_t ibc_broadcast_tree(struct ibc_coll_args *a)
 	return st;
 }
 
-/* Broadcast along the chain root, root+1, ...: each rank forwards chunk c while taking c+1. */
-ibcomm_status_t ibc_broadcast_pipeline(struct ibc_coll_args *a)
+/*
+ * Broadcast along the chain root, root+1, ...: each rank forwards chunk c while taking c+1.
+ * Over ranks that span hosts, in host order (ibc_ring_view(), as the rings).
+ */
+ibcomm_status_t ibc_broadcast_pipeline(struct ibc_coll_args *a0)
 {
+	struct ibc_coll_args v, *a = ibc_ring_view(a0, &v);
 	int n = a->size, vr = ibc_vrank(a->rank, a->root, n);
 	size_t len = a->count * a->esz;
 	struct ibc_plan p;

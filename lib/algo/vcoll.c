@@ -14,16 +14,19 @@ static int mod(int x, int n)
 	return ((x % n) + n) % n;
 }
 
-/* ---- allgatherv: block j (rcounts[j] elements) lands at rdispls[j] on every rank ---- */
+/*
+ * ---- allgatherv: block j (rcounts[j] elements) lands at rdispls[j] on every rank ----
+ * (the ring may run over positions in host order, ring.c: j is then rank ibc_grp_rank(a, j))
+ */
 
 static size_t blk_len(const struct ibc_coll_args *a, int j)
 {
-	return a->rcounts[j] * a->esz;
+	return a->rcounts[ibc_grp_rank(a, j)] * a->esz;
 }
 
 static char *blk(const struct ibc_coll_args *a, int j)
 {
-	return (char *)a->recvbuf + a->rdispls[j] * a->esz;
+	return (char *)a->recvbuf + a->rdispls[ibc_grp_rank(a, j)] * a->esz;
 }
 
 /* One chunk size for every block: the same on every rank, as the counts are. */
@@ -47,8 +50,9 @@ static void allgatherv_own(const struct ibc_coll_args *a)
  * Step t sends block r-t (own block first, from sendbuf) and receives block r-t-1, forwarding
  * each chunk as soon as it arrived (as allgather's ring); an empty block is one empty chunk.
  */
-ibcomm_status_t ibc_allgatherv_ring(struct ibc_coll_args *a)
+ibcomm_status_t ibc_allgatherv_ring(struct ibc_coll_args *a0)
 {
+	struct ibc_coll_args v, *a = ibc_ring_view(a0, &v);
 	int n = a->size, r = a->rank, right = mod(r + 1, n), left = mod(r - 1, n);
 	struct ibc_plan p;
 	ibcomm_status_t st;

@@ -33,6 +33,31 @@ static const char *expect_transport(void)
 }
 
 int hx_rank = -1, hx_size;
+
+/*
+ * HX_FAKE_HOSTS="A,B,A,B" (builds with --enable-test-hooks): rank r pretends to run on host
+ * number r modulo the list's length (IBCOMM_TEST_HOST), so one machine tests the host-aware
+ * algorithms (tests/coll/hosts-suite).
+ */
+static void fake_host(int rank)
+{
+	const char *list = getenv("HX_FAKE_HOSTS");
+	char host[64];
+	int n = 1;
+	size_t len;
+
+	if (!list || !*list)
+		return;
+	for (const char *c = list; *c; c++)
+		n += *c == ',';
+	for (int k = rank % n; k > 0; k--)
+		list = strchr(list, ',') + 1;
+	len = strcspn(list, ",");
+	len = len < sizeof(host) - 1 ? len : sizeof(host) - 1;
+	memcpy(host, list, len);
+	host[len] = '\0';
+	setenv("IBCOMM_TEST_HOST", host, 1);
+}
 const char *const hx_small_chunks_env[] = { "IBCOMM_TCP_CHUNK=1000", "IBCOMM_TCP_SLOTS=2", "IBCOMM_SHM_CHUNK=1000",
 						 "IBCOMM_SHM_SLOTS=2", "HX_LARGE=1", NULL };
 char hx_root[64];
@@ -175,6 +200,7 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 		name[eq - *e] = '\0';
 		setenv(name, eq + 1, 1);
 	}
+	fake_host(rank);
 	if (!job->no_init) {
 		if (job->use_env) {
 			snprintf(buf, sizeof(buf), "%d", rank);
@@ -482,6 +508,7 @@ const char *hx_algo_name(int algo)
 		[IBC_ALGO_RD] = "rd",             [IBC_ALGO_TREE] = "tree",
 		[IBC_ALGO_PIPELINE] = "pipeline", [IBC_ALGO_LINEAR] = "linear",
 		[IBC_ALGO_PAIRWISE] = "pairwise", [IBC_ALGO_DISSEM] = "dissem",
+		[IBC_ALGO_HIER] = "hier",
 	};
 	return algo >= 0 && algo < IBC_ALGO_COUNT && names[algo] ? names[algo] : "?";
 }

@@ -206,7 +206,7 @@ out:
 	return ok;
 }
 
-static const int two_tree[] = { IBC_ALGO_AUTO, IBC_ALGO_TREE, IBC_ALGO_PIPELINE };
+static const int bcast_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_TREE, IBC_ALGO_PIPELINE, IBC_ALGO_HIER };
 static const int ring_linear[] = { IBC_ALGO_AUTO, IBC_ALGO_RING, IBC_ALGO_LINEAR };
 static const int tree_linear[] = { IBC_ALGO_AUTO, IBC_ALGO_TREE, IBC_ALGO_LINEAR };
 static const int pairwise_linear[] = { IBC_ALGO_AUTO, IBC_ALGO_PAIRWISE, IBC_ALGO_LINEAR };
@@ -245,7 +245,7 @@ static void run_small_chunks(const char *name, const struct plan_job *pj)
 static void test_broadcast(void)
 {
 	static const struct plan_job pj = {
-		{ IBC_COLL_BROADCAST, two_tree, IBC_ARRAY_SIZE(two_tree), false, true, false, false },
+		{ IBC_COLL_BROADCAST, bcast_algos, IBC_ARRAY_SIZE(bcast_algos), false, true, false, false },
 		run_broadcast,
 	};
 	run_all_n("broadcast", &pj);

@@ -128,7 +128,7 @@ out:
 	return ok;
 }
 
-static const int allreduce_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_RING, IBC_ALGO_RD, IBC_ALGO_TREE };
+static const int allreduce_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_RING, IBC_ALGO_RD, IBC_ALGO_TREE, IBC_ALGO_HIER };
 static const int reduce_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_TREE, IBC_ALGO_LINEAR };
 static const int reduce_scatter_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_RING, IBC_ALGO_LINEAR };
 

@@ -474,6 +474,63 @@ static void test_split(void)
 	}
 }
 
+/*
+ * ---- the host map of split communicators (HX_FAKE_HOSTS: tests/coll/hosts-suite) ----
+ * Split by parity with the order reversed: the child's map, derived from the parent's without
+ * a new exchange, numbers the child's hosts by their lowest child rank and agrees with the
+ * parent's on who shares a host; collectives run on it, hier and the rings forced.
+ */
+static void split_hosts_fn(ibcomm_t *comm, void *arg)
+{
+	int n = ibcomm_size(comm), me = ibcomm_rank(comm), next = 0;
+	ibcomm_t *c = NULL;
+
+	(void)arg;
+	if (!hx_ok(comm, ibcomm_split(comm, me % 2, -me, &c), "ibcomm_split by parity, reversed"))
+		return;
+	/* child rank i is parent rank p = the i-th of this parity from the top */
+	for (int i = 0; i < ibcomm_size(c); i++) {
+		int p = n - 1 - ((n - 1 - me % 2) % 2) - 2 * i, h = comm->hosts.host_of[p], want = -1;
+
+		for (int j = 0; j < i && want < 0; j++) {
+			int q = n - 1 - ((n - 1 - me % 2) % 2) - 2 * j;
+
+			if (comm->hosts.host_of[q] == h)
+				want = c->hosts.host_of[j];
+		}
+		if (want < 0)
+			want = next++;
+		if (c->hosts.host_of[i] != want)
+			hx_fail("split: child rank %d (parent %d) is on host %d, expected %d", i, p, c->hosts.host_of[i],
+				want);
+	}
+	if (c->hosts.nhosts != next)
+		hx_fail("split: %d hosts, expected %d", c->hosts.nhosts, next);
+	for (int algo = 0; algo < 2; algo++) {
+		hx_force_algo(c, IBC_COLL_ALLREDUCE, algo ? IBC_ALGO_RING : IBC_ALGO_HIER);
+		hx_force_algo(c, IBC_COLL_BROADCAST, algo ? IBC_ALGO_PIPELINE : IBC_ALGO_HIER);
+		hx_force_algo(c, IBC_COLL_ALLGATHER, IBC_ALGO_RING);
+		if (!quick_colls(c, "split on pretended hosts", 21 + algo))
+			break;
+	}
+	hx_ok(NULL, ibcomm_destroy(c), "ibcomm_destroy(split)");
+}
+
+static void test_split_hosts(void)
+{
+	const char *hosts = getenv("HX_FAKE_HOSTS");
+
+	if (!hosts || !*hosts) {
+		cm_skip("HX_FAKE_HOSTS unset (tests/coll/hosts-suite sets it)");
+		return;
+	}
+	for (int n = hx_nmin(); n <= hx_nmax(); n++) {
+		struct hx_job job = { .name = "split_hosts", .n = n, .fn = split_hosts_fn };
+
+		hx_run_job(&job);
+	}
+}
+
 static void dup_fn(ibcomm_t *comm, void *arg)
 {
 	int n = ibcomm_size(comm), me = ibcomm_rank(comm);
@@ -894,6 +951,7 @@ int main(int argc, char **argv)
 	static const struct cm_test tests[] = {
 		{ "sendrecv", test_sendrecv },       { "recv_mismatch", test_recv_mismatch },
 		{ "split", test_split },             { "dup", test_dup },
+		{ "split_hosts", test_split_hosts },
 		{ "count_zero", test_count_zero },   { "init_env", test_init_env },
 		{ "errors", test_errors },           { "init_errors", test_init_errors },
 		{ "auto", test_auto },

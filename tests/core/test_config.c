@@ -579,13 +579,14 @@ static void test_algo_valid(void)
 		enum ibc_coll c;
 		const char *names;
 	} table[] = {
-		{ IBC_COLL_ALLREDUCE, "ring rd tree auto" },   { IBC_COLL_BROADCAST, "tree pipeline auto" },
+		{ IBC_COLL_ALLREDUCE, "ring rd tree hier auto" }, { IBC_COLL_BROADCAST, "tree pipeline hier auto" },
 		{ IBC_COLL_REDUCE, "tree linear auto" },	      { IBC_COLL_ALLGATHER, "ring linear auto" },
 		{ IBC_COLL_REDUCE_SCATTER, "ring linear auto" }, { IBC_COLL_GATHER, "tree linear auto" },
 		{ IBC_COLL_SCATTER, "tree linear auto" },	      { IBC_COLL_ALLTOALL, "pairwise linear auto" },
 		{ IBC_COLL_BARRIER, "dissem tree auto" },
 	};
-	static const char *const every[] = { "auto", "ring", "rd", "tree", "pipeline", "linear", "pairwise", "dissem" };
+	static const char *const every[] = { "auto", "ring", "rd", "tree", "pipeline", "linear", "pairwise", "dissem",
+					     "hier" };
 	enum ibc_algo out[IBC_COLL_COUNT];
 	char s[128];
 
@@ -626,6 +627,10 @@ static void test_algo_valid(void)
 	CU_ASSERT_EQUAL(algo(" allreduce = Ring , reduce_scatter=linear", out), IBCOMM_OK);
 	CU_ASSERT_EQUAL(out[IBC_COLL_ALLREDUCE], IBC_ALGO_RING);
 	CU_ASSERT_EQUAL(out[IBC_COLL_REDUCE_SCATTER], IBC_ALGO_LINEAR);
+	CU_ASSERT_EQUAL(algo("allreduce=hier,broadcast=hier", out), IBCOMM_OK);
+	CU_ASSERT_EQUAL(out[IBC_COLL_ALLREDUCE], IBC_ALGO_HIER);
+	CU_ASSERT_EQUAL(out[IBC_COLL_BROADCAST], IBC_ALGO_HIER);
+	CU_ASSERT_EQUAL(out[IBC_COLL_REDUCE], IBC_ALGO_AUTO);
 	CU_ASSERT_EQUAL(algo("", out), IBCOMM_OK);
 	CU_ASSERT_EQUAL(out[IBC_COLL_BARRIER], IBC_ALGO_AUTO);
 	CU_ASSERT_EQUAL(algo(NULL, out), IBCOMM_OK);
