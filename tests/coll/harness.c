@@ -261,7 +261,10 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 	}
 	fflush(stdout);
 	fflush(stderr);
-	_exit(nfails > 100 ? 100 : nfails);
+	/* exit, not _exit: as in a program returning from main, rank 0's rendezvous server serves
+	 * on (the library's exit handler) until the others, maybe still in the final barrier and
+	 * looking up a peer's address through it, have left */
+	exit(nfails > 100 ? 100 : nfails);
 }
 
 static void kill_all(const pid_t *pids, const bool *done, int n)
