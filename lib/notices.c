@@ -9,12 +9,11 @@
 #include "ibc.h"
 
 /*
- * How long the first news of a death waits for more. A lost host's ranks are announced one
- * by one, each when the rendezvous server's keep-alive gives up on its connection; those
- * connections were last busy together (the communicator's creation ends with an exchange on
- * every rank's), so their keep-alive schedules run in step and the notices arrive within a
- * few milliseconds of each other, plus the scheduling of a loaded machine. 200 ms covers that
- * and keeps a single killed rank's error well within a second.
+ * How long the first news of a death waits for more. The ranks of a lost host are announced
+ * together: the rendezvous server, when one connection from a host times out, drops that
+ * host's other silent connections at once (rdv_srv_client.c); the processes of one job killed
+ * together close their connections within milliseconds. 200 ms covers those notices on a
+ * loaded machine and keeps a single killed rank's error well within a second.
  */
 #define NOTICE_GRACE_MS 200
 
