@@ -290,6 +290,27 @@ static inline int ibc_dead_rank(struct ibcomm *comm, int from, char *why, size_t
 	return -1;
 }
 
+/*
+ * ---- failure notices for the transports (notices.c) ----
+ * Once a member of a communicator is reported dead, every call of its transport fails naming
+ * it, also on ranks that never talked to it; the error names every member known dead then.
+ */
+struct ibc_notices {
+	unsigned gen;         /* ibc_boot_poll() counter last looked at */
+	int ndead;            /* members known dead */
+	int first;            /* the lowest of them, or -1 */
+	char why[IBC_ERRLEN]; /* names them all: "rank 3 died: ...", "ranks 2, 3 are gone: ..." */
+};
+IBC_HIDDEN void ibc_notices_init(struct ibc_notices *n);
+/*
+ * Processes the bootstrap's notices (reads only when `readable`: its fd polled readable);
+ * when the first deaths appear, waits up to 200 ms for more (the other ranks of a lost host).
+ * Calls mark(arg, r) (may be NULL) for each member known dead whenever the set changed.
+ * Returns how many members are known dead (0: none).
+ */
+IBC_HIDDEN int ibc_notices_poll(struct ibcomm *comm, struct ibc_notices *n, bool readable,
+				void (*mark)(void *arg, int peer), void *arg);
+
 /* ---- datatypes and reductions (reduce.c) ---- */
 /* dst[i] = dst[i] op src[i] for i < count (AVG behaves as SUM here; see ibc_reduce_finish). */
 typedef void (*ibc_reduce_fn)(void *dst, const void *src, size_t count);

@@ -169,9 +169,12 @@ static void *srv_main(void *arg)
 				rdv_srv_client_read(srv, c);
 		}
 		rdv_hs_expire(srv);
+		/* (a removal may find others dead: srv_host_lost) */
 		for (int i = srv->nclients - 1; i >= 0; i--)
-			if (srv->clients[i]->dead)
+			if (srv->clients[i]->dead) {
 				rdv_srv_remove_client(srv, srv->clients[i]);
+				i = srv->nclients;
+			}
 	}
 	/* the ranks still connected learn that the server leaves on purpose (not a death of rank 0) */
 	srv->closing = true;

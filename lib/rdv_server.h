@@ -33,6 +33,7 @@ struct srv_client {
 	bool dead;              /* drop at the end of this loop iteration */
 	bool close_after_flush; /* rejected: close once the ERROR is sent */
 	bool left;              /* said LEAVE: its connection dropping is not a death */
+	bool host_lost;         /* its connection timed out: its host stopped answering */
 	/* job-key handshake (srv->key set): AUTH_HELLO, AUTH_PROOF, then JOIN */
 	uint8_t auth;           /* SRV_AUTH_* */
 	uint32_t auth_rank, auth_size; /* as claimed in AUTH_HELLO */

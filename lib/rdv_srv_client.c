@@ -138,6 +138,7 @@ void rdv_srv_client_read(struct rdv_server *srv, struct srv_client *c)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				break;
+			c->host_lost = errno == ETIMEDOUT || errno == EHOSTUNREACH;
 			c->dead = true;
 			break;
 		}
@@ -245,6 +246,42 @@ static void srv_announce_death(struct rdv_server *srv, struct srv_client *dead)
 	}
 }
 
+/* Whether two client addresses ("host:port", "[v6]:port") name the same host. */
+static bool same_host(const char *a, const char *b)
+{
+	const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
+
+	return ca && cb && ca - a == cb - b && !strncmp(a, b, (size_t)(ca - a));
+}
+
+/*
+ * lost's connection timed out: its host stopped answering. The other ranks of that host are
+ * lost with it, but their own keep-alive may give up seconds later (each connection probes on
+ * its own schedule), so a survivor's first error would name only some. A connection from that
+ * host that got no answer for two probe rounds (IBC_KEEPALIVE_IDLE_S + 2 x _INTVL_S; a live
+ * host's kernel answers each probe within a round trip) is dropped now as well.
+ */
+static void srv_host_lost(struct rdv_server *srv, const struct srv_client *lost)
+{
+	const unsigned silent_ms = (IBC_KEEPALIVE_IDLE_S + 2 * IBC_KEEPALIVE_INTVL_S) * 1000;
+
+	for (int i = 0; i < srv->nclients; i++) {
+		struct srv_client *c = srv->clients[i];
+		struct tcp_info ti;
+		socklen_t len = sizeof(ti);
+		char why[160];
+
+		if (c == lost || c->dead || c->left || c->rank < 0 || c->fd < 0 || !same_host(c->addr, lost->addr))
+			continue;
+		if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) || ti.tcpi_last_ack_recv < silent_ms)
+			continue;
+		snprintf(why, sizeof(why), "its host stopped answering (rank %d's connection from it timed out; nothing from this one for %u ms)",
+			 lost->rank, ti.tcpi_last_ack_recv);
+		rdv_srv_drop_client(c, why);
+		c->host_lost = true;
+	}
+}
+
 void rdv_srv_remove_client(struct rdv_server *srv, struct srv_client *c)
 {
 	int last = srv->nclients - 1;
@@ -265,6 +302,8 @@ void rdv_srv_remove_client(struct rdv_server *srv, struct srv_client *c)
 		ibc_trace("rendezvous server: rank %d (%s) closed its connection", c->rank, c->addr);
 		if (died)
 			srv_announce_death(srv, c);
+		if (died && c->host_lost)
+			srv_host_lost(srv, c);
 	}
 	rdv_hs_del(srv, c);
 	close(c->fd);

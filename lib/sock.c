@@ -328,12 +328,15 @@ int ibc_sock_connect(const char *host, const char *port, bool numeric, ibc_deadl
 void ibc_sock_keepalive(int fd)
 {
 	int one = 1, idle = IBC_KEEPALIVE_IDLE_S, intvl = IBC_KEEPALIVE_INTVL_S, cnt = IBC_KEEPALIVE_CNT;
+	/* the same bound while data waits for its ACK (a notice sent to a rank on a lost host) */
+	unsigned user_ms = (IBC_KEEPALIVE_IDLE_S + IBC_KEEPALIVE_CNT * IBC_KEEPALIVE_INTVL_S) * 1000;
 
 	/* best effort: without it a lost host is found by the deadlines, as before */
 	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof(user_ms));
 }
 
 /* ---- finding a free port ---- */

@@ -60,7 +60,8 @@ IBC_HIDDEN int ibc_sock_connect(const char *host, const char *port, bool numeric
  * IBC_KEEPALIVE_IDLE_S of silence plus IBC_KEEPALIVE_CNT unanswered probes IBC_KEEPALIVE_INTVL_S
  * apart: at most 7 s, well before an RC QP's retries run out (about 16 s), so the rendezvous
  * names the lost ranks before a survivor's own error makes it leave (and be named instead).
- * Probes are answered by the peer's kernel, so a busy peer process never fails them.
+ * Probes are answered by the peer's kernel, so a busy peer process never fails them. Data that
+ * waits for its ACK (a notice sent to a rank of a lost host) is bounded the same (TCP_USER_TIMEOUT).
  */
 #define IBC_KEEPALIVE_IDLE_S 2
 #define IBC_KEEPALIVE_INTVL_S 1

@@ -6,6 +6,8 @@
  *   large allreduces: every survivor returns IBCOMM_ERR_PEER naming the dead rank within 2 s
  *   (RDMA under emulation: 5 s) of the kill (the time is printed per rank), also ranks with no
  *   connection to it, and every later call fails the same way;
+ * - kill -9 of ranks 2 and 3 of 4 at once (a lost host's ranks), over the transport and, after
+ *   TCP, over shared memory: every survivor's error names both;
  * - a rank that never calls the collective (IBCOMM_TIMEOUT_MS=1000; RDMA: 3000): the others
  *   return IBCOMM_ERR_TIMEOUT within 0.9..3 timeouts, naming the operation, its sequence
  *   number and the rank;
@@ -76,6 +78,7 @@ struct fault_shm {
 	volatile int cycle;                /* resources: cycles rank 0 has finished */
 	volatile int go;                   /* a rank may proceed */
 	volatile int64_t fault_ms;         /* QP error case: when the faulty rank's call failed */
+	volatile int victim_pid[HX_MAX_RANKS]; /* kill case: each victim's grandchild */
 };
 
 static bool running_under_asan(void)
@@ -123,7 +126,9 @@ static void bump(volatile int *v)
 	__atomic_add_fetch(v, 1, __ATOMIC_RELEASE);
 }
 
-/* ibcomm_init of rank hx_rank in an hx_size-rank job over fp.transport at hx_root. */
+static const char *kill_tp; /* the kill case's transport when not fp.transport */
+
+/* ibcomm_init of rank hx_rank in an hx_size-rank job over fp.transport (or kill_tp) at hx_root. */
 static ibcomm_t *fault_init(long timeout_ms)
 {
 	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
@@ -133,7 +138,7 @@ static ibcomm_t *fault_init(long timeout_ms)
 	cfg.rank = hx_rank;
 	cfg.nranks = hx_size;
 	cfg.root = hx_root;
-	cfg.transport = fp.transport;
+	cfg.transport = kill_tp ? kill_tp : fp.transport;
 	cfg.timeout_ms = timeout_ms;
 	st = ibcomm_init(&cfg, &comm);
 	if (st) {
@@ -145,7 +150,7 @@ static ibcomm_t *fault_init(long timeout_ms)
 
 /* ---- kill -9 in the middle of an allreduce loop ---- */
 
-static int victim;
+static int victim, victim2 = -1; /* victim2 >= 0: killed with victim, at once */
 
 /* Allreduces until one fails; returns that status (or OK after far too many). */
 static ibcomm_status_t allreduce_loop(ibcomm_t *comm, float *buf)
@@ -190,14 +195,15 @@ static void kill_fn(ibcomm_t *unused, void *arg)
 		hx_fail("out of memory");
 		return;
 	}
-	if (hx_rank == victim) {
+	if (hx_rank == victim || hx_rank == victim2) {
+		bool split = victim == 2 && victim2 < 0;
 		pid_t pid = fork();
 
 		if (pid == 0) { /* the victim: runs until killed */
 			comm = fault_init(20000);
-			if (comm && victim == 2 && !ibcomm_split(comm, hx_rank % 2, hx_rank, &sub))
+			if (comm && split && !ibcomm_split(comm, hx_rank % 2, hx_rank, &sub))
 				allreduce_loop(comm, buf);
-			else if (comm && victim != 2)
+			else if (comm && !split)
 				allreduce_loop(comm, buf);
 			_exit(3);
 		}
@@ -206,10 +212,15 @@ static void kill_fn(ibcomm_t *unused, void *arg)
 			free(buf);
 			return;
 		}
-		if (!wait_for(&fs->iters[victim], 3, 20000))
-			hx_fail("rank %d never completed 3 allreduces", victim);
-		fs->kill_ms = now_ms();
-		kill(pid, SIGKILL);
+		fs->victim_pid[hx_rank] = pid;
+		if (hx_rank == victim) { /* kills them all back to back */
+			if (!wait_for(&fs->iters[victim], 3, 20000) || (victim2 >= 0 && !wait_for(&fs->iters[victim2], 3, 20000)))
+				hx_fail("a victim never completed 3 allreduces");
+			fs->kill_ms = now_ms();
+			kill(pid, SIGKILL);
+			if (victim2 >= 0)
+				kill(fs->victim_pid[victim2], SIGKILL);
+		}
 		waitpid(pid, NULL, 0);
 		free(buf);
 		return;
@@ -220,7 +231,7 @@ static void kill_fn(ibcomm_t *unused, void *arg)
 		return;
 	}
 	/* with rank 2 killed: communicators of the even and the odd ranks (notices name world ranks) */
-	if (victim == 2 && !hx_ok(comm, ibcomm_split(comm, hx_rank % 2, hx_rank, &sub), "split")) {
+	if (victim == 2 && victim2 < 0 && !hx_ok(comm, ibcomm_split(comm, hx_rank % 2, hx_rank, &sub), "split")) {
 		ibcomm_destroy(comm);
 		free(buf);
 		return;
@@ -229,8 +240,9 @@ static void kill_fn(ibcomm_t *unused, void *arg)
 	lat = now_ms() - fs->kill_ms;
 	msg = ibcomm_last_error(comm);
 	fs->lat_ms[hx_rank] = lat;
-	fprintf(stderr, "    rank %d: %s %lld ms after the kill of rank %d over %s (after %d allreduces): %s\n",
-		hx_rank, ibcomm_strerror(st), (long long)lat, victim, fp.transport, fs->iters[hx_rank], msg);
+	fprintf(stderr, "    rank %d: %s %lld ms after the kill of rank %d%s over %s (after %d allreduces): %s\n",
+		hx_rank, ibcomm_strerror(st), (long long)lat, victim, victim2 >= 0 ? " and 3" : "",
+		kill_tp ? kill_tp : fp.transport, fs->iters[hx_rank], msg);
 	if (st != IBCOMM_ERR_PEER)
 		hx_fail("the allreduce loop returned %d (%s), expected IBCOMM_ERR_PEER: %s", (int)st,
 			ibcomm_strerror(st), msg);
@@ -238,6 +250,8 @@ static void kill_fn(ibcomm_t *unused, void *arg)
 		hx_fail("the error came %lld ms after the kill (bound %ld ms)", (long long)lat, fp.kill_bound_ms);
 	if (!names_rank(msg, victim))
 		hx_fail("the error does not name rank %d: %s", victim, msg);
+	if (victim2 >= 0 && !names_rank(msg, victim2))
+		hx_fail("the error does not name rank %d, killed with rank %d: %s", victim2, victim, msg);
 	/* the communicator stays failed, at once */
 	{
 		int64_t t0 = now_ms();
@@ -270,7 +284,7 @@ static void kill_fn(ibcomm_t *unused, void *arg)
 	}
 	/* every survivor reports before anybody destroys (a destroy closes connections) */
 	bump(&fs->reported);
-	if (!wait_for(&fs->reported, hx_size - 1, 10000))
+	if (!wait_for(&fs->reported, hx_size - 1 - (victim2 >= 0), 10000))
 		hx_fail("the other survivors did not report");
 	ibcomm_destroy(sub);
 	ibcomm_destroy(comm);
@@ -293,7 +307,8 @@ static void print_times(const char *what, int n, int skip)
 		if (fs->lat_ms[r] > worst)
 			worst = fs->lat_ms[r];
 	}
-	fprintf(stderr, "    FAULT-TIME %s over %s: worst %lld ms (%s ms)\n", what, fp.transport, (long long)worst, line);
+	fprintf(stderr, "    FAULT-TIME %s over %s: worst %lld ms (%s ms)\n", what, kill_tp ? kill_tp : fp.transport,
+		(long long)worst, line);
 }
 
 static void kill_test(int v)
@@ -304,8 +319,11 @@ static void kill_test(int v)
 	victim = v;
 	shm_reset();
 	hx_run_job(&job);
-	snprintf(what, sizeof(what), "kill -9 rank %d -> IBCOMM_ERR_PEER", v);
-	print_times(what, 4, v);
+	if (victim2 >= 0) /* ranks v and 3 (the last): the times of the others */
+		snprintf(what, sizeof(what), "kill -9 ranks %d and %d -> IBCOMM_ERR_PEER", v, victim2);
+	else
+		snprintf(what, sizeof(what), "kill -9 rank %d -> IBCOMM_ERR_PEER", v);
+	print_times(what, victim2 >= 0 ? victim2 : 4, v);
 }
 
 static void test_kill_rank2(void)
@@ -316,6 +334,19 @@ static void test_kill_rank2(void)
 static void test_kill_rank0(void)
 {
 	kill_test(0);
+}
+
+/* Ranks 2 and 3 at once: the survivors' errors name both (over TCP: also over shared memory). */
+static void test_kill_ranks23(void)
+{
+	victim2 = 3;
+	kill_test(2);
+	if (!strcmp(fp.transport, "tcp")) {
+		kill_tp = "shm";
+		kill_test(2);
+		kill_tp = NULL;
+	}
+	victim2 = -1;
 }
 
 /* ---- timeout: a rank never calls the collective ---- */
@@ -710,6 +741,7 @@ int main(int argc, char **argv)
 	static const struct cm_test tests[] = {
 		{ "kill -9 rank 2 of 4 during allreduce", test_kill_rank2 },
 		{ "kill -9 rank 0 (rendezvous server) during allreduce", test_kill_rank0 },
+		{ "kill -9 ranks 2 and 3 at once: errors name both", test_kill_ranks23 },
 		{ "timeout names the op, seq and missing rank", test_timeout },
 		{ "abort from another thread unblocks a barrier", test_abort },
 		{ "init/destroy cycles (1000; RDMA 20): fds and memory flat", test_cycles },

@@ -282,7 +282,7 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->base.ops = &ibc_rdma_ops;
 	t->base.comm = comm;
 	t->pipefd[0] = t->pipefd[1] = -1;
-	t->dead_peer = -1;
+	ibc_notices_init(&t->notes);
 	t->test_qp_error_after = comm->set.test_qp_error_after; /* test hook: test_force_qp_error(), rdma_ops.c */
 	if (comm->size >= (int)WRID_UD) {
 		st = ibc_err(comm, IBCOMM_ERR_UNSUPPORTED, "rank %d: the RDMA transport handles at most %d ranks, not %d",

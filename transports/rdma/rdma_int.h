@@ -131,9 +131,7 @@ struct rdma_tp {
 	bool cq_armed;
 	bool woken;                    /* something arrived since the last wait() */
 	ibcomm_status_t failed;        /* sticky first error */
-	unsigned dead_gen;             /* ibc_boot_poll() counter last looked at */
-	int dead_peer;                 /* first member the rendezvous reported dead, or -1 */
-	char dead_why[320];
+	struct ibc_notices notes;      /* members the rendezvous reported dead */
 	uint64_t test_qp_error_after;  /* test hook, see test_force_qp_error() (rdma_ops.c); 0: off */
 	const void *zc_buf;            /* zero-copy source of the collective (set_zc_source) */
 	size_t zc_len;

@@ -50,22 +50,21 @@ static ibcomm_status_t wc_error(struct rdma_tp *t, const struct ibv_wc *wc)
 {
 	struct ibcomm *comm = t->base.comm;
 	int peer = (int)(wc->wr_id >> 48);
-	char why[160];
+	char why[IBC_ERRLEN];
 	ibcomm_status_t st;
 
 	if (t->failed)
 		return t->failed; /* follow-on (flush) errors: keep the first message */
 	st = (wc->status == IBV_WC_RETRY_EXC_ERR || wc->status == IBV_WC_RNR_RETRY_EXC_ERR) ? IBCOMM_ERR_PEER
 											      : IBCOMM_ERR_TRANSPORT;
-	/* The rendezvous may know why: the peer died (the hint's guesses are then moot). */
-	if (comm->boot && peer >= 0 && peer < comm->size && peer != comm->rank) {
-		ibc_boot_poll(comm->boot, true);
-		if (ibc_boot_dead(comm->boot, ibc_world_rank(comm, peer), why, sizeof(why))) {
-			ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: RDMA %s peer %d failed on %s QP 0x%x: %s: %s",
-				comm->rank, (wc->wr_id & WRID_RECV) ? "receive from" : "write to", peer, t->devname,
-				wc->qp_num, ibv_wc_status_str(wc->status), why);
-			return ibc_rdma_fail(t, IBCOMM_ERR_PEER);
-		}
+	/* The rendezvous may know why: the peer died (the hint's guesses are then moot); it names
+	 * every member known dead (a lost host's other ranks too). */
+	if (peer >= 0 && peer < comm->size && peer != comm->rank && ibc_notices_poll(comm, &t->notes, true, NULL, NULL) &&
+	    ibc_dead_rank(comm, peer, why, sizeof(why)) == peer) {
+		ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: RDMA %s peer %d failed on %s QP 0x%x: %s: %s", comm->rank,
+			(wc->wr_id & WRID_RECV) ? "receive from" : "write to", peer, t->devname, wc->qp_num,
+			ibv_wc_status_str(wc->status), t->notes.why);
+		return ibc_rdma_fail(t, IBCOMM_ERR_PEER);
 	}
 	ibc_err(comm, st, "rank %d: RDMA %s peer %d failed on %s QP 0x%x: %s (vendor error 0x%x): %s",
 		comm->rank, (wc->wr_id & WRID_RECV) ? "receive from" : "write to", peer, t->devname, wc->qp_num,
@@ -74,36 +73,31 @@ static ibcomm_status_t wc_error(struct rdma_tp *t, const struct ibv_wc *wc)
 }
 
 /*
- * Failure notices of the rendezvous (ibc.h): once a member of this communicator is reported
- * dead, every call fails naming it (the TCP transport does the same), also on ranks that wait
- * for another peer. `readable`: the rendezvous connection polled readable. `op`, `peer` and
- * `chan` (peer < 0: none) say what this rank was doing, for the message.
+ * Failure notices of the rendezvous (ibc_notices_poll): once a member of this communicator is
+ * reported dead, every call fails naming every member known dead (the TCP transport does the
+ * same), also on ranks that wait for another peer. `readable`: the rendezvous connection
+ * polled readable. `op`, `peer` and `chan` (peer < 0: none) say what this rank was doing, for
+ * the message.
  */
 int ibc_rdma_notices_check(struct rdma_tp *t, bool readable, const char *op, int peer, int chan)
 {
 	struct ibcomm *comm = t->base.comm;
-	char doing[128], qp[48] = "";
-	unsigned gen;
+	struct ibc_notices *n = &t->notes;
+	char doing[128], qp[48] = "", gone[32];
 
-	if (t->dead_peer < 0) {
-		if (!comm->boot)
-			return 0;
-		gen = ibc_boot_poll(comm->boot, readable);
-		if (gen == t->dead_gen)
-			return 0;
-		t->dead_gen = gen;
-		t->dead_peer = ibc_dead_rank(comm, 0, t->dead_why, sizeof(t->dead_why));
-		if (t->dead_peer < 0)
-			return 0;
-	}
+	if (!ibc_notices_poll(comm, n, readable, NULL, NULL))
+		return 0;
 	if (peer >= 0)
 		snprintf(doing, sizeof(doing), "%s (peer %d, %s channel)", op, peer, chan_name(chan));
 	else
 		snprintf(doing, sizeof(doing), "%s", op);
-	if (t->peers && t->peers[t->dead_peer].qp)
-		snprintf(qp, sizeof(qp), ", QP 0x%x to peer %d", t->peers[t->dead_peer].qp->qp_num, t->dead_peer);
-	ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: RDMA %s on %s%s: peer %d is gone: %s", comm->rank, doing, t->devname,
-		qp, t->dead_peer, t->dead_why);
+	if (t->peers && t->peers[n->first].qp)
+		snprintf(qp, sizeof(qp), ", QP 0x%x to peer %d", t->peers[n->first].qp->qp_num, n->first);
+	if (n->ndead == 1)
+		snprintf(gone, sizeof(gone), "peer %d is gone: ", n->first);
+	else
+		gone[0] = '\0'; /* the text starts "ranks 2, 3 are gone: " */
+	ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: RDMA %s on %s%s: %s%s", comm->rank, doing, t->devname, qp, gone, n->why);
 	return ibc_rdma_fail(t, IBCOMM_ERR_PEER);
 }
 
@@ -227,12 +221,13 @@ int ibc_rdma_block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int pee
 	if (ibc_rdma_check_abort(t))
 		return IBCOMM_ERR_ABORTED;
 	retx = ibc_rdma_cm_tick(t); /* resends unanswered connect messages; ms to the next resend */
-	n = ibc_rdma_notices_check(t, false, op, peer, chan);
-	if (n)
-		return n;
+	/* completions first: what a peer delivered before its death notice came is not lost */
 	n = ibc_rdma_progress(t);
 	if (n)
 		return n < 0 ? n : 0;
+	n = ibc_rdma_notices_check(t, false, op, peer, chan);
+	if (n)
+		return n;
 	spin_end = now_ns() + RDMA_SPIN_NS;
 	do {
 		n = ibc_rdma_progress(t);
@@ -291,6 +286,9 @@ int ibc_rdma_block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int pee
 	if (ibc_rdma_check_abort(t))
 		return IBCOMM_ERR_ABORTED;
 	if (n > 0 && pfd[2].revents) {
+		n = ibc_rdma_progress(t); /* as above: completions before the notice */
+		if (n)
+			return n < 0 ? n : 0;
 		n = ibc_rdma_notices_check(t, true, op, peer, chan);
 		if (n)
 			return n;

@@ -91,31 +91,17 @@ static void mark_dead(struct shm_peer *p, ibcomm_status_t st, const char *why)
 	snprintf(p->why, sizeof(p->why), "%s", why);
 }
 
-/* Failure notices of the bootstrap: once a member is reported dead, every call fails naming it. */
+static void mark_notice(void *arg, int r)
+{
+	mark_dead(&((struct shm *)arg)->peers[r], IBCOMM_ERR_PEER, "died (the rendezvous server reported it)");
+}
+
+/* Failure notices of the bootstrap (ibc_notices_poll): every call fails naming the dead. */
 static ibcomm_status_t notices_check(struct shm *s, bool readable)
 {
-	struct ibcomm *comm = s->comm;
-	char why[sizeof(s->dead_why)];
-	unsigned gen;
-
-	if (s->dead_peer < 0) {
-		if (!comm->boot)
-			return IBCOMM_OK;
-		gen = ibc_boot_poll(comm->boot, readable);
-		if (gen == s->dead_gen)
-			return IBCOMM_OK;
-		s->dead_gen = gen;
-		for (int r = ibc_dead_rank(comm, 0, why, sizeof(why)); r >= 0; r = ibc_dead_rank(comm, r + 1, why, sizeof(why))) {
-			mark_dead(&s->peers[r], IBCOMM_ERR_PEER, "died (the rendezvous server reported it)");
-			if (s->dead_peer >= 0)
-				continue;
-			s->dead_peer = r;
-			snprintf(s->dead_why, sizeof(s->dead_why), "%s", why);
-		}
-		if (s->dead_peer < 0)
-			return IBCOMM_OK;
-	}
-	return ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: %s", comm->rank, s->dead_why);
+	if (!ibc_notices_poll(s->comm, &s->notes, readable, mark_notice, s))
+		return IBCOMM_OK;
+	return ibc_err(s->comm, IBCOMM_ERR_PEER, "rank %d: %s", s->comm->rank, s->notes.why);
 }
 
 /* Whether process pid is gone: no such process, or a zombie its parent has not reaped yet. */

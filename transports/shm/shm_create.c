@@ -122,7 +122,7 @@ ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	s->tp.max_chunk = chunk;
 	s->tp.nslots = (unsigned)nslots;
 	s->comm = comm;
-	s->dead_peer = -1;
+	ibc_notices_init(&s->notes);
 	s->peers = calloc((size_t)comm->size, sizeof(*s->peers));
 	if (!s->peers) {
 		free(s);

@@ -30,9 +30,7 @@ struct shm {
 	char name[IBC_SHM_NAME_MAX];
 	struct shm_peer *peers;
 	unsigned seen;     /* our bell's value when wait() last returned */
-	unsigned dead_gen; /* ibc_boot_poll() counter last looked at */
-	int dead_peer;     /* first member the rendezvous reported dead, or -1 */
-	char dead_why[320];
+	struct ibc_notices notes; /* members the rendezvous reported dead */
 };
 
 /* ---- shm.c ---- */

@@ -363,7 +363,7 @@ static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->tp.max_chunk = chunk;
 	t->tp.nslots = (unsigned)nslots;
 	t->spin_us = (unsigned)spin;
-	t->dead_peer = -1;
+	ibc_notices_init(&t->notes);
 	t->comm = comm;
 	t->peers = calloc((size_t)comm->size, sizeof(*t->peers));
 	if (!t->peers)

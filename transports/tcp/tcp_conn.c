@@ -141,35 +141,20 @@ ibcomm_status_t ibc_tcp_dead_err(struct tcp *t, int peer, const char *op, int ch
 			      "communicator) while this rank still needed it" : "");
 }
 
+static void mark_notice(void *arg, int r)
+{
+	ibc_tcp_peer_mark_dead(&((struct tcp *)arg)->peers[r], IBCOMM_ERR_PEER, "died (the rendezvous server reported it)");
+}
+
 /*
- * Failure notices of the rendezvous (ibc.h): once a member of this communicator is reported
- * dead, every call fails naming it, also on ranks that never talked to it. `readable`: the
- * rendezvous connection polled readable.
+ * Failure notices of the rendezvous (ibc_notices_poll): every call fails naming the dead, also
+ * on ranks that never talked to them. `readable`: the rendezvous connection polled readable.
  */
 ibcomm_status_t ibc_tcp_notices_check(struct tcp *t, bool readable)
 {
-	struct ibcomm *comm = t->comm;
-	char why[sizeof(t->dead_why)];
-	unsigned gen;
-
-	if (t->dead_peer < 0) {
-		if (!comm->boot)
-			return IBCOMM_OK;
-		gen = ibc_boot_poll(comm->boot, readable);
-		if (gen == t->dead_gen)
-			return IBCOMM_OK;
-		t->dead_gen = gen;
-		for (int r = ibc_dead_rank(comm, 0, why, sizeof(why)); r >= 0; r = ibc_dead_rank(comm, r + 1, why, sizeof(why))) {
-			ibc_tcp_peer_mark_dead(&t->peers[r], IBCOMM_ERR_PEER, "died (the rendezvous server reported it)");
-			if (t->dead_peer >= 0)
-				continue;
-			t->dead_peer = r;
-			snprintf(t->dead_why, sizeof(t->dead_why), "%s", why);
-		}
-		if (t->dead_peer < 0)
-			return IBCOMM_OK;
-	}
-	return ibc_err(comm, IBCOMM_ERR_PEER, "rank %d: %s", comm->rank, t->dead_why);
+	if (!ibc_notices_poll(t->comm, &t->notes, readable, mark_notice, t))
+		return IBCOMM_OK;
+	return ibc_err(t->comm, IBCOMM_ERR_PEER, "rank %d: %s", t->comm->rank, t->notes.why);
 }
 
 /* A protocol violation: the peer's connections are closed and the peer is unusable. */

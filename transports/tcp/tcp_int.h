@@ -102,9 +102,7 @@ struct tcp {
 	struct tcp_conn **pcon;
 	unsigned cappfd;
 	unsigned spin_us; /* how long progress() polls without sleeping before it blocks */
-	unsigned dead_gen; /* ibc_boot_poll() counter last looked at */
-	int dead_peer;     /* first member the rendezvous reported dead, or -1 */
-	char dead_why[320];
+	struct ibc_notices notes; /* members the rendezvous reported dead */
 };
 
 /* ---- tcp_conn.c ---- */
