@@ -131,6 +131,9 @@ struct ibc_xop {
 				 * completed its bytes [0, dep_off + e); IBC_DEP_ALL: until it is done */
 };
 
+#define IBC_PLAN_SMALL_OPS 8
+#define IBC_PLAN_SMALL_RANKS 64
+
 struct ibc_plan {
 	struct ibc_coll_args *a;
 	size_t cs;              /* chunk size in bytes, a multiple of the element size */
@@ -138,6 +141,9 @@ struct ibc_plan {
 	int nops, cap, first;
 	uint8_t *blocked;       /* per peer, during one pass: 1 send, 2 recv waits behind an earlier one */
 	ibcomm_status_t status; /* first error while building */
+	/* small plans (most calls) live here: no allocation per call */
+	struct ibc_xop ops_small[IBC_PLAN_SMALL_OPS];
+	uint8_t blocked_small[IBC_PLAN_SMALL_RANKS];
 };
 
 /* Chunk size for messages of about `bytes`: small enough that a message has several chunks in

@@ -47,7 +47,9 @@ void ibc_plan_init(struct ibc_plan *p, struct ibc_coll_args *a, size_t cs)
 	memset(p, 0, sizeof(*p));
 	p->a = a;
 	p->cs = cs;
-	p->blocked = calloc((size_t)npeers(a), 1);
+	p->ops = p->ops_small;
+	p->cap = IBC_PLAN_SMALL_OPS;
+	p->blocked = npeers(a) <= IBC_PLAN_SMALL_RANKS ? p->blocked_small : calloc((size_t)npeers(a), 1);
 	if (!p->blocked)
 		p->status = ibc_err(a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate a plan",
 				    ibc_grp_rank(a, a->rank), ibc_coll_name(a->coll));
@@ -55,8 +57,10 @@ void ibc_plan_init(struct ibc_plan *p, struct ibc_coll_args *a, size_t cs)
 
 void ibc_plan_free(struct ibc_plan *p)
 {
-	free(p->ops);
-	free(p->blocked);
+	if (p->ops != p->ops_small)
+		free(p->ops);
+	if (p->blocked != p->blocked_small)
+		free(p->blocked);
 	p->ops = NULL;
 	p->blocked = NULL;
 }
@@ -69,14 +73,16 @@ static int plan_add(struct ibc_plan *p, int peer, enum ibc_xmode mode, const voi
 	if (p->status)
 		return -1;
 	if (p->nops == p->cap) {
-		int cap = p->cap ? 2 * p->cap : 16;
-		struct ibc_xop *ops = realloc(p->ops, (size_t)cap * sizeof(*ops));
+		int cap = 2 * p->cap;
+		struct ibc_xop *ops = realloc(p->ops == p->ops_small ? NULL : p->ops, (size_t)cap * sizeof(*ops));
 
 		if (!ops) {
 			p->status = ibc_err(p->a->comm, IBCOMM_ERR_NOMEM, "rank %d: %s: cannot allocate a plan",
 					    ibc_grp_rank(p->a, p->a->rank), ibc_coll_name(p->a->coll));
 			return -1;
 		}
+		if (p->ops == p->ops_small)
+			memcpy(ops, p->ops_small, sizeof(p->ops_small));
 		p->ops = ops;
 		p->cap = cap;
 	}

@@ -108,6 +108,7 @@ ibcomm_status_t ibc_rdma_choose_geometry(struct rdma_tp *t)
 	t->off_cred_out = t->off_cred_in + npeers * 64;
 	t->memlen = t->off_cred_out + npeers * 64;
 	t->sig_every = nslots / 2 ? nslots / 2 : 1; /* <= nslots: see ibc_rdma_put() staging reuse */
+	t->credit_batch = nslots / 2 ? nslots / 2 : 1;
 	t->sq_depth = 4 * nslots + 2 * t->sig_every;
 	t->rq_depth = 4 * nslots + 8;
 	return IBCOMM_OK;

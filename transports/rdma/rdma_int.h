@@ -31,7 +31,7 @@
 #define RDMA_MIN_CHUNK (4u * 1024)
 #define RDMA_MEM_BUDGET (64ull << 20) /* rings + staging of one communicator */
 #define RDMA_WANT_INLINE 256
-#define RDMA_SPIN_NS 5000              /* poll this long before sleeping */
+#define RDMA_SPIN_NS 50000             /* poll this long before sleeping (rdma_progress.c) */
 #define RDMA_QP_TIMEOUT 19             /* 4.096 us * 2^19 = 2.1 s per try */
 /* Not 7: rxe treats retry_cnt 7 as "retry forever" (rxe_comp.c decrements only when != 7),
  * and a write to a dead peer would then never complete. 6: about 15 s to give up. */
@@ -123,6 +123,7 @@ struct rdma_tp {
 	uint8_t gid[16];
 	int active_mtu;
 	unsigned max_inline, sig_every, sq_depth, rq_depth, cqe;
+	unsigned credit_batch;         /* releases per credit write (rdma_qp.c, credit_due()) */
 	size_t stride;
 	size_t off_stage, off_cred_in, off_cred_out, per_peer_ring;
 	struct rdma_peer *peers;       /* indexed by rank; peers[self] unused */

@@ -66,8 +66,23 @@ int ibc_rdma_post_write(struct rdma_tp *t, struct rdma_peer *p, struct ibv_sge *
 }
 
 /*
- * Sends the released count of p's channel chan back to the writer, if there is room. With
- * `force` it is sent even when unchanged, signaled (see drain(), rdma.c).
+ * Whether the released count of p's channel chan is worth a credit write: half the ring
+ * released since the last one, or any release while the writer may have used all its slots
+ * (every chunk it could write arrived). Batching saves a write and a receive completion on
+ * each side per chunk; the second rule keeps a writer from waiting for releases it cannot
+ * see. A writer stalls only once all its slots are written, those writes complete here, and
+ * every completion runs ibc_rdma_progress(), which sends the credits that became due.
+ */
+static bool credit_due(const struct rdma_tp *t, const struct rdma_peer *p, int chan)
+{
+	uint64_t unsent = p->released[chan] - p->credit_sent[chan];
+
+	return unsent && (unsent >= t->credit_batch || p->arrived[chan] - p->credit_sent[chan] >= t->base.nslots);
+}
+
+/*
+ * Sends the released count of p's channel chan back to the writer, if it is due and there is
+ * room. With `force` it is sent even when unchanged, signaled (see drain(), rdma.c).
  */
 int ibc_rdma_send_credit(struct rdma_tp *t, struct rdma_peer *p, int chan, bool force)
 {
@@ -75,7 +90,7 @@ int ibc_rdma_send_credit(struct rdma_tp *t, struct rdma_peer *p, int chan, bool 
 	struct ibv_sge sge;
 	ibc_wbuf_t w;
 
-	if ((!force && p->credit_sent[chan] == p->released[chan]) || !sq_room(t, p))
+	if ((!force && !credit_due(t, p, chan)) || !sq_room(t, p))
 		return 0;
 	src = cred_out(t, p->rank) + chan * 8;
 	w = ibc_wbuf(src, 8);
