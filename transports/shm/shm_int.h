@@ -30,6 +30,7 @@ struct shm {
 	char name[IBC_SHM_NAME_MAX];
 	struct shm_peer *peers;
 	unsigned seen;     /* our bell's value when wait() last returned */
+	unsigned spin_us;  /* how long the next wait polls before it sleeps (shm.c spin_adapt) */
 	unsigned dead_gen; /* ibc_boot_poll() counter last looked at */
 	int dead_peer;     /* first member the rendezvous reported dead, or -1 */
 	char dead_why[320];
@@ -37,5 +38,7 @@ struct shm {
 
 /* ---- shm.c ---- */
 IBC_HIDDEN void ibc_shm_bell_ring(struct ibc_shm_live *l);
+/* Whether process pid (in our pid namespace) is gone: no such process, or a zombie. */
+IBC_HIDDEN bool ibc_shm_pid_gone(pid_t pid);
 
 #endif
