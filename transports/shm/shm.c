@@ -10,9 +10,9 @@
  * Waiting: every put into a segment and every release of a slot rings the bell (a futex word)
  * of the rank that will care (the receiver; the writer), and wakes it with FUTEX_WAKE only
  * when it announced that it sleeps. wait() returns as soon as the bell moved since it last
- * returned; before sleeping it polls the bell (yielding the core after the first few hundred
- * looks) for as long as recent waits needed, between IBC_SHM_SPIN_US and IBC_SHM_SPIN_MAX_US
- * (spin_adapt), then sleeps on the futex in slices of IBC_SHM_SLICE_MS, looking at liveness between slices: failure notices of the
+ * returned; before sleeping it polls the bell for IBC_SHM_SPIN_US (yielding the core after the
+ * first few hundred looks), then sleeps on the futex in
+ * slices of IBC_SHM_SLICE_MS, looking at liveness between slices: failure notices of the
  * bootstrap (as the TCP transport) and, for peers in our pid namespace, whether the process
  * still exists. Idle, a rank wakes 10 times a second and costs no CPU otherwise.
  */
@@ -191,35 +191,13 @@ static ibcomm_status_t proto_err(struct shm *s, int peer, const char *what, unsi
 }
 
 /*
- * How long the next wait polls before it sleeps, from how long this one took (waited us,
- * slept or not). A wait that a sleep ended within IBC_SHM_SPIN_MAX_US (a peer's step that
- * took longer than the spin, e.g. because ranks outnumber cores and the peer waited for one)
- * makes the next spins cover twice that: a futex sleep and wake costs a system call on both
- * sides and a trip through the scheduler. A longer wait (idle, or a peer computing) goes
- * back to IBC_SHM_SPIN_US, and waits that end while polling let the spin shrink slowly
- * towards what they need. So an idle rank still sleeps after at most IBC_SHM_SPIN_MAX_US.
- */
-static void spin_adapt(struct shm *s, uint64_t waited, bool slept)
-{
-	uint64_t want = 2 * waited + IBC_SHM_SPIN_US;
-
-	if (slept)
-		s->spin_us = waited > IBC_SHM_SPIN_MAX_US ? IBC_SHM_SPIN_US
-			     : (unsigned)(want < IBC_SHM_SPIN_MAX_US ? want : IBC_SHM_SPIN_MAX_US);
-	else if (s->spin_us > want)
-		s->spin_us -= (s->spin_us - (unsigned)want) / 16;
-}
-
-/*
  * Waits until our bell moves (something arrived, a credit came back, interrupt()), a peer's
  * process is found gone, or dl passes (IBCOMM_ERR_TIMEOUT, message left to the caller).
- * Polls the bell for s->spin_us (spin_adapt), then sleeps on the futex.
  */
 static ibcomm_status_t block(struct shm *s, ibc_deadline_t dl)
 {
 	struct ibc_shm_live *l = s->mine.live;
-	uint64_t start = now_us(), now;
-	bool slept = false;
+	uint64_t spin_until = 0;
 	ibcomm_status_t st;
 	unsigned cur;
 
@@ -229,8 +207,14 @@ static ibcomm_status_t block(struct shm *s, ibc_deadline_t dl)
 			goto moved;
 		if (aborted(s))
 			return abort_err(s, "wait");
-		if (!(i & 15) && now_us() - start >= s->spin_us)
-			break;
+		if (!(i & 15)) {
+			uint64_t now = now_us();
+
+			if (!spin_until)
+				spin_until = now + IBC_SHM_SPIN_US;
+			else if (now >= spin_until)
+				break;
+		}
 		/* the first looks are cheap; then yield the core, which the peer may be waiting for
 		 * when ranks outnumber cores */
 		if (i < 256)
@@ -238,7 +222,7 @@ static ibcomm_status_t block(struct shm *s, ibc_deadline_t dl)
 		else
 			sched_yield();
 	}
-	for (slept = true;;) {
+	for (;;) {
 		int left = ibc_deadline_left(dl);
 		unsigned slice = IBC_SHM_SLICE_MS;
 
@@ -266,8 +250,6 @@ static ibcomm_status_t block(struct shm *s, ibc_deadline_t dl)
 	}
 moved:
 	s->seen = cur;
-	now = now_us();
-	spin_adapt(s, now - start, slept);
 	return IBCOMM_OK;
 }
 

@@ -46,8 +46,7 @@
 #define IBC_SHM_LINE 64u
 #define IBC_SHM_DEFAULT_CHUNK (256u * 1024u)
 #define IBC_SHM_DEFAULT_SLOTS 4u
-#define IBC_SHM_SPIN_US 50u     /* how long a waiter polls its bell before it sleeps, at least ... */
-#define IBC_SHM_SPIN_MAX_US 2000u /* ... and at most (after waits a sleep ended this soon) */
+#define IBC_SHM_SPIN_US 50u     /* how long a waiter polls its bell before it sleeps */
 #define IBC_SHM_SLICE_MS 100u   /* a sleeper looks at liveness this often */
 #define IBC_SHM_NAME_MAX 128u
 

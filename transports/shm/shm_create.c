@@ -192,7 +192,6 @@ ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	s->tp.nslots = (unsigned)nslots;
 	s->comm = comm;
 	s->dead_peer = -1;
-	s->spin_us = IBC_SHM_SPIN_US;
 	s->peers = calloc((size_t)comm->size, sizeof(*s->peers));
 	if (!s->peers) {
 		free(s);

@@ -30,7 +30,6 @@ struct shm {
 	char name[IBC_SHM_NAME_MAX];
 	struct shm_peer *peers;
 	unsigned seen;     /* our bell's value when wait() last returned */
-	unsigned spin_us;  /* how long the next wait polls before it sleeps (shm.c spin_adapt) */
 	unsigned dead_gen; /* ibc_boot_poll() counter last looked at */
 	int dead_peer;     /* first member the rendezvous reported dead, or -1 */
 	char dead_why[320];
