@@ -314,11 +314,6 @@ static int run_make_job_key(void)
 	return setenv("IBCOMM_JOB_KEY", hex, 1);
 }
 
-/*
- * In the child: becomes rank r and execs prog; never returns. Rank 0 reads the launcher's
- * standard input unless it is a terminal (a rank is not in the terminal's foreground
- * process group: reading would stop it); the other ranks read /dev/null.
- */
 /* --bind core: the r-th CPU of cpus only (nothing when r is beyond them). */
 static void run_bind_rank(int r, const cpu_set_t *cpus)
 {
@@ -336,6 +331,11 @@ static void run_bind_rank(int r, const cpu_set_t *cpus)
 	}
 }
 
+/*
+ * In the child: becomes rank r and execs prog; never returns. Rank 0 reads the launcher's
+ * standard input unless it is a terminal (a rank is not in the terminal's foreground
+ * process group: reading would stop it); the other ranks read /dev/null.
+ */
 static void run_exec_rank(const struct run_job *job, int r, int outfd, int errfd, char **argv, const sigset_t *oldmask)
 {
 	char rank[16];
