@@ -1,7 +1,7 @@
 /*
  * ibcomm_run: starts the N ranks of an ibcomm job on this machine.
  *
- *   ibcomm_run -n N [--transport T] [--timeout S] [--host ADDR] [--] PROG [ARGS...]
+ *   ibcomm_run -n N [--transport T] [--timeout S] [--host ADDR] [--bind core|none] [--] PROG [ARGS...]
  *
  * It listens on a free TCP port of ADDR for the rendezvous and hands that socket to rank 0
  * (IBCOMM_ROOT_FD), sets IBCOMM_RANK, IBCOMM_SIZE, IBCOMM_ROOT, IBCOMM_JOB_KEY (and
@@ -10,7 +10,8 @@
  * (128 + signal for a rank killed by a signal), 124 on --timeout, 0 when all succeed. When
  * one rank fails, the others get a short grace period, then SIGTERM, then SIGKILL: nothing
  * is left running. Each rank runs in its own process group so that whatever it starts is
- * ended with it.
+ * ended with it. --bind core pins rank r to the r-th CPU the launcher may run on (as mpirun
+ * does by default when the ranks do not outnumber the cores).
  */
 #define _GNU_SOURCE /* pipe2, ppoll, strsignal */
 #include "config.h"
@@ -22,6 +23,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -71,6 +73,8 @@ struct run_job {
 	int64_t timeout_at;   /* --timeout; 0: none */
 	int64_t drain_until;  /* once all ranks ended: stop waiting for their output */
 	double timeout_s;
+	bool bind;            /* --bind core */
+	cpu_set_t cpus;       /* the CPUs the launcher may run on (for --bind) */
 };
 
 static volatile sig_atomic_t run_got_chld;
@@ -97,6 +101,8 @@ static void run_usage(FILE *f)
 		"  -t, --transport T    sets IBCOMM_TRANSPORT=T for every rank (auto, rdma, tcp)\n"
 		"  -T, --timeout S      end the whole job after S seconds (exit status 124)\n"
 		"  -H, --host ADDR      rendezvous address, where rank 0 listens (default 127.0.0.1)\n"
+		"  -b, --bind core|none core: rank r runs on the r-th CPU the launcher may use (a rank\n"
+		"                       beyond the CPUs is not bound); none (default): where the kernel picks\n"
 		"  -h, --help           this help\n"
 		"\n"
 		"Sets IBCOMM_RANK, IBCOMM_SIZE, IBCOMM_ROOT=ADDR:PORT (a free port), and IBCOMM_JOB_KEY\n"
@@ -308,12 +314,29 @@ static int run_make_job_key(void)
 	return setenv("IBCOMM_JOB_KEY", hex, 1);
 }
 
+/* --bind core: the r-th CPU of cpus only (nothing when r is beyond them). */
+static void run_bind_rank(int r, const cpu_set_t *cpus)
+{
+	cpu_set_t one;
+	int seen = 0;
+
+	for (int c = 0; c < CPU_SETSIZE; c++) {
+		if (!CPU_ISSET(c, cpus) || seen++ != r)
+			continue;
+		CPU_ZERO(&one);
+		CPU_SET(c, &one);
+		if (sched_setaffinity(0, sizeof(one), &one))
+			fprintf(stderr, "ibcomm_run: rank %d: cannot bind to CPU %d: %s\n", r, c, strerror(errno));
+		return;
+	}
+}
+
 /*
  * In the child: becomes rank r and execs prog; never returns. Rank 0 reads the launcher's
  * standard input unless it is a terminal (a rank is not in the terminal's foreground
  * process group: reading would stop it); the other ranks read /dev/null.
  */
-static void run_exec_rank(int r, int outfd, int errfd, char **argv, const sigset_t *oldmask)
+static void run_exec_rank(const struct run_job *job, int r, int outfd, int errfd, char **argv, const sigset_t *oldmask)
 {
 	char rank[16];
 
@@ -326,6 +349,8 @@ static void run_exec_rank(int r, int outfd, int errfd, char **argv, const sigset
 	sigprocmask(SIG_SETMASK, oldmask, NULL);
 	if (dup2(outfd, STDOUT_FILENO) < 0 || dup2(errfd, STDERR_FILENO) < 0)
 		_exit(127);
+	if (job->bind)
+		run_bind_rank(r, &job->cpus);
 	if (r != 0 || isatty(STDIN_FILENO)) {
 		int devnull = open("/dev/null", O_RDONLY);
 
@@ -364,7 +389,7 @@ static int run_start_rank(struct run_job *job, int r, char **argv, const sigset_
 	if (pid < 0)
 		goto err_close_err;
 	if (pid == 0)
-		run_exec_rank(r, out[1], err[1], argv, oldmask);
+		run_exec_rank(job, r, out[1], err[1], argv, oldmask);
 	setpgid(pid, pid); /* also in the child: whichever runs first, no signal is lost */
 	close(out[1]);
 	close(err[1]);
@@ -525,6 +550,7 @@ int main(int argc, char **argv)
 		{ "transport", required_argument, NULL, 't' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "host", required_argument, NULL, 'H' },
+		{ "bind", required_argument, NULL, 'b' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -536,7 +562,7 @@ int main(int argc, char **argv)
 	long nranks = 0;
 	int opt, rc;
 
-	while ((opt = getopt_long(argc, argv, "+n:t:T:H:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+n:t:T:H:b:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
 			if (!tool_parse_long(optarg, 1, RUN_MAX_RANKS, &nranks)) {
@@ -562,6 +588,17 @@ int main(int argc, char **argv)
 		}
 		case 'H':
 			host = optarg;
+			break;
+		case 'b':
+			if (strcmp(optarg, "core") && strcmp(optarg, "none")) {
+				fprintf(stderr, "ibcomm_run: --bind %s: expected core or none\n", optarg);
+				return RUN_EXIT_USAGE;
+			}
+			job.bind = !strcmp(optarg, "core");
+			if (job.bind && sched_getaffinity(0, sizeof(job.cpus), &job.cpus)) {
+				fprintf(stderr, "ibcomm_run: --bind core: sched_getaffinity: %s\n", strerror(errno));
+				return 1;
+			}
 			break;
 		case 'h':
 			run_usage(stdout);

@@ -13,6 +13,7 @@
 #include "../cunit_main.h"
 #include <ctype.h>
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -347,8 +348,9 @@ static void test_usage(void)
 	char *bad_n[] = { IBCOMM_RUN_PATH, "-n", "two", "true", NULL };
 	char *bad_timeout[] = { IBCOMM_RUN_PATH, "-n", "1", "--timeout", "-1", "true", NULL };
 	char *bad_opt[] = { IBCOMM_RUN_PATH, "--bogus", "-n", "1", "true", NULL };
+	char *bad_bind[] = { IBCOMM_RUN_PATH, "-n", "1", "--bind", "socket", "true", NULL };
 	char *help[] = { IBCOMM_RUN_PATH, "--help", NULL };
-	char **bad[] = { none, noprog, zero, bad_n, bad_timeout, bad_opt };
+	char **bad[] = { none, noprog, zero, bad_n, bad_timeout, bad_opt, bad_bind };
 	struct proc_out o;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -360,6 +362,34 @@ static void test_usage(void)
 	CU_ASSERT_FATAL(proc_run(help, NULL, &o) == 0);
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.out, "Usage: ibcomm_run"));
+	proc_out_free(&o);
+}
+
+/* --bind core: rank 0 on the first CPU the launcher may use, alone; with one CPU more ranks than
+ * the launcher has, the last rank is not bound. */
+static void test_bind(void)
+{
+	char ranks[16], first[16], line[64];
+	char *argv[] = { IBCOMM_RUN_PATH, "-n", ranks, "--bind", "core", "--", "sh", "-c",
+			 "grep Cpus_allowed_list /proc/self/status", NULL };
+	cpu_set_t cpus;
+	struct proc_out o;
+	int n, c0 = -1;
+
+	CU_ASSERT_FATAL(sched_getaffinity(0, sizeof(cpus), &cpus) == 0);
+	n = CPU_COUNT(&cpus);
+	for (int c = 0; c < CPU_SETSIZE && c0 < 0; c++)
+		if (CPU_ISSET(c, &cpus))
+			c0 = c;
+	snprintf(ranks, sizeof(ranks), "%d", n + 1);
+	snprintf(first, sizeof(first), "%d", c0);
+	CU_ASSERT_FATAL(proc_run(argv, NULL, &o) == 0);
+	CU_ASSERT_EQUAL(o.status, 0);
+	snprintf(line, sizeof(line), "[0] Cpus_allowed_list:\t%s", first);
+	CU_ASSERT_EQUAL(test_count_line(o.out, line), 1);
+	snprintf(line, sizeof(line), "[%d] Cpus_allowed_list:\t%s", n, first);
+	if (n > 1) /* unbound: the launcher's whole set, not the first CPU alone */
+		CU_ASSERT_EQUAL(test_count_line(o.out, line), 0);
 	proc_out_free(&o);
 }
 
@@ -433,6 +463,7 @@ int main(int argc, char **argv)
 		{ "success, exec failure", test_success_and_exec_failure },
 		{ "signals forwarded", test_forward_signal },
 		{ "usage errors", test_usage },
+		{ "--bind core", test_bind },
 	};
 	static const struct cm_test tools[] = {
 		{ "every collective, checked", test_bench_collectives },

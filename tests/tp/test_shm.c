@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "ibc.h"
-#include "shm.h"
+#include "shm_int.h"
 #include "tp_suite.h"
 #include "../cunit_main.h"
 
@@ -155,6 +155,81 @@ static void test_killed(void)
 	CU_ASSERT_STRING_EQUAL(after, before);
 }
 
+/* ---- a rank killed inside create, before the others mapped its segment ---- */
+
+/* The pid in the name of rank's segment of comm in /dev/shm, or 0 when there is none yet. */
+static long seg_pid(struct ibcomm *comm, int rank)
+{
+	char prefix[IBC_SHM_NAME_MAX], want[IBC_SHM_NAME_MAX + 16];
+	DIR *d = opendir("/dev/shm");
+	struct dirent *e;
+	long pid = 0;
+
+	ibc_shm_name_prefix(comm, prefix, sizeof(prefix));
+	snprintf(want, sizeof(want), "%s%d.", prefix + 1, rank);
+	while (d && (e = readdir(d)))
+		if (!strncmp(e->d_name, want, strlen(want)))
+			pid = atol(e->d_name + strlen(want));
+	if (d)
+		closedir(d);
+	return pid;
+}
+
+/* In the victim: SIGKILL as soon as its segment exists (it is inside create then). */
+static void *killer(void *arg)
+{
+	struct ibcomm *comm = arg;
+
+	while (seg_pid(comm, comm->rank) != (long)getpid())
+		poll(NULL, 0, 5);
+	raise(SIGKILL);
+	return NULL;
+}
+
+/*
+ * Rank 2 is killed inside create, once its segment exists (it then waits for rank 1's, which
+ * never comes). Rank 0 waits until rank 2's process is gone, then creates: it waits for rank
+ * 1 too (it maps in rank order, so it never maps rank 2's segment) and times out, and its
+ * failed create removes the segment rank 2 left.
+ */
+static int fn_init_killed(struct ibcomm *comm, ibc_tp_t *unused)
+{
+	pthread_t th;
+	ibc_tp_t *tp = NULL;
+	long victim = 0;
+
+	(void)unused;
+	if (comm->rank == 1)
+		return 0;
+	if (comm->rank == 2) {
+		CHECK(!pthread_create(&th, NULL, killer, comm));
+		ibc_shm_ops.create(comm, &tp);
+		CHECK(!"rank 2 survived its create");
+	}
+	for (int i = 0; i < 4000 && (!victim || !ibc_shm_pid_gone((pid_t)victim)); i++) {
+		victim = seg_pid(comm, 2);
+		poll(NULL, 0, 5);
+	}
+	CHECK(victim && ibc_shm_pid_gone((pid_t)victim));
+	comm->set.timeout_ms = 1000;
+	CHECK(ibc_shm_ops.create(comm, &tp) == IBCOMM_ERR_TIMEOUT && !tp);
+	CHECK(strstr(comm->err, "segment of rank 1"));
+	CHECK(!seg_pid(comm, 2));
+	return 0;
+}
+
+static void test_init_killed(void)
+{
+	char before[4096], after[4096];
+
+	shm_list(before, sizeof(before));
+	tp_fn_creates = true;
+	CU_ASSERT_EQUAL(tp_run_ranks(3, fn_init_killed, 1u << 2, 60, 4096, 4), 0);
+	tp_fn_creates = false;
+	shm_list(after, sizeof(after));
+	CU_ASSERT_STRING_EQUAL(after, before);
+}
+
 /* ---- bad segments: every one an error naming it, never a crash ---- */
 
 static const char *map_err(const char *name, const struct ibc_shm_hdr *want)
@@ -240,6 +315,7 @@ int main(int argc, char **argv)
 		{ "credits", test_credit },
 		{ "idle CPU, deadline, interrupt", test_idle },
 		{ "killed peer, /dev/shm clean", test_killed },
+		{ "killed inside create, /dev/shm clean", test_init_killed },
 		{ "bad segments", test_bad_segments },
 	};
 

@@ -23,6 +23,8 @@ struct tp_suite {
 
 /* Set by the test program before any tp_run_ranks(). */
 extern const struct tp_suite *tp_suite;
+/* When set, ranks call fn with tp NULL: fn creates the transport itself (tests of create). */
+extern bool tp_fn_creates;
 /* The rank's communicator in a forked rank (for CHECK's messages, signal handlers). */
 extern struct ibcomm *g_comm;
 

@@ -104,8 +104,7 @@ static ibcomm_status_t notices_check(struct shm *s, bool readable)
 	return ibc_err(s->comm, IBCOMM_ERR_PEER, "rank %d: %s", s->comm->rank, s->notes.why);
 }
 
-/* Whether process pid is gone: no such process, or a zombie its parent has not reaped yet. */
-static bool pid_gone(pid_t pid)
+bool ibc_shm_pid_gone(pid_t pid)
 {
 	char path[40], buf[128], *rp;
 	ssize_t n;
@@ -145,7 +144,7 @@ static bool liveness(struct shm *s, ibcomm_status_t *st)
 		struct shm_peer *p = &s->peers[r];
 		char why[80];
 
-		if (p->dead || p->pid <= 0 || !pid_gone(p->pid))
+		if (p->dead || p->pid <= 0 || !ibc_shm_pid_gone(p->pid))
 			continue;
 		snprintf(why, sizeof(why), "exited or died (its process %ld is gone)", (long)p->pid);
 		mark_dead(p, IBCOMM_ERR_PEER, why);

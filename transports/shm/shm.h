@@ -90,7 +90,9 @@ IBC_HIDDEN void ibc_shm_hdr_encode(uint8_t buf[IBC_SHM_HDR_LEN], const struct ib
 /* Decodes and checks magic, version, checksum. 0, or -1 with a static reason in *why. */
 IBC_HIDDEN int ibc_shm_hdr_decode(const uint8_t buf[IBC_SHM_HDR_LEN], struct ibc_shm_hdr *h, const char **why);
 
-/* The segment name of comm's rank for process pid (NUL-terminated, < IBC_SHM_NAME_MAX). */
+/* The segment name of comm's rank for process pid (NUL-terminated, < IBC_SHM_NAME_MAX), and
+ * what the names of all comm's segments start with ("/ibcomm.<uid>.<job>.<comm id>."). */
+IBC_HIDDEN void ibc_shm_name_prefix(const struct ibcomm *comm, char *name, size_t cap);
 IBC_HIDDEN void ibc_shm_name(const struct ibcomm *comm, int rank, long pid, char *name, size_t cap);
 
 /* Inode of /proc/self/ns/<ns> ("pid", "ipc"), 0 when unknown. */

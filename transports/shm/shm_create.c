@@ -7,16 +7,21 @@
  * name. A barrier through the bootstrap ("<comm id>/shm-mapped") follows, after which each
  * owner unlinks its own name too (normally gone already): once create returns on any rank,
  * nothing of the communicator is left in /dev/shm, and a rank killed later (kill -9 included)
- * leaves nothing behind. A rank that fails in create unlinks its own name; only a rank killed
- * inside create, before every other rank mapped its segment, can leave its segment behind.
- * The mappings stay until destroy.
+ * leaves nothing behind. A rank that fails in create unlinks its own name, and the names of
+ * this communicator's segments whose owner is gone (unlink_orphans): a rank killed inside
+ * create, before every other rank mapped its segment, makes the others fail in create (they
+ * wait for it), so they remove what it left. The mappings stay until destroy.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "shm_int.h"
@@ -85,6 +90,70 @@ static ibcomm_status_t map_peer(struct shm *s, int r, uint64_t pidns, ibc_deadli
 	if (atomic_fetch_add(&p->seg.live->mapped, 1) + 1 == (unsigned)comm->size)
 		shm_unlink(name); /* every rank has it now */
 	return IBCOMM_OK;
+}
+
+/*
+ * Whether the segment `name` (of this user) belongs to a process that is gone: its
+ * header names a pid of our pid namespace that no longer runs, or it has no complete header
+ * (its owner was killed while creating it; one still creating it fails at the barrier anyway).
+ */
+static bool owner_gone(const char *name, uint64_t pidns)
+{
+	uint8_t buf[IBC_SHM_HDR_LEN];
+	struct ibc_shm_hdr h;
+	const char *bad;
+	struct stat st;
+	bool gone = false;
+	int fd;
+
+	fd = shm_open(name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
+	if (fd < 0)
+		return false;
+	if (!fstat(fd, &st) && st.st_uid == getuid()) {
+		if (pread(fd, buf, sizeof(buf), 0) != (ssize_t)sizeof(buf) || ibc_shm_hdr_decode(buf, &h, &bad))
+			gone = true;
+		else
+			gone = pidns && h.pidns == pidns && ibc_shm_pid_gone((pid_t)h.pid);
+	}
+	close(fd);
+	return gone;
+}
+
+/*
+ * After create failed on this rank the communicator cannot come up (every rank waits for all
+ * in "shm-mapped"): the names of its segments whose owners are gone are removed, so that a
+ * rank killed inside create leaves nothing in /dev/shm. Live owners' names stay (a rank still
+ * mapping them fails on what really went wrong, not on a missing name).
+ */
+static void unlink_orphans(struct shm *s, uint64_t pidns)
+{
+	char prefix[IBC_SHM_NAME_MAX], name[NAME_MAX + 2];
+	struct ibcomm *comm = s->comm;
+	DIR *d = opendir("/dev/shm");
+	struct dirent *e;
+	size_t plen;
+
+	if (!d)
+		return;
+	ibc_shm_name_prefix(comm, prefix, sizeof(prefix));
+	plen = strlen(prefix) - 1; /* without the leading '/' */
+	while ((e = readdir(d))) {
+		int rank, end = 0;
+		long pid;
+
+		if (strncmp(e->d_name, prefix + 1, plen) ||
+		    sscanf(e->d_name + plen, "%d.%ld%n", &rank, &pid, &end) != 2 || e->d_name[plen + (size_t)end] ||
+		    rank < 0 || rank >= comm->size || rank == comm->rank)
+			continue;
+		name[0] = '/';
+		memcpy(name + 1, e->d_name, strnlen(e->d_name, NAME_MAX) + 1);
+		if (!owner_gone(name, pidns))
+			continue;
+		if (!shm_unlink(name))
+			ibc_cinfo(comm, "rank %d: removed %s, the shared-memory segment rank %d left (its process %ld is gone)",
+				  comm->rank, name, rank, pid);
+	}
+	closedir(d);
 }
 
 static void shm_free(struct shm *s)
@@ -174,6 +243,7 @@ ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	*tpp = &s->tp;
 	return IBCOMM_OK;
 err:
+	unlink_orphans(s, pidns);
 	shm_free(s);
 	return st;
 }

@@ -35,5 +35,7 @@ struct shm {
 
 /* ---- shm.c ---- */
 IBC_HIDDEN void ibc_shm_bell_ring(struct ibc_shm_live *l);
+/* Whether process pid (in our pid namespace) is gone: no such process, or a zombie. */
+IBC_HIDDEN bool ibc_shm_pid_gone(pid_t pid);
 
 #endif

@@ -117,7 +117,7 @@ int ibc_shm_hdr_decode(const uint8_t buf[IBC_SHM_HDR_LEN], struct ibc_shm_hdr *h
 	return 0;
 }
 
-void ibc_shm_name(const struct ibcomm *comm, int rank, long pid, char *name, size_t cap)
+void ibc_shm_name_prefix(const struct ibcomm *comm, char *name, size_t cap)
 {
 	uint64_t h = 14695981039346656037ull;
 	const char *parts[2] = { comm->set.root, comm->set.job_key };
@@ -127,7 +127,16 @@ void ibc_shm_name(const struct ibcomm *comm, int rank, long pid, char *name, siz
 			h = (h ^ (uint8_t)*p) * 1099511628211ull;
 		h = (h ^ 0xff) * 1099511628211ull;
 	}
-	snprintf(name, cap, "/ibcomm.%u.%016" PRIx64 ".%.40s.%d.%ld", (unsigned)getuid(), h, comm->id, rank, pid);
+	snprintf(name, cap, "/ibcomm.%u.%016" PRIx64 ".%.40s.", (unsigned)getuid(), h, comm->id);
+}
+
+void ibc_shm_name(const struct ibcomm *comm, int rank, long pid, char *name, size_t cap)
+{
+	size_t len;
+
+	ibc_shm_name_prefix(comm, name, cap);
+	len = strlen(name);
+	snprintf(name + len, cap - len, "%d.%ld", rank, pid);
 }
 
 uint64_t ibc_shm_ns_inode(const char *ns)
