@@ -39,25 +39,55 @@ int hx_rank = -1, hx_size;
  * number r modulo the list's length (IBCOMM_TEST_HOST), so one machine tests the host-aware
  * algorithms (tests/coll/hosts-suite).
  */
-static void fake_host(int rank)
+static bool fake_host_name(int rank, char host[64])
 {
 	const char *list = getenv("HX_FAKE_HOSTS");
-	char host[64];
 	int n = 1;
 	size_t len;
 
 	if (!list || !*list)
-		return;
+		return false;
 	for (const char *c = list; *c; c++)
 		n += *c == ',';
 	for (int k = rank % n; k > 0; k--)
 		list = strchr(list, ',') + 1;
 	len = strcspn(list, ",");
-	len = len < sizeof(host) - 1 ? len : sizeof(host) - 1;
+	len = len < 63 ? len : 63;
 	memcpy(host, list, len);
 	host[len] = '\0';
-	setenv("IBCOMM_TEST_HOST", host, 1);
+	return true;
 }
+
+static void fake_host(int rank)
+{
+	char host[64];
+
+	if (fake_host_name(rank, host))
+		setenv("IBCOMM_TEST_HOST", host, 1);
+}
+
+/* The pretended hosts took effect: two ranks share a host in comm's map exactly when their names match. */
+static void check_fake_hosts(ibcomm_t *comm)
+{
+	const int *host_of = comm->hosts.host_of;
+	char a[64], b[64];
+
+	if (!fake_host_name(0, a))
+		return;
+	if (!host_of) {
+		hx_fail("HX_FAKE_HOSTS is set but the communicator has no host map");
+		return;
+	}
+	for (int q = 1; q < comm->size; q++)
+		for (int r = 0; r < q; r++) {
+			fake_host_name(q, a);
+			fake_host_name(r, b);
+			if ((host_of[q] == host_of[r]) != !strcmp(a, b))
+				hx_fail("HX_FAKE_HOSTS: ranks %d (%s) and %d (%s) are %s in the host map", q, a, r, b,
+					host_of[q] == host_of[r] ? "on one host" : "on different hosts");
+		}
+}
+
 const char *const hx_small_chunks_env[] = { "IBCOMM_TCP_CHUNK=1000", "IBCOMM_TCP_SLOTS=2", "IBCOMM_SHM_CHUNK=1000",
 						 "IBCOMM_SHM_SLOTS=2", "HX_LARGE=1", NULL };
 char hx_root[64];
@@ -239,6 +269,8 @@ static void child_main(const struct hx_job *job, int rank, const sigset_t *oldma
 		if (strcmp(ibcomm_transport(comm), expect_transport()))
 			hx_fail("ibcomm_transport() = %s, expected %s", ibcomm_transport(comm), expect_transport());
 	}
+	if (comm)
+		check_fake_hosts(comm);
 	job->fn(comm, job->arg);
 	if (comm) {
 		/* Quiesce before tearing down (rank 0 serves the rendezvous). */

@@ -160,6 +160,44 @@ static void test_map(void)
 	free(comm);
 }
 
+/*
+ * What auto picks from the layout (select.c): hier for allreduce from 32 KiB below 1 MiB and
+ * for broadcast below 256 KiB when ranks span hosts and some host has more than one; never on
+ * one host nor with one rank per host.
+ */
+static void test_auto_choice(void)
+{
+	struct ibcomm *comm = calloc(1, sizeof(*comm));
+	static const struct {
+		int n, keys[4];
+		bool hier;
+	} layouts[] = {
+		{ 4, { 0, 1, 0, 1 }, true },  /* 2 + 2 */
+		{ 3, { 0, 0, 2 }, true },     /* 2 + 1 */
+		{ 4, { 0, 0, 0, 0 }, false }, /* one host */
+		{ 3, { 0, 1, 2 }, false },    /* one rank per host */
+	};
+
+	CU_ASSERT_FATAL(comm != NULL);
+	for (size_t i = 0; i < IBC_ARRAY_SIZE(layouts); i++) {
+		bool h = layouts[i].hier;
+
+		comm->size = layouts[i].n;
+		CU_ASSERT_EQUAL_FATAL(ibc_hosts_set(comm, layouts[i].keys), IBCOMM_OK);
+		CU_ASSERT_NOT_EQUAL(ibc_algo_select(comm, IBC_COLL_ALLREDUCE, 8), IBC_ALGO_HIER);
+		CU_ASSERT_EQUAL(ibc_algo_select(comm, IBC_COLL_ALLREDUCE, 64 * 1024) == IBC_ALGO_HIER, h);
+		CU_ASSERT_NOT_EQUAL(ibc_algo_select(comm, IBC_COLL_ALLREDUCE, 4 << 20), IBC_ALGO_HIER);
+		CU_ASSERT_EQUAL(ibc_algo_select(comm, IBC_COLL_BROADCAST, 8) == IBC_ALGO_HIER, h);
+		CU_ASSERT_NOT_EQUAL(ibc_algo_select(comm, IBC_COLL_BROADCAST, 1 << 20), IBC_ALGO_HIER);
+		CU_ASSERT_NOT_EQUAL(ibc_algo_select(comm, IBC_COLL_ALLGATHER, 64 * 1024), IBC_ALGO_HIER);
+	}
+	/* a forced algorithm wins over the layout */
+	comm->set.algo[IBC_COLL_ALLREDUCE] = IBC_ALGO_RING;
+	CU_ASSERT_EQUAL(ibc_algo_select(comm, IBC_COLL_ALLREDUCE, 64 * 1024), IBC_ALGO_RING);
+	ibc_hosts_free(&comm->hosts);
+	free(comm);
+}
+
 /* The map rank 0 publishes: a good one decodes, anything else is an error naming rank 0. */
 static void test_map_decode(void)
 {
@@ -306,6 +344,7 @@ int main(int argc, char **argv)
 		{ "host map from keys", test_map },
 		{ "host map from rank 0: decoding", test_map_decode },
 		{ "hier groups", test_hier },
+		{ "auto picks hier by layout and size", test_auto_choice },
 	};
 
 	return CM_MAIN1(argc, argv, "hosts", tests);
