@@ -25,18 +25,27 @@
 #include "tp_suite.h"
 #include "../cunit_main.h"
 
-/* Names of this user's ibcomm segments in /dev/shm, one per line, sorted enough to compare. */
+/*
+ * The segments of this test run in /dev/shm, one name per line. Only this run's: make check
+ * runs other tests at the same time, whose segments come and go under the same user.
+ */
+static char g_root[64]; /* this run's rendezvous root, in every rank's segment names */
+
 static void shm_list(char *out, size_t cap)
 {
-	char prefix[32];
+	struct ibcomm probe = { 0 };
+	char prefix[128];
 	DIR *d = opendir("/dev/shm");
 	struct dirent *e;
 	size_t len = 0;
 
 	out[0] = '\0';
-	snprintf(prefix, sizeof(prefix), "ibcomm.%u.", (unsigned)getuid());
+	snprintf(probe.set.root, sizeof(probe.set.root), "%s", g_root);
+	ibc_shm_name_prefix(&probe, prefix, sizeof(prefix)); /* "/ibcomm.<uid>.<hash>.." */
+	prefix[strlen(prefix) - 1] = '\0'; /* the id is left out: every comm of this run */
 	while (d && (e = readdir(d)))
-		if (!strncmp(e->d_name, prefix, strlen(prefix)) && len + strlen(e->d_name) + 2 < cap)
+		if (!strncmp(e->d_name, prefix + 1, strlen(prefix + 1)) &&
+		    len + strlen(e->d_name) + 2 < cap)
 			len += (size_t)snprintf(out + len, cap - len, "%s\n", e->d_name);
 	if (d)
 		closedir(d);
@@ -47,7 +56,7 @@ static void shm_setup(struct ibcomm *comm, unsigned long chunk, unsigned long sl
 {
 	comm->set.shm_chunk = chunk;
 	comm->set.shm_slots = slots;
-	snprintf(comm->set.root, sizeof(comm->set.root), "test-shm-%ld", (long)getppid());
+	snprintf(comm->set.root, sizeof(comm->set.root), "%s", g_root);
 }
 
 /* ---- order, tags and wrap-around: every rank to every rank (itself too), both channels ---- */
@@ -319,6 +328,7 @@ int main(int argc, char **argv)
 		{ "bad segments", test_bad_segments },
 	};
 
+	snprintf(g_root, sizeof(g_root), "test-shm-%ld", (long)getpid());
 	tp_suite = &shm;
 	return CM_MAIN1(argc, argv, "shm transport", tests);
 }
