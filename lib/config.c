@@ -39,7 +39,7 @@ static const char *const algo_names[IBC_ALGO_COUNT] = {
 /* The algorithms each collective implements (the algorithm code relies on this table). */
 static const unsigned coll_algos[IBC_COLL_COUNT] = {
 	[IBC_COLL_ALLREDUCE] = A(AUTO) | A(RING) | A(RD) | A(TREE) | A(HIER),
-	[IBC_COLL_BROADCAST] = A(AUTO) | A(TREE) | A(PIPELINE) | A(HIER),
+	[IBC_COLL_BROADCAST] = A(AUTO) | A(TREE) | A(PIPELINE) | A(RD) | A(HIER),
 	[IBC_COLL_REDUCE] = A(AUTO) | A(TREE) | A(LINEAR),
 	[IBC_COLL_ALLGATHER] = A(AUTO) | A(RING) | A(LINEAR),
 	[IBC_COLL_REDUCE_SCATTER] = A(AUTO) | A(RING) | A(LINEAR),

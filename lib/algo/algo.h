@@ -205,6 +205,7 @@ IBC_HIDDEN ibcomm_status_t ibc_allreduce_rd(struct ibc_coll_args *a);        /* 
 IBC_HIDDEN ibcomm_status_t ibc_allreduce_tree(struct ibc_coll_args *a);      /* tree */
 IBC_HIDDEN ibcomm_status_t ibc_broadcast_tree(struct ibc_coll_args *a);      /* tree */
 IBC_HIDDEN ibcomm_status_t ibc_broadcast_pipeline(struct ibc_coll_args *a);  /* pipeline */
+IBC_HIDDEN ibcomm_status_t ibc_broadcast_rd(struct ibc_coll_args *a);        /* rd */
 IBC_HIDDEN ibcomm_status_t ibc_reduce_tree(struct ibc_coll_args *a);         /* tree */
 IBC_HIDDEN ibcomm_status_t ibc_reduce_linear(struct ibc_coll_args *a);       /* linear */
 IBC_HIDDEN ibcomm_status_t ibc_allgather_ring(struct ibc_coll_args *a);      /* ring */

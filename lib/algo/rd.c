@@ -1,5 +1,6 @@
 /*
- * Recursive doubling allreduce, for small messages: log2(n) exchanges of the whole vector.
+ * Recursive doubling allreduce, for small messages: log2(n) exchanges of the whole vector;
+ * and the small broadcast along the same pattern.
  *
  * With n not a power of two, let p2 be the largest power of two below n: each rank r >= p2
  * first folds its data into rank r - p2 and takes no part in the exchanges, then receives
@@ -75,6 +76,76 @@ ibcomm_status_t ibc_allreduce_rd(struct ibc_coll_args *a)
 		st = ibc_plan_run(&p);
 	ibc_plan_free(&p);
 	if (!st && every_msg && !a->hook->dropped)
+		memcpy(a->recvbuf, tmp, len);
+	return st;
+}
+
+/*
+ * Broadcast along the recursive-doubling pattern: the root's vector spreads where allreduce
+ * reduces. Which ranks hold it before each step is known to all: with p2 as above and root'
+ * the root's place among the first p2 ranks (root - p2 when the root folds into it), after
+ * the exchanges over the bits in `done` exactly the ranks r with (r ^ root') & ~done == 0
+ * hold it, so in each step at most one partner has it to send. Worth it with more than two
+ * ranks when the call signatures ride in front of every message (sig.c): the messages of
+ * partners without data then carry the signatures alone, and the comparison costs no round
+ * of its own (a tree needs it first). Without such a hook only the data moves.
+ */
+ibcomm_status_t ibc_broadcast_rd(struct ibc_coll_args *a)
+{
+	struct ibc_rd_step step[IBC_RD_MAX_STEPS];
+	int nsteps = ibc_rd_schedule(a->size, a->rank, step), p2 = 1, rp, prev = -1;
+	size_t len = a->count * a->esz;
+	bool every_msg = a->hook && a->hook->every_msg, have = a->rank == a->root;
+	char tmp[IBC_HOOK_MSG_MAX], *buf = a->recvbuf;
+	unsigned done = 0;
+	struct ibc_plan p;
+	ibcomm_status_t st;
+
+	while (p2 <= a->size / 2)
+		p2 *= 2;
+	rp = a->root >= p2 ? a->root - p2 : a->root;
+	if (every_msg) {
+		if (len > sizeof(tmp))
+			return ibc_err(a->comm, IBCOMM_ERR_INVALID, "rank %d: %s #%u: %zu bytes to broadcast with fused "
+				       "signatures", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, len);
+		if (!have)
+			buf = tmp; /* recvbuf is written only once every signature matched */
+	}
+	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, len, a->esz));
+	for (int i = 0; i < nsteps; i++) {
+		int peer = step[i].peer;
+		bool give, take; /* this rank sends the vector, takes it */
+
+		switch (step[i].kind) {
+		case IBC_RD_FOLD: /* the root's data in first, or the result back */
+			give = have;
+			take = !have;
+			break;
+		case IBC_RD_ABSORB:
+			give = false;
+			take = peer == a->root;
+			break;
+		case IBC_RD_EXCHANGE:
+			give = !(((unsigned)a->rank ^ (unsigned)rp) & ~done);
+			take = !(((unsigned)peer ^ (unsigned)rp) & ~done);
+			done |= (unsigned)a->rank ^ (unsigned)peer;
+			break;
+		default: /* IBC_RD_RETURN */
+			give = peer != a->root;
+			take = false;
+			break;
+		}
+		if (step[i].kind != IBC_RD_ABSORB && (give || every_msg))
+			ibc_plan_send(&p, peer, buf, give ? len : 0, prev, every_msg ? IBC_DEP_ALL : 0);
+		/* with signatures every message waits for all before it: what this rank knows goes on */
+		if (step[i].kind != IBC_RD_RETURN && (take || every_msg))
+			prev = ibc_plan_recv(&p, peer, IBC_X_COPY, buf, NULL, take ? len : 0, every_msg ? prev : -1,
+					     IBC_DEP_ALL);
+		have |= take;
+	}
+	st = p.status ? p.status : ibc_plan_run(&p);
+	ibc_plan_free(&p);
+	if (!st && every_msg && buf == tmp && !a->hook->dropped)
 		memcpy(a->recvbuf, tmp, len);
 	return st;
 }

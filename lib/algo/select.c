@@ -10,7 +10,9 @@
  *   allreduce       rd below 32 KiB (log2 n latency-bound exchanges); ring above (bandwidth
  *                   optimal), except tree when more than 32 ranks would cut it in segments
  *                   under 4 KiB; over TCP with 4 or 8 ranks rd below 512 KiB (tcp_rd)
- *   broadcast       tree below 256 KiB; pipeline (chain) above
+ *   broadcast       rd up to 4 KiB on more than two ranks (its messages carry the call
+ *                   signatures, which the tree would pay as a round of its own); tree below
+ *                   256 KiB; pipeline (chain) above
  *   reduce          tree (pipelined binomial; linear funnels everything through the root)
  *   allgather(v)    linear below 64 KiB in all (one round); ring above
  *   reduce_scatter  linear below 64 KiB in all; ring above
@@ -47,6 +49,7 @@ static const struct algo_entry algos[] = {
 	{ IBC_COLL_ALLREDUCE, IBC_ALGO_TREE, ibc_allreduce_tree },
 	{ IBC_COLL_BROADCAST, IBC_ALGO_TREE, ibc_broadcast_tree },
 	{ IBC_COLL_BROADCAST, IBC_ALGO_PIPELINE, ibc_broadcast_pipeline },
+	{ IBC_COLL_BROADCAST, IBC_ALGO_RD, ibc_broadcast_rd },
 	{ IBC_COLL_REDUCE, IBC_ALGO_TREE, ibc_reduce_tree },
 	{ IBC_COLL_REDUCE, IBC_ALGO_LINEAR, ibc_reduce_linear },
 	{ IBC_COLL_ALLGATHER, IBC_ALGO_RING, ibc_allgather_ring },
@@ -92,6 +95,8 @@ enum ibc_algo ibc_algo_auto(enum ibc_coll coll, size_t bytes, int nranks)
 			return IBC_ALGO_RD;
 		return n > 32 && bytes / n < 4 * KiB ? IBC_ALGO_TREE : IBC_ALGO_RING;
 	case IBC_COLL_BROADCAST:
+		if (n > 2 && bytes && bytes <= IBC_HOOK_MSG_MAX)
+			return IBC_ALGO_RD;
 		return bytes < 256 * KiB ? IBC_ALGO_TREE : IBC_ALGO_PIPELINE;
 	case IBC_COLL_REDUCE:
 		return IBC_ALGO_TREE;

@@ -206,7 +206,7 @@ out:
 	return ok;
 }
 
-static const int bcast_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_TREE, IBC_ALGO_PIPELINE, IBC_ALGO_HIER };
+static const int bcast_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_TREE, IBC_ALGO_PIPELINE, IBC_ALGO_RD, IBC_ALGO_HIER };
 static const int ring_linear[] = { IBC_ALGO_AUTO, IBC_ALGO_RING, IBC_ALGO_LINEAR };
 static const int tree_linear[] = { IBC_ALGO_AUTO, IBC_ALGO_TREE, IBC_ALGO_LINEAR };
 static const int pairwise_linear[] = { IBC_ALGO_AUTO, IBC_ALGO_PAIRWISE, IBC_ALGO_LINEAR };

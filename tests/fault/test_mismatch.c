@@ -59,11 +59,14 @@ static const struct mm_case mm_cases[] = {
 	{ "count 0 against 100",
 	  { IBC_COLL_ALLGATHER, 100, IBCOMM_FLOAT32, IBCOMM_SUM, 0, "(float32, count 100)" },
 	  { IBC_COLL_ALLGATHER, 0, IBCOMM_FLOAT32, IBCOMM_SUM, 0, "(float32, count 0)" } },
-	/* more ranks: the small allreduce carries the signatures in its own messages, the larger
-	 * one compares them first: the two must still meet */
+	/* more ranks: a small allreduce or broadcast carries the signatures in its own messages,
+	 * a larger one compares them first: the two must still meet */
 	{ "count beyond the fused size",
 	  { IBC_COLL_ALLREDUCE, 100, IBCOMM_FLOAT32, IBCOMM_SUM, 0, "(float32, sum, count 100)" },
 	  { IBC_COLL_ALLREDUCE, 1500, IBCOMM_FLOAT32, IBCOMM_SUM, 0, "(float32, sum, count 1500)" } },
+	{ "broadcast count beyond the fused size",
+	  { IBC_COLL_BROADCAST, 100, IBCOMM_FLOAT32, IBCOMM_SUM, 1, "(float32, root 1, count 100)" },
+	  { IBC_COLL_BROADCAST, 1500, IBCOMM_FLOAT32, IBCOMM_SUM, 1, "(float32, root 1, count 1500)" } },
 	{ "fused count 1 against 2",
 	  { IBC_COLL_ALLREDUCE, 2, IBCOMM_FLOAT64, IBCOMM_MIN, 0, "(float64, min, count 2)" },
 	  { IBC_COLL_ALLREDUCE, 1, IBCOMM_FLOAT64, IBCOMM_MIN, 0, "(float64, min, count 1)" } },
