@@ -1045,9 +1045,9 @@ void hx_run_plan(ibcomm_t *comm, const struct hx_plan *p, hx_case_fn run)
 	c.n = n;
 	/*
 	 * Small counts: the full cross product. HX_ALLDT_COUNT=k instead: the one count k, every
-	 * dtype (HX_DTYPES ignored), op and algorithm, no large counts; the root and in place turn
-	 * with the dtype x op and the algorithm (over the 50 dtype x op pairs each algorithm meets
-	 * every root, in place and not).
+	 * dtype (HX_DTYPES ignored), op and forced algorithm (not auto, which only picks one of
+	 * them), no large counts; the root and in place turn with the dtype x op and the algorithm
+	 * (over the 50 dtype x op pairs each algorithm meets every root, in place and not).
 	 */
 	for (size_t ci = 0; ci < ncounts; ci++)
 		for (int dt = 0; dt < dtmax; dt++)
@@ -1057,6 +1057,8 @@ void hx_run_plan(ibcomm_t *comm, const struct hx_plan *p, hx_case_fn run)
 						for (int inp = 0; inp < ninp; inp++) {
 							int j = dt * nops + op; /* HX_ALLDT_COUNT: turns root, in place */
 
+							if (alldt >= 0 && p->algos[a] == IBC_ALGO_AUTO && p->nalgos > 1)
+								continue;
 							c.count = counts[ci];
 							c.dt = (ibcomm_dtype_t)dt;
 							c.op = p->has_op ? op : HX_NOOP;
