@@ -1029,29 +1029,42 @@ static bool one_case(ibcomm_t *comm, hx_case_fn run, struct hx_case *c)
 void hx_run_plan(ibcomm_t *comm, const struct hx_plan *p, hx_case_fn run)
 {
 	int n = ibcomm_size(comm);
+	long alldt = hx_env_long("HX_ALLDT_COUNT", -1);
+	size_t one = alldt >= 0 ? (size_t)alldt : 0;
+	const size_t *counts = alldt >= 0 ? &one : small_counts;
+	size_t ncounts = alldt >= 0 ? 1 : NSMALL;
 	int nops = p->has_op ? IBCOMM_OP_COUNT : 1;
-	int nroots = p->rooted ? n : 1;
-	int ninp = p->has_inplace ? 2 : 1;
-	int dtmax = (int)hx_env_long("HX_DTYPES", IBCOMM_DTYPE_COUNT);
-	long nlarge = hx_env_long("HX_LARGE", 2);
+	int nroots = p->rooted && alldt < 0 ? n : 1;
+	int ninp = p->has_inplace && alldt < 0 ? 2 : 1;
+	int dtmax = alldt >= 0 ? IBCOMM_DTYPE_COUNT : (int)hx_env_long("HX_DTYPES", IBCOMM_DTYPE_COUNT);
+	long nlarge = alldt >= 0 ? 0 : hx_env_long("HX_LARGE", 2);
 	struct hx_case c;
 
 	memset(&c, 0, sizeof(c));
 	c.coll = p->coll;
 	c.n = n;
-	/* Small counts: the full cross product. */
-	for (size_t ci = 0; ci < NSMALL; ci++)
+	/*
+	 * Small counts: the full cross product. HX_ALLDT_COUNT=k instead: the one count k, every
+	 * dtype (HX_DTYPES ignored), op and forced algorithm (not auto, which only picks one of
+	 * them), no large counts; the root and in place turn with the dtype x op and the algorithm
+	 * (over the 50 dtype x op pairs each algorithm meets every root, in place and not).
+	 */
+	for (size_t ci = 0; ci < ncounts; ci++)
 		for (int dt = 0; dt < dtmax; dt++)
 			for (int op = 0; op < nops; op++)
 				for (int a = 0; a < p->nalgos; a++)
 					for (int root = 0; root < nroots; root++)
 						for (int inp = 0; inp < ninp; inp++) {
-							c.count = small_counts[ci];
+							int j = dt * nops + op; /* HX_ALLDT_COUNT: turns root, in place */
+
+							if (alldt >= 0 && p->algos[a] == IBC_ALGO_AUTO && p->nalgos > 1)
+								continue;
+							c.count = counts[ci];
 							c.dt = (ibcomm_dtype_t)dt;
 							c.op = p->has_op ? op : HX_NOOP;
 							c.algo = p->algos[a];
-							c.root = p->rooted ? root : -1;
-							c.inplace = inp;
+							c.root = !p->rooted ? -1 : alldt < 0 ? root : (j + a) % n;
+							c.inplace = alldt < 0 ? inp : p->has_inplace && (j / n + a) % 2;
 							if (!one_case(comm, run, &c))
 								goto out;
 						}
