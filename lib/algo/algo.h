@@ -210,6 +210,7 @@ IBC_HIDDEN ibcomm_status_t ibc_reduce_tree(struct ibc_coll_args *a);         /* 
 IBC_HIDDEN ibcomm_status_t ibc_reduce_linear(struct ibc_coll_args *a);       /* linear */
 IBC_HIDDEN ibcomm_status_t ibc_allgather_ring(struct ibc_coll_args *a);      /* ring */
 IBC_HIDDEN ibcomm_status_t ibc_allgather_linear(struct ibc_coll_args *a);    /* linear */
+IBC_HIDDEN ibcomm_status_t ibc_allgather_rd(struct ibc_coll_args *a);        /* rd */
 IBC_HIDDEN ibcomm_status_t ibc_reduce_scatter_ring(struct ibc_coll_args *a); /* ring */
 IBC_HIDDEN ibcomm_status_t ibc_reduce_scatter_linear(struct ibc_coll_args *a); /* linear */
 IBC_HIDDEN ibcomm_status_t ibc_gather_tree(struct ibc_coll_args *a);         /* tree */

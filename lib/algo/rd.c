@@ -13,6 +13,7 @@
  * message (a hook with every_msg, see sig.c): the rounds compare them as they reduce, so the
  * result is built in a scratch buffer and reaches recvbuf only when no data was dropped.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "algo/algo.h"
@@ -147,5 +148,66 @@ ibcomm_status_t ibc_broadcast_rd(struct ibc_coll_args *a)
 	ibc_plan_free(&p);
 	if (!st && every_msg && buf == tmp && !a->hook->dropped)
 		memcpy(a->recvbuf, tmp, len);
+	return st;
+}
+
+/*
+ * Allgather along the recursive-doubling pattern: each exchange doubles the blocks a rank
+ * holds, and the call signatures ride in front of every message as in broadcast. The blocks
+ * gather in scratch in the pattern's order: unit g (g < p2) is block g, then block g + p2
+ * when that rank exists, so the units an aligned group of ranks holds form one range, sent as
+ * one message. recvbuf is written from it at the end (with signatures: only if they matched).
+ */
+static size_t unit_off(int g, int n, int p2, size_t b)
+{
+	return ((size_t)g + (size_t)IBC_MIN(g, n - p2)) * b;
+}
+
+ibcomm_status_t ibc_allgather_rd(struct ibc_coll_args *a)
+{
+	struct ibc_rd_step step[IBC_RD_MAX_STEPS];
+	int n = a->size, r = a->rank, nsteps = ibc_rd_schedule(n, r, step), p2 = 1, prev = -1, s = -1;
+	size_t b = a->count * a->esz, all = (size_t)n * b;
+	char small[IBC_HOOK_MSG_MAX], *tmp = all <= sizeof(small) ? small : ibc_scratch(a, all);
+	struct ibc_plan p;
+	ibcomm_status_t st;
+
+	if (!tmp)
+		return IBCOMM_ERR_NOMEM;
+	while (p2 <= n / 2)
+		p2 *= 2;
+	memcpy(tmp + (r < p2 ? unit_off(r, n, p2, b) : unit_off(r - p2, n, p2, b) + b), a->sendbuf, b);
+	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, all, a->esz));
+	/* every message waits for all before it: it carries what they brought */
+	for (int i = 0; i < nsteps; i++) {
+		int peer = step[i].peer, m = r ^ peer, lo = r & ~(m - 1), plo = peer & ~(m - 1);
+
+		switch (step[i].kind) {
+		case IBC_RD_FOLD: /* own block in, every block back */
+			s = ibc_plan_send(&p, peer, tmp + unit_off(peer, n, p2, b) + b, b, -1, 0);
+			prev = ibc_plan_recv(&p, peer, IBC_X_COPY, tmp, NULL, all, s, IBC_DEP_ALL);
+			break;
+		case IBC_RD_ABSORB:
+			prev = ibc_plan_recv(&p, peer, IBC_X_COPY, tmp + unit_off(r, n, p2, b) + b, NULL, b, -1, 0);
+			break;
+		case IBC_RD_EXCHANGE: /* units [lo, lo + m) out, [plo, plo + m) in */
+			ibc_plan_send(&p, peer, tmp + unit_off(lo, n, p2, b),
+				      unit_off(lo + m, n, p2, b) - unit_off(lo, n, p2, b), prev, IBC_DEP_ALL);
+			prev = ibc_plan_recv(&p, peer, IBC_X_COPY, tmp + unit_off(plo, n, p2, b), NULL,
+					     unit_off(plo + m, n, p2, b) - unit_off(plo, n, p2, b), prev, IBC_DEP_ALL);
+			break;
+		case IBC_RD_RETURN:
+			ibc_plan_send(&p, peer, tmp, all, prev, IBC_DEP_ALL);
+			break;
+		}
+	}
+	st = p.status ? p.status : ibc_plan_run(&p);
+	ibc_plan_free(&p);
+	if (!st && !(a->hook && a->hook->every_msg && a->hook->dropped))
+		for (int j = 0; j < n; j++)
+			memcpy((char *)a->recvbuf + (size_t)j * b,
+			       tmp + (j < p2 ? unit_off(j, n, p2, b) : unit_off(j - p2, n, p2, b) + b), b);
+	if (tmp != small)
+		free(tmp);
 	return st;
 }

@@ -14,7 +14,9 @@
  *                   signatures, which the tree would pay as a round of its own); tree below
  *                   256 KiB; pipeline (chain) above
  *   reduce          tree (pipelined binomial; linear funnels everything through the root)
- *   allgather(v)    linear below 64 KiB in all (one round); ring above
+ *   allgather       rd up to 4 KiB in all on more than two ranks (the signatures ride on
+ *                   its messages, as broadcast's); linear below 64 KiB (one round); ring above
+ *   allgatherv      linear below 64 KiB in all; ring above
  *   reduce_scatter  linear below 64 KiB in all; ring above
  *   gather, scatter tree below 256 KiB in all; linear above (the root's link carries every
  *                   byte either way, linear without the store and forward)
@@ -54,6 +56,7 @@ static const struct algo_entry algos[] = {
 	{ IBC_COLL_REDUCE, IBC_ALGO_LINEAR, ibc_reduce_linear },
 	{ IBC_COLL_ALLGATHER, IBC_ALGO_RING, ibc_allgather_ring },
 	{ IBC_COLL_ALLGATHER, IBC_ALGO_LINEAR, ibc_allgather_linear },
+	{ IBC_COLL_ALLGATHER, IBC_ALGO_RD, ibc_allgather_rd },
 	{ IBC_COLL_REDUCE_SCATTER, IBC_ALGO_RING, ibc_reduce_scatter_ring },
 	{ IBC_COLL_REDUCE_SCATTER, IBC_ALGO_LINEAR, ibc_reduce_scatter_linear },
 	{ IBC_COLL_GATHER, IBC_ALGO_TREE, ibc_gather_tree },
@@ -98,9 +101,12 @@ enum ibc_algo ibc_algo_auto(enum ibc_coll coll, size_t bytes, int nranks)
 		if (n > 2 && bytes && bytes <= IBC_HOOK_MSG_MAX)
 			return IBC_ALGO_RD;
 		return bytes < 256 * KiB ? IBC_ALGO_TREE : IBC_ALGO_PIPELINE;
+	case IBC_COLL_ALLGATHER:
+		if (n > 2 && bytes && bytes <= IBC_HOOK_MSG_MAX)
+			return IBC_ALGO_RD;
+		return bytes < 64 * KiB ? IBC_ALGO_LINEAR : IBC_ALGO_RING;
 	case IBC_COLL_REDUCE:
 		return IBC_ALGO_TREE;
-	case IBC_COLL_ALLGATHER:
 	case IBC_COLL_REDUCE_SCATTER:
 	case IBC_COLL_ALLGATHERV:
 		return bytes < 64 * KiB ? IBC_ALGO_LINEAR : IBC_ALGO_RING;

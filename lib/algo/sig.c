@@ -9,11 +9,11 @@
  * makes every rank hear from every other, so any difference anywhere reaches every rank
  * within the same call.
  *
- * A small recursive-doubling allreduce or broadcast (one chunk per message, rd.c) carries the
- * signature message in front of its own data, so the comparison costs no round of its own: it
- * works in a scratch buffer, drops the data of every message once a mismatch is known, and
- * writes recvbuf only when no rank saw one. Every other collective first runs the same
- * pattern with signature-only messages, then its algorithm. Either way each message is one
+ * A small recursive-doubling allreduce, broadcast or allgather (one chunk per message, rd.c)
+ * carries the signature message in front of its own data, so the comparison costs no round of
+ * its own: it works in a scratch buffer, drops the data of every message once a mismatch is
+ * known, and writes recvbuf only when no rank saw one. Every other collective first runs the
+ * same pattern with signature-only messages, then its algorithm. Either way each message is one
  * chunk whatever the counts, so the channels stay in step and the communicator remains usable
  * after IBCOMM_ERR_MISMATCH (unless the sequence numbers themselves differ: then every later
  * call reports it too). Two ranks: see pair_check().
@@ -416,12 +416,13 @@ static ibcomm_status_t seen_err(struct ibc_sig *s)
 }
 
 /*
- * A small recursive-doubling allreduce or broadcast over more than two ranks compares the
- * signatures in its own messages (one chunk each, the signature in front).
+ * A small recursive-doubling allreduce, broadcast or allgather over more than two ranks
+ * compares the signatures in its own messages (one chunk each, the signature in front).
  */
 static bool fusable(const struct ibc_coll_args *a, size_t bytes)
 {
-	return a->size > 2 && (a->coll == IBC_COLL_ALLREDUCE || a->coll == IBC_COLL_BROADCAST) &&
+	return a->size > 2 &&
+	       (a->coll == IBC_COLL_ALLREDUCE || a->coll == IBC_COLL_BROADCAST || a->coll == IBC_COLL_ALLGATHER) &&
 	       a->algo == IBC_ALGO_RD && bytes && fits(a, bytes);
 }
 

@@ -207,7 +207,7 @@ out:
 }
 
 static const int bcast_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_TREE, IBC_ALGO_PIPELINE, IBC_ALGO_RD, IBC_ALGO_HIER };
-static const int ring_linear[] = { IBC_ALGO_AUTO, IBC_ALGO_RING, IBC_ALGO_LINEAR };
+static const int allgather_algos[] = { IBC_ALGO_AUTO, IBC_ALGO_RING, IBC_ALGO_LINEAR, IBC_ALGO_RD };
 static const int tree_linear[] = { IBC_ALGO_AUTO, IBC_ALGO_TREE, IBC_ALGO_LINEAR };
 static const int pairwise_linear[] = { IBC_ALGO_AUTO, IBC_ALGO_PAIRWISE, IBC_ALGO_LINEAR };
 
@@ -255,7 +255,7 @@ static void test_broadcast(void)
 static void test_allgather(void)
 {
 	static const struct plan_job pj = {
-		{ IBC_COLL_ALLGATHER, ring_linear, IBC_ARRAY_SIZE(ring_linear), false, false, true, true },
+		{ IBC_COLL_ALLGATHER, allgather_algos, IBC_ARRAY_SIZE(allgather_algos), false, false, true, true },
 		run_allgather,
 	};
 	run_all_n("allgather", &pj);

@@ -580,7 +580,7 @@ static void test_algo_valid(void)
 		const char *names;
 	} table[] = {
 		{ IBC_COLL_ALLREDUCE, "ring rd tree hier auto" }, { IBC_COLL_BROADCAST, "tree pipeline rd hier auto" },
-		{ IBC_COLL_REDUCE, "tree linear auto" },	      { IBC_COLL_ALLGATHER, "ring linear auto" },
+		{ IBC_COLL_REDUCE, "tree linear auto" },	      { IBC_COLL_ALLGATHER, "ring linear rd auto" },
 		{ IBC_COLL_REDUCE_SCATTER, "ring linear auto" }, { IBC_COLL_GATHER, "tree linear auto" },
 		{ IBC_COLL_SCATTER, "tree linear auto" },	      { IBC_COLL_ALLTOALL, "pairwise linear auto" },
 		{ IBC_COLL_BARRIER, "dissem tree auto" },
@@ -667,7 +667,8 @@ static void test_algo_bare(void)
 	CU_ASSERT_EQUAL_FATAL(algo("rd", out), IBCOMM_OK);
 	CU_ASSERT_EQUAL(out[IBC_COLL_ALLREDUCE], IBC_ALGO_RD);
 	CU_ASSERT_EQUAL(out[IBC_COLL_BROADCAST], IBC_ALGO_RD);
-	CU_ASSERT_EQUAL(out[IBC_COLL_ALLGATHER], IBC_ALGO_AUTO);
+	CU_ASSERT_EQUAL(out[IBC_COLL_ALLGATHER], IBC_ALGO_RD);
+	CU_ASSERT_EQUAL(out[IBC_COLL_GATHER], IBC_ALGO_AUTO);
 
 	CU_ASSERT_EQUAL_FATAL(algo("pipeline", out), IBCOMM_OK);
 	CU_ASSERT_EQUAL(out[IBC_COLL_BROADCAST], IBC_ALGO_PIPELINE);

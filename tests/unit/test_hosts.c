@@ -190,13 +190,16 @@ static void test_auto_choice(void)
 		/* small broadcasts: hier, or rd with the call signatures in its messages */
 		CU_ASSERT_EQUAL(ibc_algo_select(comm, IBC_COLL_BROADCAST, 8), h ? IBC_ALGO_HIER : IBC_ALGO_RD);
 		CU_ASSERT_EQUAL(ibc_algo_select(comm, IBC_COLL_BROADCAST, 8192), h ? IBC_ALGO_HIER : IBC_ALGO_TREE);
+		CU_ASSERT_EQUAL(ibc_algo_select(comm, IBC_COLL_ALLGATHER, 4096), IBC_ALGO_RD);
+		CU_ASSERT_EQUAL(ibc_algo_select(comm, IBC_COLL_ALLGATHER, 4100), IBC_ALGO_LINEAR);
 		CU_ASSERT_NOT_EQUAL(ibc_algo_select(comm, IBC_COLL_BROADCAST, 1 << 20), IBC_ALGO_HIER);
 		CU_ASSERT_NOT_EQUAL(ibc_algo_select(comm, IBC_COLL_ALLGATHER, 64 * 1024), IBC_ALGO_HIER);
 	}
-	/* two ranks: their signatures ride on the tree's one message already */
+	/* two ranks: their signatures ride on the first message already */
 	comm->size = 2;
 	CU_ASSERT_EQUAL_FATAL(ibc_hosts_set(comm, (int[]){ 0, 0 }), IBCOMM_OK);
 	CU_ASSERT_EQUAL(ibc_algo_select(comm, IBC_COLL_BROADCAST, 8), IBC_ALGO_TREE);
+	CU_ASSERT_EQUAL(ibc_algo_select(comm, IBC_COLL_ALLGATHER, 8), IBC_ALGO_LINEAR);
 	/* a forced algorithm wins over the layout */
 	comm->set.algo[IBC_COLL_ALLREDUCE] = IBC_ALGO_RING;
 	CU_ASSERT_EQUAL(ibc_algo_select(comm, IBC_COLL_ALLREDUCE, 64 * 1024), IBC_ALGO_RING);
