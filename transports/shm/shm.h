@@ -115,6 +115,26 @@ IBC_HIDDEN int ibc_shm_seg_map(const char *name, const struct ibc_shm_hdr *want,
 			       size_t whylen);
 IBC_HIDDEN void ibc_shm_seg_unmap(struct ibc_shm_seg *seg);
 
+/*
+ * ---- for the per-peer composite (transports/mix/mix.c) ----
+ * create_host: the transport for the ranks of this rank's host only (comm->hosts): segments
+ * with one ring per such rank (header rank and nranks count them, in rank order), and a
+ * doorbell per rank: a FIFO "/dev/shm<segment name>.bell" of mode 0600, created and unlinked
+ * with the segment, opened O_RDWR by the owner and by every mapper (so no write to it ever
+ * raises SIGPIPE), into which a ringer writes a byte when the owner sleeps in poll()
+ * (sleeping == 2) rather than on the futex.
+ * moved: whether our bell moved since the last look (and remembers it).
+ * sleep_begin: announces a sleep on the doorbell; the FIFO's descriptor to poll, or -1 when
+ * the bell already moved (or the communicator was aborted): do not sleep. sleep_end: ends it
+ * (call it after every sleep_begin) and drains the FIFO.
+ * liveness: bootstrap notices (an error) and peers whose process is gone (*news).
+ */
+IBC_HIDDEN ibcomm_status_t ibc_shm_create_host(struct ibcomm *comm, ibc_tp_t **tpp);
+IBC_HIDDEN bool ibc_shm_moved(ibc_tp_t *tp);
+IBC_HIDDEN int ibc_shm_sleep_begin(ibc_tp_t *tp);
+IBC_HIDDEN void ibc_shm_sleep_end(ibc_tp_t *tp);
+IBC_HIDDEN ibcomm_status_t ibc_shm_liveness(ibc_tp_t *tp, bool *news);
+
 static inline struct ibc_shm_ring *ibc_shm_ring(const struct ibc_shm_seg *s, int writer, int chan)
 {
 	return (struct ibc_shm_ring *)(s->base + IBC_SHM_PAGE +
