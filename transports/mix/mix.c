@@ -162,7 +162,8 @@ static ibcomm_status_t block(struct mix *m, ibc_deadline_t dl)
 			sched_yield();
 	}
 	for (;;) {
-		int left = ibc_deadline_left(dl), slice = IBC_SHM_SLICE_MS, fd;
+		int left = ibc_deadline_left(dl), fd;
+		int slice = m->tp.comm->set.test_mix_slice_ms ? (int)m->tp.comm->set.test_mix_slice_ms : (int)IBC_SHM_SLICE_MS;
 		bool news;
 
 		if (left == 0)
