@@ -17,7 +17,10 @@
  *         whose mapping makes it nranks unlinks the name
  *     128 atomic u32 bell (the owner's futex word: bumped by every put into the segment and
  *         by every release of a slot the owner wrote), atomic u32 sleeping (the owner
- *         announced it sleeps on the bell: only then do others FUTEX_WAKE it)
+ *         announced it sleeps: 1 on the bell, and only then do others FUTEX_WAKE it; 2 in
+ *         poll() on its doorbell FIFO (mix), and only then do others write a byte into it)
+ *     (rank and nranks count the ranks the segment serves: every rank of the communicator, or
+ *     under the mix only those of the owner's host, in rank order; a writer's ring is its index)
  *   [4096 + (writer * nchan + chan) * ring stride, ...)   one ring per writer and channel:
  *     0   atomic u64 head (chunks the writer put; written by the writer only)
  *     64  atomic u64 tail (chunks the owner released; written by the owner only)
