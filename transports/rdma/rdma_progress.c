@@ -244,6 +244,13 @@ int ibc_rdma_block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int pee
 		if (i % 16 == 0) {
 			if (now_ns() >= spin_end || ibc_rdma_check_abort(t))
 				break;
+			/* wait_fd()'s descriptor (the mix's doorbell): its writer waits for us too */
+			if (t->extra_fd >= 0) {
+				struct pollfd xf = { .fd = t->extra_fd, .events = POLLIN };
+
+				if (poll(&xf, 1, 0) > 0)
+					return 0;
+			}
 			sched_yield();
 		}
 	}
