@@ -79,7 +79,7 @@ typedef struct ibcomm_config {
 	int rank;             /* this process's rank, 0 <= rank < nranks */
 	int nranks;           /* number of ranks in the job */
 	const char *root;     /* rendezvous "host:port", "ipv4:port" or "[ipv6]:port" */
-	const char *transport; /* "auto", "rdma" or "tcp" */
+	const char *transport; /* "auto", "rdma", "tcp" or "shm" */
 	const char *device;   /* RDMA device[:port] */
 	int gid_index;        /* RDMA GID index; -1: automatic (RoCEv2 IPv4-mapped) */
 	const char *ifname;   /* network interface for the TCP transport */
@@ -161,7 +161,8 @@ IBCOMM_API ibcomm_status_t ibcomm_init_rank(const ibcomm_id_t *id, int rank, int
 IBCOMM_API int ibcomm_rank(const ibcomm_t *comm);
 IBCOMM_API int ibcomm_size(const ibcomm_t *comm);
 
-/* "rdma" or "tcp": the transport this communicator really uses. Never NULL. */
+/* The transport this communicator really uses: "rdma", "tcp", "shm", or "shm+rdma" / "shm+tcp" (shared
+ * memory between the ranks of a host, the network between hosts). Never NULL. */
 IBCOMM_API const char *ibcomm_transport(const ibcomm_t *comm);
 
 /*

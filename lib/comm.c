@@ -79,6 +79,7 @@ static ibcomm_status_t comm_transport(struct ibcomm *comm)
 	char why[IBC_ERRLEN], others[200];
 	ibcomm_status_t st;
 	int bad = -1, nother;
+	bool mix;
 
 	switch (comm->set.transport) {
 	case IBC_TP_TCP:
@@ -112,13 +113,17 @@ static ibcomm_status_t comm_transport(struct ibcomm *comm)
 	st = agree_rdma(comm, &bad, why, sizeof(why));
 	if (st)
 		return st;
+	/* some host has several ranks: shared memory among them, the network between hosts */
+	mix = comm->hosts.nhosts < comm->size;
 	if (bad < 0) {
-		ibc_cinfo(comm, "rank %d: IBCOMM_TRANSPORT=auto: every rank has a usable RDMA device: using RDMA", comm->rank);
-		return tp_create(comm, &ibc_rdma_ops);
+		ibc_cinfo(comm, "rank %d: IBCOMM_TRANSPORT=auto: every rank has a usable RDMA device: using RDMA%s", comm->rank,
+			  mix ? " between hosts, shared memory within them" : "");
+		return tp_create(comm, mix ? &ibc_mix_rdma_ops : &ibc_rdma_ops);
 	}
-	ibc_cinfo(comm, "rank %d: IBCOMM_TRANSPORT=auto: using TCP: %s%s", comm->rank,
-		 bad == comm->rank ? "" : "another rank cannot use RDMA: ", why);
-	return tp_create(comm, &ibc_tcp_ops);
+	ibc_cinfo(comm, "rank %d: IBCOMM_TRANSPORT=auto: using TCP%s: %s%s", comm->rank,
+		  mix ? " between hosts, shared memory within them" : "", bad == comm->rank ? "" : "another rank cannot use RDMA: ",
+		  why);
+	return tp_create(comm, mix ? &ibc_mix_tcp_ops : &ibc_tcp_ops);
 }
 
 /*

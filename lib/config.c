@@ -459,6 +459,17 @@ static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t,
 	v = env("IBCOMM_TEST_HOST");
 	if (v)
 		snprintf(t->test_host, sizeof(t->test_host), "%s", v);
+	/* a test hook of transports/mix: sleep slices so long that only the doorbell can end a
+	 * sleep in time (a lost wake-up then fails the test instead of costing a slice) */
+	v = env("IBCOMM_TEST_MIX_SLICE_MS");
+	if (v) {
+		long n;
+
+		st = parse_long("IBCOMM_TEST_MIX_SLICE_MS", v, 1, INT32_MAX, &n, err, errlen);
+		if (st)
+			return st;
+		t->test_mix_slice_ms = (unsigned long)n;
+	}
 #endif
 	return IBCOMM_OK;
 }

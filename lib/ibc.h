@@ -72,6 +72,7 @@ typedef struct ibc_settings {
 	uint64_t p2p_unexpected_max;  /* bytes of unexpected p2p messages held (IBCOMM_P2P_UNEXPECTED_MAX) */
 	uint64_t test_qp_error_after; /* IBCOMM_TEST_QP_ERROR_AFTER (test hook of the RDMA transport); 0 off */
 	char test_host[64];           /* IBCOMM_TEST_HOST (test hook): replaces the host name in the host map (hosts.c) */
+	unsigned long test_mix_slice_ms; /* IBCOMM_TEST_MIX_SLICE_MS (test hook): the mix's sleep slice; 0: default */
 } ibc_settings_t;
 
 /* Defaults and ranges of the knobs above (README's table says the same). */

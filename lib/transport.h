@@ -105,7 +105,18 @@ struct ibc_tp_ops {
 	 */
 	void (*set_zc_source)(ibc_tp_t *tp, const void *buf, size_t len, void *handle);
 	ibcomm_status_t (*flush)(ibc_tp_t *tp, ibc_deadline_t deadline);
+	/*
+	 * Optional: what a network transport needs to serve as the other half of the per-peer
+	 * composite (transports/mix/mix.c). One round of wait() that also watches fd (POLLIN;
+	 * -1: none; never read here), for at most timeout_ms (0: only services what is ready, no
+	 * spinning; -1: no limit). Returns IBC_WAIT_EVENTS when something arrived (a chunk, a
+	 * credit, a wake), IBC_WAIT_FD when only fd became readable, 0 when nothing did, or an
+	 * error (with its message: a dead peer, an abort).
+	 */
+	int (*wait_fd)(ibc_tp_t *tp, int fd, int timeout_ms);
 };
+#define IBC_WAIT_EVENTS 1
+#define IBC_WAIT_FD 2
 
 /* Common head of every transport's state (first member of the transport's own struct). */
 struct ibc_tp {
@@ -125,6 +136,14 @@ extern const struct ibc_tp_ops ibc_shm_ops; /* shared memory, for ranks on one h
  */
 size_t ibc_shm_host_id(const struct ibcomm *comm, char *buf, size_t cap) __attribute__((visibility("hidden")));
 extern const struct ibc_tp_ops ibc_rdma_ops; /* the RDMA transport, or a stub whose create() says why not */
+/*
+ * The per-peer composite (transports/mix/mix.c): shared memory for the peers on this host,
+ * the named network transport for the others; "shm+tcp", "shm+rdma".
+ */
+extern const struct ibc_tp_ops ibc_mix_tcp_ops;
+extern const struct ibc_tp_ops ibc_mix_rdma_ops;
+/* The part of a transport that carries peer's traffic: tp itself unless tp is a mix. */
+const ibc_tp_t *ibc_tp_part(const ibc_tp_t *tp, int peer) __attribute__((visibility("hidden")));
 
 /* Convenience wrappers used by the algorithms. */
 static inline int ibc_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *buf, size_t len, bool wait,

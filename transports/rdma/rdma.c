@@ -255,6 +255,7 @@ static ibcomm_status_t rdma_probe(struct ibcomm *comm)
 	t->base.ops = &ibc_rdma_ops;
 	t->base.comm = comm;
 	t->pipefd[0] = t->pipefd[1] = -1;
+	t->extra_fd = -1;
 	st = ibc_rdma_dev_acquire(t);
 	if (!st)
 		st = ibc_rdma_choose_geometry(t);
@@ -282,6 +283,7 @@ static ibcomm_status_t rdma_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->base.ops = &ibc_rdma_ops;
 	t->base.comm = comm;
 	t->pipefd[0] = t->pipefd[1] = -1;
+	t->extra_fd = -1;
 	ibc_notices_init(&t->notes);
 	t->test_qp_error_after = comm->set.test_qp_error_after; /* test hook: test_force_qp_error(), rdma_ops.c */
 	if (comm->size >= (int)WRID_UD) {
@@ -364,4 +366,5 @@ const struct ibc_tp_ops ibc_rdma_ops = {
 	.dereg = ibc_rdma_dereg,
 	.set_zc_source = ibc_rdma_set_zc_source,
 	.flush = ibc_rdma_flush,
+	.wait_fd = ibc_rdma_wait_fd,
 };

@@ -131,6 +131,7 @@ struct rdma_tp {
 	unsigned cq_unacked;
 	bool cq_armed;
 	bool woken;                    /* something arrived since the last wait() */
+	int extra_fd;                  /* wait_fd(): also polled by ibc_rdma_block (never read); -1: none */
 	ibcomm_status_t failed;        /* sticky first error */
 	struct ibc_notices notes;      /* members the rendezvous reported dead */
 	uint64_t test_qp_error_after;  /* test hook, see test_force_qp_error() (rdma_ops.c); 0: off */
@@ -224,6 +225,7 @@ IBC_HIDDEN int ibc_rdma_get(ibc_tp_t *tp, int peer, int chan, ibc_chunk_t *chunk
 IBC_HIDDEN ibcomm_status_t ibc_rdma_release(ibc_tp_t *tp, ibc_chunk_t *c);
 IBC_HIDDEN ibcomm_status_t ibc_rdma_wait(ibc_tp_t *tp, ibc_deadline_t dl);
 IBC_HIDDEN void ibc_rdma_interrupt(ibc_tp_t *tp);
+IBC_HIDDEN int ibc_rdma_wait_fd(ibc_tp_t *tp, int fd, int timeout_ms);
 IBC_HIDDEN void *ibc_rdma_reg(ibc_tp_t *tp, void *addr, size_t len, ibcomm_status_t *st);
 IBC_HIDDEN void ibc_rdma_dereg(ibc_tp_t *tp, void *h);
 IBC_HIDDEN ibcomm_status_t ibc_rdma_flush(ibc_tp_t *tp, ibc_deadline_t dl);

@@ -326,6 +326,43 @@ ibcomm_status_t ibc_rdma_release(ibc_tp_t *tp, ibc_chunk_t *c)
 	return IBCOMM_OK;
 }
 
+/*
+ * transport.h's wait_fd (for transports/mix): progress, then one ibc_rdma_block() that also
+ * watches fd. A return after the sleep counts as events even when only fd woke it: the
+ * completions handled inside are not counted, and a spurious wake is harmless, a missed one
+ * not.
+ */
+int ibc_rdma_wait_fd(ibc_tp_t *tp, int fd, int timeout_ms)
+{
+	struct rdma_tp *t = to_rdma(tp);
+	int rc;
+
+	if (t->failed)
+		return t->failed;
+	rc = ibc_rdma_check_abort(t);
+	if (rc)
+		return rc;
+	rc = ibc_rdma_progress(t);
+	if (rc < 0)
+		return rc;
+	if (rc > 0 || t->woken) {
+		t->woken = false;
+		return IBC_WAIT_EVENTS;
+	}
+	if (timeout_ms == 0)
+		return 0;
+	t->extra_fd = fd;
+	rc = ibc_rdma_block(t, timeout_ms < 0 ? 0 : ibc_deadline(timeout_ms), "wait for data or credits from any peer",
+			    -1, 0);
+	t->extra_fd = -1;
+	if (rc == IBCOMM_ERR_TIMEOUT)
+		return 0;
+	if (rc < 0)
+		return rc;
+	t->woken = false;
+	return IBC_WAIT_EVENTS;
+}
+
 ibcomm_status_t ibc_rdma_wait(ibc_tp_t *tp, ibc_deadline_t dl)
 {
 	struct rdma_tp *t = to_rdma(tp);

@@ -215,7 +215,7 @@ ibcomm_status_t ibc_rdma_check_abort(struct rdma_tp *t)
  */
 int ibc_rdma_block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int peer, int chan)
 {
-	struct pollfd pfd[3];
+	struct pollfd pfd[4];
 	uint64_t spin_end;
 	int n, left, retx, rdv_fd = -1;
 
@@ -244,6 +244,13 @@ int ibc_rdma_block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int pee
 		if (i % 16 == 0) {
 			if (now_ns() >= spin_end || ibc_rdma_check_abort(t))
 				break;
+			/* wait_fd()'s descriptor (the mix's doorbell): its writer waits for us too */
+			if (t->extra_fd >= 0) {
+				struct pollfd xf = { .fd = t->extra_fd, .events = POLLIN };
+
+				if (poll(&xf, 1, 0) > 0)
+					return 0;
+			}
 			sched_yield();
 		}
 	}
@@ -271,7 +278,8 @@ int ibc_rdma_block(struct rdma_tp *t, ibc_deadline_t dl, const char *op, int pee
 	if (t->base.comm->boot)
 		rdv_fd = ibc_boot_fd(t->base.comm->boot);
 	pfd[2] = (struct pollfd){ .fd = rdv_fd, .events = POLLIN }; /* fd -1: ignored by poll() */
-	n = poll(pfd, 3, left);
+	pfd[3] = (struct pollfd){ .fd = t->extra_fd, .events = POLLIN }; /* wait_fd()'s, never read here */
+	n = poll(pfd, 4, left);
 	if (n < 0 && errno != EINTR) {
 		ibc_err(t->base.comm, IBCOMM_ERR_SYSTEM, "rank %d: poll on the RDMA completion channel failed: %s",
 			t->base.comm->rank, strerror(errno));

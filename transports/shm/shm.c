@@ -60,13 +60,22 @@ static long futex(atomic_uint *w, int op, unsigned val, const struct timespec *t
 }
 
 /* Async-signal-safe (interrupt() uses it): an atomic add, a load and maybe one system call. */
-void ibc_shm_bell_ring(struct ibc_shm_live *l)
+void ibc_shm_bell_ring(struct ibc_shm_live *l, int bell_fd)
 {
-	atomic_fetch_add(&l->bell, 1);
-	if (atomic_load(&l->sleeping)) {
-		int saved = errno;
+	unsigned how;
 
-		futex(&l->bell, FUTEX_WAKE, INT_MAX, NULL);
+	atomic_fetch_add(&l->bell, 1);
+	how = atomic_load(&l->sleeping);
+	if (how) {
+		int saved = errno;
+		char b = 1;
+
+		/* a full pipe (EAGAIN) already wakes the sleeper; every mapper holds a read end, so
+		 * no write ever raises SIGPIPE */
+		if (how == SHM_SLEEP_FD && bell_fd >= 0)
+			(void)!write(bell_fd, &b, 1);
+		else
+			futex(&l->bell, FUTEX_WAKE, INT_MAX, NULL);
 		errno = saved;
 	}
 }
@@ -218,7 +227,7 @@ static ibcomm_status_t block(struct shm *s, ibc_deadline_t dl)
 			slice = (unsigned)left;
 		/* Dekker with ibc_shm_bell_ring(): we store sleeping then load bell, it adds to bell
 		 * then loads sleeping (both sequentially consistent): one of us sees the other. */
-		atomic_store(&l->sleeping, 1);
+		atomic_store(&l->sleeping, SHM_SLEEP_FUTEX);
 		cur = atomic_load(&l->bell);
 		if (cur == s->seen && !aborted(s)) {
 			struct timespec ts = { .tv_sec = slice / 1000, .tv_nsec = (long)(slice % 1000) * 1000000L };
@@ -244,6 +253,10 @@ static ibcomm_status_t check_args(struct shm *s, const char *op, int peer, int c
 	if (peer < 0 || peer >= s->comm->size || chan < 0 || chan >= IBC_NCHAN)
 		return ibc_err(s->comm, IBCOMM_ERR_INVALID, "rank %d: bad shared-memory %s (peer %d, channel %d)",
 			       s->comm->rank, op, peer, chan);
+	if (s->peers[peer].ring < 0)
+		return ibc_err(s->comm, IBCOMM_ERR_INVALID,
+			       "rank %d: shared-memory %s to peer rank %d, which is on another host (this rank's shared memory serves its host only)",
+			       s->comm->rank, op, peer);
 	if (aborted(s))
 		return abort_err(s, op);
 	return notices_check(s, false);
@@ -270,7 +283,7 @@ static int shm_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *b
 	p = &s->peers[peer];
 	if (p->dead)
 		return dead_err(s, peer, "put", chan);
-	r = ibc_shm_ring(&p->seg, s->comm->rank, chan);
+	r = ibc_shm_ring(&p->seg, s->peers[s->comm->rank].ring, chan);
 	h = p->head[chan];
 	for (;;) {
 		uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
@@ -305,7 +318,7 @@ static int shm_put(ibc_tp_t *tp, int peer, int chan, uint32_t tag, const void *b
 	r->desc[slot].tag = tag;
 	atomic_store_explicit(&r->head, h + 1, memory_order_release);
 	p->head[chan] = h + 1;
-	ibc_shm_bell_ring(p->seg.live);
+	ibc_shm_bell_ring(p->seg.live, p->bell_fd);
 	if (used + 1 > tp->cnt.max_inflight)
 		tp->cnt.max_inflight = (uint32_t)(used + 1);
 	tp->cnt.puts++;
@@ -329,7 +342,7 @@ static int shm_get(ibc_tp_t *tp, int peer, int chan, ibc_chunk_t *chunk, bool wa
 	if (st)
 		return st;
 	p = &s->peers[peer];
-	r = ibc_shm_ring(&s->mine, peer, chan);
+	r = ibc_shm_ring(&s->mine, p->ring, chan);
 	g = p->got[chan];
 	for (;;) {
 		head = atomic_load_explicit(&r->head, memory_order_acquire);
@@ -373,7 +386,8 @@ static ibcomm_status_t shm_release(ibc_tp_t *tp, ibc_chunk_t *c)
 	struct shm_peer *p;
 	uint64_t rel;
 
-	if (!c || c->peer < 0 || c->peer >= s->comm->size || c->chan < 0 || c->chan >= IBC_NCHAN)
+	if (!c || c->peer < 0 || c->peer >= s->comm->size || c->chan < 0 || c->chan >= IBC_NCHAN ||
+	    s->peers[c->peer].ring < 0)
 		return ibc_err(s->comm, IBCOMM_ERR_INVALID, "rank %d: shared-memory release of a bad chunk", s->comm->rank);
 	p = &s->peers[c->peer];
 	rel = p->rel[c->chan];
@@ -382,8 +396,8 @@ static ibcomm_status_t shm_release(ibc_tp_t *tp, ibc_chunk_t *c)
 			       "rank %d: shared-memory release of slot %u from peer rank %d on channel %s out of order (oldest is %u)",
 			       s->comm->rank, c->slot, c->peer, chan_name(c->chan), (unsigned)(rel % tp->nslots));
 	p->rel[c->chan] = rel + 1;
-	atomic_store_explicit(&ibc_shm_ring(&s->mine, c->peer, c->chan)->tail, rel + 1, memory_order_release);
-	ibc_shm_bell_ring(p->seg.live);
+	atomic_store_explicit(&ibc_shm_ring(&s->mine, p->ring, c->chan)->tail, rel + 1, memory_order_release);
+	ibc_shm_bell_ring(p->seg.live, p->bell_fd);
 	return IBCOMM_OK;
 }
 
@@ -406,7 +420,53 @@ static void shm_interrupt(ibc_tp_t *tp)
 	struct shm *s = (struct shm *)tp;
 
 	if (s->mine.live)
-		ibc_shm_bell_ring(s->mine.live);
+		ibc_shm_bell_ring(s->mine.live, s->bell_fd);
+}
+
+/* ---- for the per-peer composite (transports/mix/mix.c; shm.h) ---- */
+
+bool ibc_shm_moved(ibc_tp_t *tp)
+{
+	struct shm *s = (struct shm *)tp;
+	unsigned cur = atomic_load_explicit(&s->mine.live->bell, memory_order_acquire);
+
+	if (cur == s->seen)
+		return false;
+	s->seen = cur;
+	return true;
+}
+
+int ibc_shm_sleep_begin(ibc_tp_t *tp)
+{
+	struct shm *s = (struct shm *)tp;
+	struct ibc_shm_live *l = s->mine.live;
+
+	/* Dekker with ibc_shm_bell_ring(), as in block(): we store sleeping then load bell, a
+	 * ringer adds to bell then loads sleeping; one of us sees the other */
+	atomic_store(&l->sleeping, SHM_SLEEP_FD);
+	if (atomic_load(&l->bell) != s->seen || aborted(s))
+		return -1;
+	return s->bell_fd;
+}
+
+void ibc_shm_sleep_end(ibc_tp_t *tp)
+{
+	struct shm *s = (struct shm *)tp;
+	char buf[64];
+
+	atomic_store(&s->mine.live->sleeping, 0);
+	/* a ringer that saw us asleep wrote a byte; one that writes after this read costs one
+	 * more look at the bell, never a lost wake-up (the bell moved before its write) */
+	while (read(s->bell_fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+ibcomm_status_t ibc_shm_liveness(ibc_tp_t *tp, bool *news)
+{
+	ibcomm_status_t st;
+
+	*news = liveness((struct shm *)tp, &st);
+	return st;
 }
 
 /* create and destroy: shm_create.c */

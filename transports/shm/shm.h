@@ -17,7 +17,10 @@
  *         whose mapping makes it nranks unlinks the name
  *     128 atomic u32 bell (the owner's futex word: bumped by every put into the segment and
  *         by every release of a slot the owner wrote), atomic u32 sleeping (the owner
- *         announced it sleeps on the bell: only then do others FUTEX_WAKE it)
+ *         announced it sleeps: 1 on the bell, and only then do others FUTEX_WAKE it; 2 in
+ *         poll() on its doorbell FIFO (mix), and only then do others write a byte into it)
+ *     (rank and nranks count the ranks the segment serves: every rank of the communicator, or
+ *     under the mix only those of the owner's host, in rank order; a writer's ring is its index)
  *   [4096 + (writer * nchan + chan) * ring stride, ...)   one ring per writer and channel:
  *     0   atomic u64 head (chunks the writer put; written by the writer only)
  *     64  atomic u64 tail (chunks the owner released; written by the owner only)
@@ -114,6 +117,26 @@ IBC_HIDDEN int ibc_shm_seg_create(const char *name, const struct ibc_shm_hdr *wa
 IBC_HIDDEN int ibc_shm_seg_map(const char *name, const struct ibc_shm_hdr *want, struct ibc_shm_seg *seg, char *why,
 			       size_t whylen);
 IBC_HIDDEN void ibc_shm_seg_unmap(struct ibc_shm_seg *seg);
+
+/*
+ * ---- for the per-peer composite (transports/mix/mix.c) ----
+ * create_host: the transport for the ranks of this rank's host only (comm->hosts): segments
+ * with one ring per such rank (header rank and nranks count them, in rank order), and a
+ * doorbell per rank: a FIFO "/dev/shm<segment name>.bell" of mode 0600, created and unlinked
+ * with the segment, opened O_RDWR by the owner and by every mapper (so no write to it ever
+ * raises SIGPIPE), into which a ringer writes a byte when the owner sleeps in poll()
+ * (sleeping == 2) rather than on the futex.
+ * moved: whether our bell moved since the last look (and remembers it).
+ * sleep_begin: announces a sleep on the doorbell; the FIFO's descriptor to poll, or -1 when
+ * the bell already moved (or the communicator was aborted): do not sleep. sleep_end: ends it
+ * (call it after every sleep_begin) and drains the FIFO.
+ * liveness: bootstrap notices (an error) and peers whose process is gone (*news).
+ */
+IBC_HIDDEN ibcomm_status_t ibc_shm_create_host(struct ibcomm *comm, ibc_tp_t **tpp);
+IBC_HIDDEN bool ibc_shm_moved(ibc_tp_t *tp);
+IBC_HIDDEN int ibc_shm_sleep_begin(ibc_tp_t *tp);
+IBC_HIDDEN void ibc_shm_sleep_end(ibc_tp_t *tp);
+IBC_HIDDEN ibcomm_status_t ibc_shm_liveness(ibc_tp_t *tp, bool *news);
 
 static inline struct ibc_shm_ring *ibc_shm_ring(const struct ibc_shm_seg *s, int writer, int chan)
 {

@@ -34,11 +34,10 @@ IBC_HIDDEN void ibc_shm_destroy(ibc_tp_t *tp);
  * rank's segment holds ranks x channels x slots x chunk bytes, reserved at create. Defaults
  * shrink to fit (chunk down to 4 KiB, then slots); explicit settings fail when over the cap.
  */
-static ibcomm_status_t geometry(struct ibcomm *comm, unsigned long *chunk, unsigned long *nslots)
+static ibcomm_status_t geometry(struct ibcomm *comm, uint32_t ranks, unsigned long *chunk, unsigned long *nslots)
 {
 	unsigned long c = comm->set.shm_chunk ? comm->set.shm_chunk : IBC_SHM_DEFAULT_CHUNK;
 	unsigned long n = comm->set.shm_slots ? comm->set.shm_slots : IBC_SHM_DEFAULT_SLOTS;
-	uint32_t ranks = (uint32_t)comm->size;
 	char how[160];
 
 	while (!comm->set.shm_chunk && c > 4096 && ibc_shm_seg_size(ranks, (uint32_t)n, (uint32_t)c) > ibc_mem_limit(comm))
@@ -63,8 +62,36 @@ static bool name_ok(const char *name, size_t len)
 	return true;
 }
 
+/* The doorbell FIFO of segment `name` (mix only): "/dev/shm<name>.bell". */
+static void bell_path(const char *name, char *path, size_t cap)
+{
+	snprintf(path, cap, "/dev/shm%s.bell", name);
+}
+
+/* Opens rank r's doorbell (O_RDWR: see shm.h), checking it is a FIFO of this user. */
+static ibcomm_status_t open_bell(struct shm *s, int r, const char *name)
+{
+	char path[IBC_SHM_NAME_MAX + 16];
+	struct stat st;
+	int fd;
+
+	bell_path(name, path, sizeof(path));
+	fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return ibc_err(s->comm, IBCOMM_ERR_TRANSPORT, "rank %d: shared-memory transport: opening rank %d's doorbell %s: %m",
+			       s->comm->rank, r, path);
+	if (fstat(fd, &st) || !S_ISFIFO(st.st_mode) || st.st_uid != getuid()) {
+		close(fd);
+		return ibc_err(s->comm, IBCOMM_ERR_TRANSPORT,
+			       "rank %d: shared-memory transport: rank %d's doorbell %s is not a FIFO of this user", s->comm->rank,
+			       r, path);
+	}
+	s->peers[r].bell_fd = fd;
+	return IBCOMM_OK;
+}
+
 /* Maps rank r's segment (its name from the bootstrap) into s->peers[r]. */
-static ibcomm_status_t map_peer(struct shm *s, int r, uint64_t pidns, ibc_deadline_t dl)
+static ibcomm_status_t map_peer(struct shm *s, int r, unsigned nmap, uint64_t pidns, ibc_deadline_t dl)
 {
 	struct ibcomm *comm = s->comm;
 	struct shm_peer *p = &s->peers[r];
@@ -81,14 +108,24 @@ static ibcomm_status_t map_peer(struct shm *s, int r, uint64_t pidns, ibc_deadli
 		return ibc_err(comm, IBCOMM_ERR_RENDEZVOUS, "rank %d: rank %d published a malformed shared-memory segment name",
 			       comm->rank, r);
 	name[len] = '\0';
-	want.rank = (uint32_t)r;
+	want.rank = (uint32_t)p->ring;
 	if (ibc_shm_seg_map(name, &want, &p->seg, why, sizeof(why)))
 		return ibc_err(comm, IBCOMM_ERR_TRANSPORT, "rank %d: shared-memory transport, rank %d's segment: %s",
 			       comm->rank, r, why);
 	if (pidns && p->seg.hdr.pidns == pidns)
 		p->pid = (pid_t)p->seg.hdr.pid;
-	if (atomic_fetch_add(&p->seg.live->mapped, 1) + 1 == (unsigned)comm->size)
-		shm_unlink(name); /* every rank has it now */
+	/* the doorbell before the count: whoever completes the count unlinks both names */
+	if (s->bell_fd >= 0 && (st = open_bell(s, r, name)))
+		return st;
+	if (atomic_fetch_add(&p->seg.live->mapped, 1) + 1 == nmap) { /* every rank has it now */
+		if (s->bell_fd >= 0) {
+			char path[IBC_SHM_NAME_MAX + 16];
+
+			bell_path(name, path, sizeof(path));
+			unlink(path); /* the doorbell first: a segment's name outlives its doorbell's */
+		}
+		shm_unlink(name);
+	}
 	return IBCOMM_OK;
 }
 
@@ -149,6 +186,12 @@ static void unlink_orphans(struct shm *s, uint64_t pidns)
 		memcpy(name + 1, e->d_name, strnlen(e->d_name, NAME_MAX) + 1);
 		if (!owner_gone(name, pidns))
 			continue;
+		{
+			char path[IBC_SHM_NAME_MAX + 16];
+
+			bell_path(name, path, sizeof(path));
+			unlink(path); /* its doorbell, if it made one (mix) */
+		}
 		if (!shm_unlink(name))
 			ibc_cinfo(comm, "rank %d: removed %s, the shared-memory segment rank %d left (its process %ld is gone)",
 				  comm->rank, name, rank, pid);
@@ -158,29 +201,45 @@ static void unlink_orphans(struct shm *s, uint64_t pidns)
 
 static void shm_free(struct shm *s)
 {
-	for (int r = 0; s->peers && r < s->comm->size; r++)
+	for (int r = 0; s->peers && r < s->comm->size; r++) {
+		if (s->peers[r].bell_fd >= 0 && s->peers[r].bell_fd != s->bell_fd)
+			close(s->peers[r].bell_fd);
 		if (r != s->comm->rank)
 			ibc_shm_seg_unmap(&s->peers[r].seg);
+	}
 	ibc_shm_seg_unmap(&s->mine);
+	if (s->bell_path[0])
+		unlink(s->bell_path); /* normally gone already */
+	if (s->bell_fd >= 0)
+		close(s->bell_fd);
 	if (s->name[0])
 		shm_unlink(s->name); /* normally gone already */
 	free(s->peers);
 	free(s);
 }
 
-ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
+/*
+ * The transport for every rank of comm (host_only false), or for the ranks on this rank's
+ * host only (the mix's part; with doorbells, shm.h).
+ */
+static ibcomm_status_t shm_create(struct ibcomm *comm, bool host_only, ibc_tp_t **tpp)
 {
 	ibc_deadline_t dl = ibc_deadline(comm->set.timeout_ms);
 	struct ibc_shm_hdr want = { 0 };
 	unsigned long chunk, nslots;
-	char key[sizeof(comm->id) + 32], why[400];
+	char key[sizeof(comm->id) + 48], why[400];
 	uint64_t pidns = ibc_shm_ns_inode("pid");
+	const int *host_of = comm->hosts.host_of;
 	ibcomm_status_t st;
 	struct shm *s;
+	int nmap = 0;
 
-	if (comm->size < 1 || comm->rank < 0 || comm->rank >= comm->size)
-		return ibc_err(comm, IBCOMM_ERR_INVALID, "shared-memory transport: rank %d of %d", comm->rank, comm->size);
-	st = geometry(comm, &chunk, &nslots);
+	if (comm->size < 1 || comm->rank < 0 || comm->rank >= comm->size || (host_only && !host_of))
+		return ibc_err(comm, IBCOMM_ERR_INVALID, "shared-memory transport: rank %d of %d%s", comm->rank, comm->size,
+			       host_only && !host_of ? " without a host map" : "");
+	for (int r = 0; r < comm->size; r++)
+		nmap += !host_only || host_of[r] == host_of[comm->rank];
+	st = geometry(comm, (uint32_t)nmap, &chunk, &nslots);
 	if (st)
 		return st;
 	s = calloc(1, sizeof(*s));
@@ -192,17 +251,24 @@ ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	s->tp.nslots = (unsigned)nslots;
 	s->comm = comm;
 	ibc_notices_init(&s->notes);
+	s->bell_fd = -1;
 	s->peers = calloc((size_t)comm->size, sizeof(*s->peers));
 	if (!s->peers) {
 		free(s);
 		return ibc_err(comm, IBCOMM_ERR_NOMEM, "rank %d: no memory for the shared-memory transport", comm->rank);
 	}
+	for (int r = 0, k = 0; r < comm->size; r++) {
+		bool served = !host_only || host_of[r] == host_of[comm->rank];
+
+		s->peers[r].ring = served ? k++ : -1;
+		s->peers[r].bell_fd = -1;
+	}
 
 	want.uid = (uint32_t)getuid();
 	want.pid = (uint32_t)getpid();
 	want.pidns = pidns;
-	want.rank = (uint32_t)comm->rank;
-	want.nranks = (uint32_t)comm->size;
+	want.rank = (uint32_t)s->peers[comm->rank].ring;
+	want.nranks = (uint32_t)nmap;
 	want.nslots = (uint32_t)nslots;
 	want.max_chunk = (uint32_t)chunk;
 	ibc_shm_name(comm, comm->rank, (long)getpid(), s->name, sizeof(s->name));
@@ -212,8 +278,27 @@ ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
 		goto err;
 	}
 	s->peers[comm->rank].seg = s->mine;
-	if (comm->size == 1)
+	if (host_only) {
+		bell_path(s->name, s->bell_path, sizeof(s->bell_path));
+		if (mkfifo(s->bell_path, 0600)) {
+			st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: shared-memory transport: mkfifo %s: %m", comm->rank,
+				     s->bell_path);
+			s->bell_path[0] = '\0'; /* not ours to unlink */
+			goto err;
+		}
+		s->bell_fd = open(s->bell_path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+		if (s->bell_fd < 0) {
+			st = ibc_err(comm, IBCOMM_ERR_SYSTEM, "rank %d: shared-memory transport: opening %s: %m", comm->rank,
+				     s->bell_path);
+			goto err;
+		}
+		s->peers[comm->rank].bell_fd = s->bell_fd;
+	}
+	if (nmap == 1) {
+		if (s->bell_path[0])
+			unlink(s->bell_path);
 		shm_unlink(s->name);
+	}
 
 	snprintf(key, sizeof(key), "%s/shm/%d", comm->id, comm->rank);
 	st = ibc_boot_put(comm->boot, key, s->name, strlen(s->name), why, sizeof(why));
@@ -222,21 +307,28 @@ ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
 		goto err;
 	}
 	for (int r = 0; r < comm->size; r++) {
-		if (r == comm->rank)
+		if (r == comm->rank || s->peers[r].ring < 0)
 			continue;
-		st = map_peer(s, r, pidns, dl);
+		st = map_peer(s, r, (unsigned)nmap, pidns, dl);
 		if (st)
 			goto err;
 	}
-	/* everyone mapped everything: no name needs to stay (a peer may destroy before we map it) */
-	snprintf(key, sizeof(key), "%s/shm-mapped", comm->id);
-	st = ibc_boot_allgather(comm->boot, key, comm->rank, comm->size, "", 0, NULL, 0, NULL, dl, &comm->aborted, why,
-				sizeof(why));
+	/* everyone mapped everything: no name needs to stay (a peer may destroy before we map it);
+	 * with host_only, the barrier of this host's ranks (hosts are numbered by their lowest rank) */
+	if (host_only)
+		snprintf(key, sizeof(key), "%s/shm-mapped/%d", comm->id, host_of[comm->rank]);
+	else
+		snprintf(key, sizeof(key), "%s/shm-mapped", comm->id);
+	st = ibc_boot_allgather(comm->boot, key, s->peers[comm->rank].ring, nmap, "", 0, NULL, 0, NULL, dl, &comm->aborted,
+				why, sizeof(why));
 	if (st) {
 		st = ibc_err(comm, st, "rank %d: shared-memory transport: waiting for every rank to map the segments: %s",
 			     comm->rank, why);
 		goto err;
 	}
+	if (s->bell_path[0])
+		unlink(s->bell_path);
+	s->bell_path[0] = '\0';
 	shm_unlink(s->name);
 	ibc_cinfo(comm, "rank %d: shared-memory transport: segment %s of %zu bytes (%u slots of %zu bytes per peer and channel)",
 		  comm->rank, s->name, s->mine.size, s->tp.nslots, s->tp.max_chunk);
@@ -246,6 +338,16 @@ err:
 	unlink_orphans(s, pidns);
 	shm_free(s);
 	return st;
+}
+
+ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
+{
+	return shm_create(comm, false, tpp);
+}
+
+ibcomm_status_t ibc_shm_create_host(struct ibcomm *comm, ibc_tp_t **tpp)
+{
+	return shm_create(comm, true, tpp);
 }
 
 void ibc_shm_destroy(ibc_tp_t *tp)

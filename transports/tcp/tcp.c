@@ -226,6 +226,20 @@ static ibcomm_status_t tcp_wait(ibc_tp_t *tp, ibc_deadline_t dl)
 	}
 }
 
+static int tcp_wait_fd(ibc_tp_t *tp, int fd, int timeout_ms)
+{
+	struct tcp *t = (struct tcp *)tp;
+	unsigned events;
+	ibcomm_status_t st;
+
+	t->extra_fd = fd;
+	st = ibc_tcp_progress(t, NULL, timeout_ms, &events);
+	t->extra_fd = -1;
+	if (st)
+		return st;
+	return events ? IBC_WAIT_EVENTS : t->extra_ready ? IBC_WAIT_FD : 0;
+}
+
 static void tcp_interrupt(ibc_tp_t *tp)
 {
 	struct tcp *t = (struct tcp *)tp;
@@ -363,6 +377,7 @@ static ibcomm_status_t tcp_create(struct ibcomm *comm, ibc_tp_t **tpp)
 	t->tp.max_chunk = chunk;
 	t->tp.nslots = (unsigned)nslots;
 	t->spin_us = (unsigned)spin;
+	t->extra_fd = -1;
 	ibc_notices_init(&t->notes);
 	t->comm = comm;
 	t->peers = calloc((size_t)comm->size, sizeof(*t->peers));
@@ -436,4 +451,5 @@ const struct ibc_tp_ops ibc_tcp_ops = {
 	.release = tcp_release,
 	.wait = tcp_wait,
 	.interrupt = tcp_interrupt,
+	.wait_fd = tcp_wait_fd,
 };

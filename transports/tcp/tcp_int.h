@@ -102,6 +102,8 @@ struct tcp {
 	struct tcp_conn **pcon;
 	unsigned cappfd;
 	unsigned spin_us; /* how long progress() polls without sleeping before it blocks */
+	int extra_fd;      /* wait_fd(): also polled for POLLIN (never read); -1: none */
+	bool extra_ready;  /* it was readable in the last progress() */
 	struct ibc_notices notes; /* members the rendezvous reported dead */
 };
 

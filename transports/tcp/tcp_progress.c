@@ -149,12 +149,16 @@ ibcomm_status_t ibc_tcp_progress(struct tcp *t, struct tcp_conn *wout, int timeo
 	st = ibc_tcp_notices_check(t, false);
 	if (st)
 		return st;
-	st = pfd_reserve(t, 3 + t->nconns + t->npending);
+	st = pfd_reserve(t, 4 + t->nconns + t->npending);
 	if (st)
 		return st;
+	t->extra_ready = false;
 	t->pfd[n] = (struct pollfd){ .fd = t->pipe[0], .events = POLLIN };
 	t->pcon[n++] = NULL;
 	t->pfd[n] = (struct pollfd){ .fd = t->lfd, .events = POLLIN };
+	t->pcon[n++] = NULL;
+	/* wait_fd()'s descriptor (fd -1: ignored by poll()), third */
+	t->pfd[n] = (struct pollfd){ .fd = t->extra_fd, .events = POLLIN };
 	t->pcon[n++] = NULL;
 	for (unsigned i = 0; i < t->nconns; i++) {
 		struct tcp_conn *c = t->conns[i];
@@ -228,6 +232,10 @@ ibcomm_status_t ibc_tcp_progress(struct tcp *t, struct tcp_conn *wout, int timeo
 			/* an accepted connection is progress: its hello (and data) is read next pass */
 			if (t->npending != npending)
 				(*events)++;
+			continue;
+		}
+		if (i == 2) {
+			t->extra_ready = true;
 			continue;
 		}
 		if (i == rdv_idx) {
