@@ -199,6 +199,16 @@ IBC_HIDDEN int ibc_hosts_elsewhere(const struct ibcomm *comm, char *list, size_t
  */
 IBC_HIDDEN void ibc_hosts_ring(int n, const int *host_of, int *order);
 
+/* One look of a spin: tells the CPU (and a sibling hyperthread) that this is a busy wait. */
+static inline void ibc_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
 /* The memory cap in force (a communicator built by hand in a test, with 0, gets the default). */
 static inline uint64_t ibc_mem_limit(const struct ibcomm *comm)
 {

@@ -1,6 +1,7 @@
 /* Multi-rank test harness: see harness.h. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -555,6 +556,22 @@ static const char *coll_name(int coll)
 		"gather", "scatter", "alltoall", "barrier", "allgatherv", "alltoallv",
 	};
 	return coll >= 0 && coll < IBC_COLL_COUNT ? names[coll] : "?";
+}
+
+/* This process's open file descriptors (-1 if /proc cannot tell). */
+int hx_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the directory's own */
 }
 
 size_t hx_esize(ibcomm_dtype_t dt)

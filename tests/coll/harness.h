@@ -77,6 +77,8 @@ long hx_env_long(const char *name, long def);
 extern const char *const hx_dtype_names[IBCOMM_DTYPE_COUNT];
 extern const char *const hx_op_names[IBCOMM_OP_COUNT];
 const char *hx_algo_name(int algo);
+/* This process's open file descriptors (-1 if /proc cannot tell). */
+int hx_count_fds(void);
 size_t hx_esize(ibcomm_dtype_t dt);
 bool hx_is_float(ibcomm_dtype_t dt);
 bool hx_is_unsigned(ibcomm_dtype_t dt);

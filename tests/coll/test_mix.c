@@ -10,7 +10,6 @@
  * descriptor. The collective suites themselves run over shm+tcp in tests/coll/hosts-suite.
  * Needs the IBCOMM_TEST_HOST hook (--enable-test-hooks).
  */
-#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,20 +184,6 @@ static void test_abort(void)
 	hx_run_job(&job);
 }
 
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		n += e->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
 /* split and dup pick by layout; dup/destroy cycles leave the descriptor count flat. */
 static void layout_fn(ibcomm_t *comm, void *arg)
 {
@@ -228,14 +213,14 @@ static void layout_fn(ibcomm_t *comm, void *arg)
 		int32_t v = 1;
 
 		if (i == 10)
-			fds0 = count_fds();
+			fds0 = hx_count_fds();
 		if (!hx_ok(comm, ibcomm_dup(comm, &c), "dup"))
 			return;
 		hx_ok(c, ibcomm_allreduce(c, &v, &v, 1, IBCOMM_INT32, IBCOMM_SUM), "allreduce");
 		ibcomm_destroy(c);
 	}
-	if (count_fds() != fds0)
-		hx_fail("descriptors: %d after 10 dup/destroy cycles, %d after 60", fds0, count_fds());
+	if (hx_count_fds() != fds0)
+		hx_fail("descriptors: %d after 10 dup/destroy cycles, %d after 60", fds0, hx_count_fds());
 	hx_case_done();
 }
 

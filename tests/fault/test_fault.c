@@ -25,7 +25,6 @@
  * which stops a job when one of its ranks dies, sees only clean exits.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -475,21 +474,6 @@ static void test_abort(void)
 
 /* ---- resources ---- */
 
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - 1; /* the directory's own */
-}
-
 static long rss_kib(void)
 {
 	long pages = 0, rss = 0;
@@ -523,7 +507,7 @@ static void cycles_fn(ibcomm_t *unused, void *arg)
 			return;
 		}
 		if (k == warm) {
-			fds0 = count_fds();
+			fds0 = hx_count_fds();
 			heap0 = mallinfo2().uordblks;
 			rss0 = rss_kib();
 		}
@@ -541,7 +525,7 @@ static void cycles_fn(ibcomm_t *unused, void *arg)
 			return;
 	}
 	{
-		int fds = count_fds();
+		int fds = hx_count_fds();
 		size_t heap = mallinfo2().uordblks;
 		long rss = rss_kib();
 

@@ -115,15 +115,6 @@ static ibcomm_status_t abort_err(struct mix *m, const char *what)
 		       m->tp.comm->rank, m->tp.ops->name, what);
 }
 
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
-}
-
 /*
  * Waits until something arrives on either part, a peer of this host is found gone, or dl
  * passes (IBCOMM_ERR_TIMEOUT, message left to the caller). The header says how and why no
@@ -140,7 +131,7 @@ static ibcomm_status_t block(struct mix *m, ibc_deadline_t dl)
 	for (unsigned i = 0; i < MIX_LOOKS; i++) {
 		if (ibc_shm_moved(m->shm))
 			return IBCOMM_OK;
-		cpu_relax();
+		ibc_cpu_relax();
 	}
 	if (aborted(m))
 		return abort_err(m, "wait");

@@ -37,15 +37,6 @@ static const char *chan_name(int chan)
 	return chan == IBC_CHAN_COLL ? "coll" : "p2p";
 }
 
-static void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
-}
-
 static uint64_t now_us(void)
 {
 	struct timespec ts;
@@ -213,7 +204,7 @@ static ibcomm_status_t block(struct shm *s, ibc_deadline_t dl)
 		/* the first looks are cheap; then yield the core, which the peer may be waiting for
 		 * when ranks outnumber cores */
 		if (i < 256)
-			cpu_relax();
+			ibc_cpu_relax();
 		else
 			sched_yield();
 	}
