@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "algo/algo.h"
 #include "harness.h"
 
 /* The transport the jobs run on: HX_TRANSPORT (the Soft-RoCE harness sets rdma), else tcp. */
@@ -1043,6 +1044,42 @@ static bool one_case(ibcomm_t *comm, hx_case_fn run, struct hx_case *c)
 	return ok;
 }
 
+/* The plan forces every algorithm that coll has (besides auto). */
+static bool plan_forces_all(const struct hx_plan *p)
+{
+	for (int algo = IBC_ALGO_AUTO + 1; algo < IBC_ALGO_COUNT; algo++) {
+		bool forced = false;
+
+		if (!ibc_algo_valid((enum ibc_coll)p->coll, (enum ibc_algo)algo))
+			continue;
+		for (int a = 0; a < p->nalgos; a++)
+			forced |= p->algos[a] == algo;
+		if (!forced)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Whether algo, on this communicator, only runs what another algorithm of a plan that forces
+ * them all runs: auto runs the algorithm it selects (lib/algo/select.c), hier on ranks that do
+ * not span hosts with more than one rank on some host runs the flat automatic choice
+ * (lib/algo/hier.c). Such a shadow takes every count, dtype and op but one root and in-place
+ * mode each (rotating through all of them), and SUM only at the large counts: the same code on
+ * the other combinations is checked under the forced algorithm it picks.
+ */
+static bool shadow_algo(ibcomm_t *comm, const struct hx_plan *p, int algo, bool forces_all)
+{
+	const struct ibc_hosts *h = &comm->hosts;
+
+	if (!forces_all || hx_env_long("HX_SHADOWS_FULL", 0) == 1)
+		return false;
+	if (algo == IBC_ALGO_AUTO)
+		return true;
+	return algo == IBC_ALGO_HIER && (!h->host_of || h->nhosts == 1 || h->nhosts == comm->size) &&
+	       ibc_algo_valid((enum ibc_coll)p->coll, IBC_ALGO_HIER);
+}
+
 void hx_run_plan(ibcomm_t *comm, const struct hx_plan *p, hx_case_fn run)
 {
 	int n = ibcomm_size(comm);
@@ -1055,26 +1092,32 @@ void hx_run_plan(ibcomm_t *comm, const struct hx_plan *p, hx_case_fn run)
 	int ninp = p->has_inplace && alldt < 0 ? 2 : 1;
 	int dtmax = alldt >= 0 ? IBCOMM_DTYPE_COUNT : (int)hx_env_long("HX_DTYPES", IBCOMM_DTYPE_COUNT);
 	long nlarge = alldt >= 0 ? 0 : hx_env_long("HX_LARGE", 2);
+	bool forces_all = plan_forces_all(p);
+	int combo = 0; /* the (root, in-place) combination a shadow algorithm takes next */
 	struct hx_case c;
 
 	memset(&c, 0, sizeof(c));
 	c.coll = p->coll;
 	c.n = n;
 	/*
-	 * Small counts: the full cross product. HX_ALLDT_COUNT=k instead: the one count k, every
-	 * dtype (HX_DTYPES ignored), op and forced algorithm (not auto, which only picks one of
-	 * them), no large counts; the root and in place turn with the dtype x op and the algorithm
-	 * (over the 50 dtype x op pairs each algorithm meets every root, in place and not).
+	 * Small counts: the full cross product (shadow algorithms: one root and in-place mode
+	 * each). HX_ALLDT_COUNT=k instead: the one count k, every dtype (HX_DTYPES ignored), op and
+	 * forced algorithm (not auto, which only picks one of them), no large counts; the root and
+	 * in place turn with the dtype x op and the algorithm (over the 50 dtype x op pairs each
+	 * algorithm meets every root, in place and not).
 	 */
 	for (size_t ci = 0; ci < ncounts; ci++)
 		for (int dt = 0; dt < dtmax; dt++)
-			for (int op = 0; op < nops; op++)
+			for (int op = 0; op < nops; op++, combo++)
 				for (int a = 0; a < p->nalgos; a++)
 					for (int root = 0; root < nroots; root++)
 						for (int inp = 0; inp < ninp; inp++) {
 							int j = dt * nops + op; /* HX_ALLDT_COUNT: turns root, in place */
 
 							if (alldt >= 0 && p->algos[a] == IBC_ALGO_AUTO && p->nalgos > 1)
+								continue;
+							if (shadow_algo(comm, p, p->algos[a], forces_all) &&
+							    root * ninp + inp != combo % (nroots * ninp))
 								continue;
 							c.count = counts[ci];
 							c.dt = (ibcomm_dtype_t)dt;
@@ -1094,7 +1137,8 @@ void hx_run_plan(ibcomm_t *comm, const struct hx_plan *p, hx_case_fn run)
 
 			for (int oi = 0; oi < (p->has_op ? 2 : 1); oi++)
 				for (int a = 0; a < p->nalgos; a++) {
-					if (p->algos[a] == IBC_ALGO_AUTO && oi > 0)
+					if (oi > 0 && (p->algos[a] == IBC_ALGO_AUTO ||
+						       shadow_algo(comm, p, p->algos[a], forces_all)))
 						continue;
 					c.count = ci == 0 ? 65537 : big;
 					c.dt = (ibcomm_dtype_t)dt;

@@ -161,12 +161,15 @@ void hx_force_algo(ibcomm_t *comm, int coll, int algo);
 /*
  * A collective's cases: the full cross product (dtype x op x algorithm x root x in place) for
  * counts 0, 1, 7, 100, 1000; then 65537 and >= 1 MiB for every dtype with SUM and one other op,
- * every algorithm, one root, in place alternating (HX_LARGE=1: 65537 only; 0: neither).
- * HX_ALLDT_COUNT=k instead: at the one count k only, every dtype (whatever HX_DTYPES says) x
- * op x forced algorithm (auto left out), the root and in place turning from case to case (a
- * cheap all-dtype pass for runs that keep the full product to a few dtypes, tests/hosts). run()
- * returns false to stop the job (the library returned an error: the communicator may be
- * unusable).
+ * every algorithm, one root, in place alternating (HX_LARGE=1: 65537 only; 0: neither). When
+ * the plan forces every algorithm of the collective, auto, and hier where ranks do not span
+ * hosts (both then run one of the forced algorithms), take one root and in-place mode per
+ * count, dtype and op, rotating, and SUM only at the large counts (HX_SHADOWS_FULL=1: the full
+ * product for them too). HX_ALLDT_COUNT=k instead: at the one count k only, every dtype
+ * (whatever HX_DTYPES says) x op x forced algorithm (auto left out), the root and in place
+ * turning from case to case (a cheap all-dtype pass for runs that keep the full product to a
+ * few dtypes, tests/hosts). run() returns false to stop the job (the library returned an
+ * error: the communicator may be unusable).
  */
 struct hx_plan {
 	int coll;
