@@ -1,10 +1,10 @@
 /*
  * The host map of a communicator: which ranks share a host, from what the ranks exchange at
- * init (transports/shm/shm_host.c's identity: host name, boot id, IPC namespace, /dev/shm
- * usable; IBCOMM_TEST_HOST replaces the host name), never from launcher variables. Hosts are
- * numbered by their lowest rank. Init exchanges them once through the bootstrap, for every
- * transport (ibc_hosts_init); split and dup derive the child's map from the parent's without
- * talking.
+ * init (transports/shm/shm_host.c's identity: host name, boot id, IPC namespace; a rank that
+ * cannot use /dev/shm is a host of its own; IBCOMM_TEST_HOST replaces the host name), never
+ * from launcher variables. Hosts are numbered by their lowest rank. Init exchanges them once
+ * through the bootstrap, for every transport (ibc_hosts_init); split and dup derive the
+ * child's map from the parent's without talking.
  *
  * The map also gives the ring order of the ring algorithms (ring.c) and the groups of the
  * hierarchical ones (hier.c).

@@ -130,9 +130,10 @@ struct ibc_tp {
 extern const struct ibc_tp_ops ibc_tcp_ops;
 extern const struct ibc_tp_ops ibc_shm_ops; /* shared memory, for ranks on one host */
 /*
- * shm_host.c: this process's host identity, "<host name>|<boot id>|<ipc namespace
- * inode>|<shm usable>" (IBCOMM_TEST_HOST replaces the host name): ranks with equal ones share
- * a host and can map each other's segments (lib/hosts.c exchanges them). Returns its length.
+ * shm_host.c: this process's host identity, "<host name>|<boot id>|<ipc namespace inode>",
+ * with "|no-shm|<pid>" after it when this rank cannot create files in /dev/shm
+ * (IBCOMM_TEST_HOST replaces the host name): ranks with equal ones share a host and can map
+ * each other's segments (lib/hosts.c exchanges them). Returns its length.
  */
 size_t ibc_shm_host_id(const struct ibcomm *comm, char *buf, size_t cap) __attribute__((visibility("hidden")));
 extern const struct ibc_tp_ops ibc_rdma_ops; /* the RDMA transport, or a stub whose create() says why not */

@@ -2,9 +2,9 @@
  * What identifies this rank's host, for the ranks to exchange at init (lib/hosts.c; never
  * launcher variables): the host name, the kernel's boot id and the IPC namespace. Two ranks
  * with the same three can map each other's segments in /dev/shm (same kernel, same IPC
- * namespace; /dev/shm of one mount namespace is assumed, as every launcher gives it). Whether
- * this rank can create files in /dev/shm is part of the identity, so that ranks without it
- * (a minimal container) count as elsewhere and auto picks the network for all, consistently.
+ * namespace; /dev/shm of one mount namespace is assumed, as every launcher gives it). A rank
+ * that cannot create files in /dev/shm (a minimal container) is a host of its own (its pid
+ * joins the identity): auto reaches it over the network, and the ranks beside it too.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -32,7 +32,10 @@ size_t ibc_shm_host_id(const struct ibcomm *comm, char *buf, size_t cap)
 		boot[strcspn(boot, "\n")] = '\0';
 		close(fd);
 	}
-	n = snprintf(buf, cap, "%s|%s|%" PRIu64 "|%d", host, boot, ibc_shm_ns_inode("ipc"),
-		     !access("/dev/shm", W_OK | X_OK));
+	if (!access("/dev/shm", W_OK | X_OK))
+		n = snprintf(buf, cap, "%s|%s|%" PRIu64, host, boot, ibc_shm_ns_inode("ipc"));
+	else /* a host of its own: nobody maps its segments (it could not make them) */
+		n = snprintf(buf, cap, "%s|%s|%" PRIu64 "|no-shm|%ld", host, boot, ibc_shm_ns_inode("ipc"),
+			     (long)getpid());
 	return n < 0 ? 0 : IBC_MIN((size_t)n, cap - 1);
 }
