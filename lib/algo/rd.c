@@ -69,7 +69,7 @@ ibcomm_status_t ibc_allreduce_rd(struct ibc_coll_args *a)
 		if (len > sizeof(tmp))
 			return ibc_err(a->comm, IBCOMM_ERR_INVALID, "rank %d: %s #%u: %zu bytes to reduce with fused "
 				       "signatures", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, len);
-		buf = tmp;
+		buf = memset(tmp, 0, len); /* after a mismatch the rounds drop data: never send stack bytes */
 	}
 	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, len, a->esz));
 	st = ibc_rd_plan(&p, a->sendbuf, buf, len);
@@ -109,8 +109,8 @@ ibcomm_status_t ibc_broadcast_rd(struct ibc_coll_args *a)
 		if (len > sizeof(tmp))
 			return ibc_err(a->comm, IBCOMM_ERR_INVALID, "rank %d: %s #%u: %zu bytes to broadcast with fused "
 				       "signatures", a->rank, ibc_coll_name(a->coll), a->seq & 0xffffffu, len);
-		if (!have)
-			buf = tmp; /* recvbuf is written only once every signature matched */
+		if (!have) /* recvbuf is written only once every signature matched; zeros as for allreduce */
+			buf = memset(tmp, 0, len);
 	}
 	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, len, a->esz));
 	for (int i = 0; i < nsteps; i++) {
@@ -176,6 +176,8 @@ ibcomm_status_t ibc_allgather_rd(struct ibc_coll_args *a)
 		return IBCOMM_ERR_NOMEM;
 	while (p2 <= n / 2)
 		p2 *= 2;
+	if (a->hook && a->hook->every_msg)
+		memset(tmp, 0, all); /* as for allreduce: what a dropped message left out is sent on */
 	memcpy(tmp + (r < p2 ? unit_off(r, n, p2, b) : unit_off(r - p2, n, p2, b) + b), a->sendbuf, b);
 	ibc_plan_init(&p, a, ibc_chunk_size(a->tp, all, a->esz));
 	/* every message waits for all before it: it carries what they brought */
