@@ -91,6 +91,8 @@ bool ibc_algo_valid(enum ibc_coll coll, enum ibc_algo algo)
 enum ibc_algo ibc_algo_auto(enum ibc_coll coll, size_t bytes, int nranks)
 {
 	size_t n = nranks > 0 ? (size_t)nranks : 1;
+	/* rd's messages carry the call signatures (sig.c) where a tree or linear pays a round */
+	bool carries_sig = n > 2 && bytes && bytes <= IBC_HOOK_MSG_MAX;
 
 	switch (coll) {
 	case IBC_COLL_ALLREDUCE:
@@ -98,11 +100,11 @@ enum ibc_algo ibc_algo_auto(enum ibc_coll coll, size_t bytes, int nranks)
 			return IBC_ALGO_RD;
 		return n > 32 && bytes / n < 4 * KiB ? IBC_ALGO_TREE : IBC_ALGO_RING;
 	case IBC_COLL_BROADCAST:
-		if (n > 2 && bytes && bytes <= IBC_HOOK_MSG_MAX)
+		if (carries_sig)
 			return IBC_ALGO_RD;
 		return bytes < 256 * KiB ? IBC_ALGO_TREE : IBC_ALGO_PIPELINE;
 	case IBC_COLL_ALLGATHER:
-		if (n > 2 && bytes && bytes <= IBC_HOOK_MSG_MAX)
+		if (carries_sig)
 			return IBC_ALGO_RD;
 		return bytes < 64 * KiB ? IBC_ALGO_LINEAR : IBC_ALGO_RING;
 	case IBC_COLL_REDUCE:
