@@ -7,7 +7,10 @@
  * a TCP one, with sleep slices longer than the deadline (IBCOMM_TEST_MIX_SLICE_MS), so a lost
  * wake-up fails instead of costing one slice; ibcomm_abort ends a wait for a same-host peer; split and dup pick by layout
  * (one host: shm; one rank per host: tcp; else shm+tcp) and dup/destroy cycles leak no
- * descriptor. The collective suites themselves run over shm+tcp in tests/coll/hosts-suite.
+ * descriptor; under a small IBCOMM_MEM_LIMIT the two parts together stay within it (each its
+ * share, TCP's rings counted for the other host's ranks only), and explicit settings over a
+ * part's share fail naming IBCOMM_MEM_LIMIT and the setting. The collective suites themselves
+ * run over shm+tcp in tests/coll/hosts-suite.
  * Needs the IBCOMM_TEST_HOST hook (--enable-test-hooks).
  */
 #include <pthread.h>
@@ -17,6 +20,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "../../transports/shm/shm.h"
 
 #define N 4
 #define SLEEP_US 300000 /* longer than the mix's spin and than a sleep slice */
@@ -24,6 +28,12 @@
 static bool same_host(int a, int b)
 {
 	return a % 2 == b % 2;
+}
+
+/* The rank k places after this one (mod N): +2 is on this host, +1 on the other. */
+static int me_plus(int k)
+{
+	return (hx_rank + k) % N;
 }
 
 /* Bytes rank `from` puts to rank `to` (all different, none a multiple of another's). */
@@ -231,12 +241,111 @@ static void test_layout(void)
 	hx_run_job(&job);
 }
 
+#define MEM_CAP (1u << 20) /* IBCOMM_MEM_LIMIT of the cap tests: the smallest allowed */
+
+/* What the mix's parts may allocate at most, from their geometry: this host's segment and
+ * TCP's receive rings for the other host's ranks; both within MEM_CAP together. */
+static void memcap_fn(ibcomm_t *comm, void *arg)
+{
+	const ibc_tp_t *shm = ibc_tp_part(comm->tp, me_plus(2)), *tcp = ibc_tp_part(comm->tp, me_plus(1));
+	uint64_t shm_bytes, tcp_bytes;
+	unsigned char *buf;
+	int local = 0;
+
+	(void)arg;
+	if (strcmp(ibcomm_transport(comm), "shm+tcp") || strcmp(shm->ops->name, "shm") || strcmp(tcp->ops->name, "tcp")) {
+		hx_fail("transport %s, parts %s and %s: want shm+tcp, shm and tcp", ibcomm_transport(comm), shm->ops->name,
+			tcp->ops->name);
+		return;
+	}
+	for (int q = 0; q < N; q++)
+		local += same_host(hx_rank, q);
+	shm_bytes = ibc_shm_seg_size((uint32_t)local, shm->nslots, (uint32_t)shm->max_chunk);
+	tcp_bytes = (uint64_t)(N - local) * IBC_NCHAN * tcp->nslots * tcp->max_chunk;
+	if (!shm_bytes || shm_bytes + tcp_bytes > MEM_CAP)
+		hx_fail("the mix may allocate %llu bytes (shm segment %llu: %d ranks x %d channels x %u slots x %zu; tcp rings %llu: %d peers x %d channels x %u slots x %zu), over IBCOMM_MEM_LIMIT=%u",
+			(unsigned long long)(shm_bytes + tcp_bytes), (unsigned long long)shm_bytes, local, IBC_NCHAN,
+			shm->nslots, shm->max_chunk, (unsigned long long)tcp_bytes, N - local, IBC_NCHAN, tcp->nslots,
+			tcp->max_chunk, MEM_CAP);
+	/* the cap shrank the defaults (else this test checks nothing), and traffic still flows */
+	if (shm->max_chunk >= IBC_SHM_DEFAULT_CHUNK || tcp->max_chunk >= 512u * 1024)
+		hx_fail("chunks of %zu (shm) and %zu (tcp) bytes: the 1 MiB cap should have shrunk the defaults",
+			shm->max_chunk, tcp->max_chunk);
+	buf = malloc(MEM_CAP);
+	if (!buf) {
+		hx_oom();
+		return;
+	}
+	for (size_t i = 0; i < MEM_CAP / 4; i++)
+		((int32_t *)buf)[i] = (int32_t)(i % 1000) + hx_rank;
+	if (hx_ok(comm, ibcomm_allreduce(comm, buf, buf, MEM_CAP / 4, IBCOMM_INT32, IBCOMM_SUM), "allreduce of 1 MiB"))
+		for (size_t i = 0; i < MEM_CAP / 4; i++)
+			if (((int32_t *)buf)[i] != N * (int32_t)(i % 1000) + 6) {
+				hx_fail("allreduce: element %zu is %d, want %d", i, ((int32_t *)buf)[i],
+					N * (int32_t)(i % 1000) + 6);
+				break;
+			}
+	free(buf);
+	hx_case_done();
+}
+
+static void test_memcap(void)
+{
+	static const char *const env[] = { "IBCOMM_MEM_LIMIT=1048576", "IBCOMM_P2P_UNEXPECTED_MAX=65536", NULL };
+	struct hx_job job = { .name = "mix memory cap", .n = N, .fn = memcap_fn, .env = env };
+
+	hx_run_job(&job);
+}
+
+/* TCP chunks that fit the whole cap for 3 peers (3 x 2 x 160 KiB) but not the network part's
+ * half of it for its 2 (2 x 2 x 160 KiB > 512 KiB): init fails, naming the cap and the setting. */
+static void memcap_err_fn(ibcomm_t *comm, void *arg)
+{
+	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
+	ibcomm_status_t st;
+	const char *msg;
+
+	(void)comm;
+	(void)arg;
+	cfg.rank = hx_rank;
+	cfg.nranks = hx_size;
+	cfg.root = hx_root;
+	cfg.transport = "auto";
+	cfg.timeout_ms = 60000;
+	st = ibcomm_init(&cfg, &comm);
+	if (st == IBCOMM_OK) {
+		hx_fail("init succeeded over the network part's share of IBCOMM_MEM_LIMIT (transport %s)",
+			ibcomm_transport(comm));
+		ibcomm_destroy(comm);
+		return;
+	}
+	msg = ibcomm_last_error(NULL);
+	/* rank 0 always fails on the cap; another rank may see rank 0's rendezvous go first */
+	if ((hx_rank == 0 || st == IBCOMM_ERR_INVALID) &&
+	    (st != IBCOMM_ERR_INVALID || !strstr(msg, "IBCOMM_MEM_LIMIT=1048576") || !strstr(msg, "IBCOMM_TCP_CHUNK") ||
+	     !strstr(msg, "share") || !strstr(msg, "shm+tcp")))
+		hx_fail("init returned %d (%s): %s; want IBCOMM_ERR_INVALID naming IBCOMM_MEM_LIMIT=1048576, the share of shm+tcp and IBCOMM_TCP_CHUNK",
+			st, ibcomm_strerror(st), msg);
+	hx_case_done();
+}
+
+static void test_memcap_err(void)
+{
+	static const char *const env[] = { "IBCOMM_MEM_LIMIT=1048576", "IBCOMM_P2P_UNEXPECTED_MAX=65536", "IBCOMM_TCP_CHUNK=163840", "IBCOMM_TCP_SLOTS=1",
+					   "IBCOMM_TRANSPORT=auto", NULL };
+	struct hx_job job = { .name = "mix memory cap error", .n = N, .fn = memcap_err_fn, .env = env, .no_init = true };
+
+	hx_run_job(&job);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct cm_test tests[] = {
 		{ "counters: same-host bytes on shm, cross-host on tcp; sleeping receivers woken", test_counters },
 		{ "abort ends a wait for a same-host peer", test_abort },
 		{ "split and dup pick by layout; dup cycles leak no descriptor", test_layout },
+		{ "IBCOMM_MEM_LIMIT=1M caps both parts together", test_memcap },
+		{ "explicit TCP chunks over the network part's share: an error naming the cap", test_memcap_err },
 	};
 
 	setenv("HX_FAKE_HOSTS", "A,B", 1);

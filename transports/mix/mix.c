@@ -14,6 +14,13 @@
  * split or dup whose ranks all share a host gets plain shared memory, one whose ranks are each
  * alone on their host the plain network transport (mix_create).
  *
+ * Memory. IBCOMM_MEM_LIMIT caps the mix as a whole: the shared-memory part gets
+ * cap x (this host's ranks) / (all ranks), the network part the rest, and each sizes itself
+ * within its share as it would within the whole cap alone (shrinking its default chunk, then
+ * slots; failing, naming the settings and the share, when explicit settings do not fit). The
+ * network part's rings are counted for the ranks on other hosts only: the only peers it ever
+ * talks to.
+ *
  * Chunks. tp->max_chunk and tp->nslots are the smaller of the parts' (shm 256 KiB and 4 slots,
  * TCP 512 KiB and 4 by default: 256 KiB). The algorithms cut every message by tp->max_chunk
  * and both ends of a pair must cut it alike, so one size for the whole communicator is the
@@ -300,6 +307,7 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 				  ibc_tp_t **tpp)
 {
 	const struct ibc_hosts *h = &comm->hosts;
+	uint64_t cap, shm_share;
 	ibcomm_status_t st;
 	struct mix *m;
 
@@ -320,18 +328,31 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 		m->local[r] = h->host_of[r] == h->host_of[comm->rank];
 	m->tp.ops = self;
 	m->tp.comm = comm;
+	/* the cap is the mix's: each part gets its share, by the ranks it serves (shared memory:
+	 * this host's, this rank included; the network: the others), and the network part sizes
+	 * its rings for the other hosts' ranks only (ibc_mem_limit, ibc_tp_npeers) */
+	cap = ibc_mem_cap(comm);
+	shm_share = cap / (uint64_t)comm->size * (uint64_t)h->local_size +
+		    cap % (uint64_t)comm->size * (uint64_t)h->local_size / (uint64_t)comm->size;
+	comm->part_of = self->name;
 	/* the network part first: it only publishes its address, the shared-memory part waits for
 	 * this host's ranks */
+	comm->part_mem = cap - shm_share;
+	comm->part_peers = comm->size - h->local_size;
 	comm->err[0] = '\0';
 	st = net_ops->create(comm, &m->net);
+	comm->part_peers = 0;
 	if (st) {
 		if (!comm->err[0])
 			ibc_err(comm, st, "rank %d: cannot create the %s part of %s", comm->rank, net_ops->name, self->name);
 		goto err;
 	}
+	comm->part_mem = shm_share;
 	st = ibc_shm_create_host(comm, &m->shm);
 	if (st)
 		goto err;
+	comm->part_mem = 0;
+	comm->part_of = NULL;
 	m->tp.max_chunk = IBC_MIN(m->shm->max_chunk, m->net->max_chunk);
 	m->tp.nslots = IBC_MIN(m->shm->nslots, m->net->nslots);
 	ibc_cinfo(comm, "rank %d: transport %s: shared memory to the %d ranks of this host, %s to the %d others (chunks of %zu bytes, %u slots)",
@@ -340,6 +361,9 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 	*tpp = &m->tp;
 	return IBCOMM_OK;
 err:
+	comm->part_mem = 0;
+	comm->part_peers = 0;
+	comm->part_of = NULL;
 	mix_destroy(&m->tp);
 	return st;
 }
