@@ -182,10 +182,11 @@ struct ibcomm {
 	struct ibc_nbc *nbc;      /* nonblocking requests and their progress thread (nbc.c); NULL until the first */
 	struct ibc_hosts hosts;   /* hosts.c */
 	/* while the mix (transports/mix) creates one of its parts: the part's share of the memory
-	 * cap, the peers it serves and the mix's name; 0 / NULL otherwise: the whole cap, every other
-	 * rank (ibc_mem_limit, ibc_tp_npeers, ibc_mem_check) */
+	 * cap, what it sizes itself for (the network part: peers; the shared-memory part: rings),
+	 * the same on every rank, and the mix's name; 0 / NULL otherwise: the whole cap, every
+	 * other rank (ibc_mem_limit, ibc_tp_npeers, ibc_mem_check, shm_create.c) */
 	uint64_t part_mem;
-	int part_peers;
+	int part_count;
 	const char *part_of;
 	char err[IBC_ERRLEN];
 };
@@ -230,12 +231,12 @@ static inline uint64_t ibc_mem_limit(const struct ibcomm *comm)
 	return comm->part_mem ? comm->part_mem : ibc_mem_cap(comm);
 }
 
-/* The peers the network transport being created serves (sizes its rings): the other ranks,
- * or the mix's network part's (the ranks on other hosts). At least 1. */
+/* The peers the network transport being created sizes its rings for: the other ranks, or
+ * as the mix's network part the most ranks on other hosts any rank has. At least 1. */
 static inline int ibc_tp_npeers(const struct ibcomm *comm)
 {
-	if (comm->part_peers > 0)
-		return comm->part_peers;
+	if (comm->part_count > 0)
+		return comm->part_count;
 	return comm->size > 1 ? comm->size - 1 : 1;
 }
 

@@ -14,12 +14,16 @@
  * split or dup whose ranks all share a host gets plain shared memory, one whose ranks are each
  * alone on their host the plain network transport (mix_create).
  *
- * Memory. IBCOMM_MEM_LIMIT caps the mix as a whole: the shared-memory part gets
- * cap x (this host's ranks) / (all ranks), the network part the rest, and each sizes itself
+ * Memory. IBCOMM_MEM_LIMIT caps the mix as a whole. Each part is sized for a count the
+ * same on every rank: the shared-memory part for Lmax rings (the ranks of the largest host),
+ * the network part for Rmax peers (size - the ranks of the smallest host: the most ranks on
+ * other hosts any rank has; never this host's, which it does not talk to). The shared-memory
+ * part gets cap x Lmax / (Lmax + Rmax), the network part the rest, and each sizes itself
  * within its share as it would within the whole cap alone (shrinking its default chunk, then
- * slots; failing, naming the settings and the share, when explicit settings do not fit). The
- * network part's rings are counted for the ranks on other hosts only: the only peers it ever
- * talks to.
+ * slots; failing, naming the settings and the share, when explicit settings do not fit).
+ * Since every rank computes the same, the parts' chunks and slots, and so tp->max_chunk, are
+ * the same on every host, and what a rank allocates (its own L <= Lmax rings, R <= Rmax
+ * peers) stays within the cap.
  *
  * Chunks. tp->max_chunk and tp->nslots are the smaller of the parts' (shm 256 KiB and 4 slots,
  * TCP 512 KiB and 4 by default: 256 KiB). The algorithms cut every message by tp->max_chunk
@@ -308,6 +312,7 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 {
 	const struct ibc_hosts *h = &comm->hosts;
 	uint64_t cap, shm_share;
+	int lmin = comm->size, lmax = 0, rmax;
 	ibcomm_status_t st;
 	struct mix *m;
 
@@ -328,30 +333,42 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 		m->local[r] = h->host_of[r] == h->host_of[comm->rank];
 	m->tp.ops = self;
 	m->tp.comm = comm;
-	/* the cap is the mix's: each part gets its share, by the ranks it serves (shared memory:
-	 * this host's, this rank included; the network: the others), and the network part sizes
-	 * its rings for the other hosts' ranks only (ibc_mem_limit, ibc_tp_npeers) */
+	/* the cap is the mix's: each part gets a share, in proportion to what it is sized for
+	 * (shared memory: a segment with a ring per rank of the largest host; the network: rings
+	 * for the most ranks on other hosts any rank has, never for this host's). Every rank
+	 * sizes each part alike, whatever its host: the algorithms cut messages by tp->max_chunk,
+	 * the same at both ends of a pair. */
+	for (int r = 0; r < comm->size; r++) {
+		int n = 0;
+
+		for (int q = 0; q < comm->size; q++)
+			n += h->host_of[q] == h->host_of[r];
+		lmin = IBC_MIN(lmin, n);
+		lmax = IBC_MAX(lmax, n);
+	}
+	rmax = comm->size - lmin;
 	cap = ibc_mem_cap(comm);
-	shm_share = cap / (uint64_t)comm->size * (uint64_t)h->local_size +
-		    cap % (uint64_t)comm->size * (uint64_t)h->local_size / (uint64_t)comm->size;
+	shm_share = cap / (uint64_t)(lmax + rmax) * (uint64_t)lmax +
+		    cap % (uint64_t)(lmax + rmax) * (uint64_t)lmax / (uint64_t)(lmax + rmax);
 	comm->part_of = self->name;
 	/* the network part first: it only publishes its address, the shared-memory part waits for
 	 * this host's ranks */
 	comm->part_mem = cap - shm_share;
-	comm->part_peers = comm->size - h->local_size;
+	comm->part_count = rmax;
 	comm->err[0] = '\0';
 	st = net_ops->create(comm, &m->net);
-	comm->part_peers = 0;
 	if (st) {
 		if (!comm->err[0])
 			ibc_err(comm, st, "rank %d: cannot create the %s part of %s", comm->rank, net_ops->name, self->name);
 		goto err;
 	}
 	comm->part_mem = shm_share;
+	comm->part_count = lmax;
 	st = ibc_shm_create_host(comm, &m->shm);
 	if (st)
 		goto err;
 	comm->part_mem = 0;
+	comm->part_count = 0;
 	comm->part_of = NULL;
 	m->tp.max_chunk = IBC_MIN(m->shm->max_chunk, m->net->max_chunk);
 	m->tp.nslots = IBC_MIN(m->shm->nslots, m->net->nslots);
@@ -362,7 +379,7 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 	return IBCOMM_OK;
 err:
 	comm->part_mem = 0;
-	comm->part_peers = 0;
+	comm->part_count = 0;
 	comm->part_of = NULL;
 	mix_destroy(&m->tp);
 	return st;
