@@ -9,7 +9,8 @@
  * (one host: shm; one rank per host: tcp; else shm+tcp) and dup/destroy cycles leak no
  * descriptor; under a small IBCOMM_MEM_LIMIT the two parts together stay within it (each its
  * share, TCP's rings counted for the other host's ranks only), and explicit settings over a
- * part's share fail naming IBCOMM_MEM_LIMIT and the setting. The collective suites themselves
+ * part's share fail naming IBCOMM_MEM_LIMIT and the setting; a rank alone on its host has no
+ * shared-memory part. The collective suites themselves
  * run over shm+tcp in tests/coll/hosts-suite.
  * Needs the IBCOMM_TEST_HOST hook (--enable-test-hooks).
  */
@@ -255,23 +256,24 @@ static void memcap_fn(ibcomm_t *comm, void *arg)
 		if (host_of[q] != host_of[hx_rank])
 			tcp = ibc_tp_part(comm->tp, q);
 	}
-	if (strcmp(ibcomm_transport(comm), "shm+tcp") || !tcp || strcmp(shm->ops->name, "shm") ||
+	/* a rank alone on its host has no shared-memory part: itself is on the network part too */
+	if (strcmp(ibcomm_transport(comm), "shm+tcp") || !tcp || strcmp(shm->ops->name, local > 1 ? "shm" : "tcp") ||
 	    strcmp(tcp->ops->name, "tcp")) {
-		hx_fail("transport %s, parts %s and %s: want shm+tcp, shm and tcp", ibcomm_transport(comm), shm->ops->name,
-			tcp ? tcp->ops->name : "none");
+		hx_fail("transport %s, parts %s (itself, %d on its host) and %s: want shm+tcp, %s and tcp",
+			ibcomm_transport(comm), shm->ops->name, local, tcp ? tcp->ops->name : "none", local > 1 ? "shm" : "tcp");
 		return;
 	}
-	shm_bytes = ibc_shm_seg_size((uint32_t)local, shm->nslots, (uint32_t)shm->max_chunk);
+	shm_bytes = local > 1 ? ibc_shm_seg_size((uint32_t)local, shm->nslots, (uint32_t)shm->max_chunk) : 0;
 	tcp_bytes = (uint64_t)(n - local) * IBC_NCHAN * tcp->nslots * tcp->max_chunk;
 	if (comm->set.mem_limit < MEM_CAP || comm->set.mem_limit > 4 * MEM_CAP)
 		hx_fail("IBCOMM_MEM_LIMIT is %llu: the test sets 1 to 4 MiB", (unsigned long long)comm->set.mem_limit);
-	if (!shm_bytes || shm_bytes + tcp_bytes > comm->set.mem_limit)
+	if ((local > 1 && !shm_bytes) || shm_bytes + tcp_bytes > comm->set.mem_limit)
 		hx_fail("the mix may allocate %llu bytes (shm segment %llu: %d ranks x %d channels x %u slots x %zu; tcp rings %llu: %d peers x %d channels x %u slots x %zu), over IBCOMM_MEM_LIMIT=%llu",
 			(unsigned long long)(shm_bytes + tcp_bytes), (unsigned long long)shm_bytes, local, IBC_NCHAN,
 			shm->nslots, shm->max_chunk, (unsigned long long)tcp_bytes, n - local, IBC_NCHAN, tcp->nslots,
 			tcp->max_chunk, (unsigned long long)comm->set.mem_limit);
 	/* the cap shrank the defaults (else this test checks nothing) */
-	if (shm->max_chunk >= IBC_SHM_DEFAULT_CHUNK || tcp->max_chunk >= 512u * 1024)
+	if ((local > 1 && shm->max_chunk >= IBC_SHM_DEFAULT_CHUNK) || tcp->max_chunk >= 512u * 1024)
 		hx_fail("chunks of %zu (shm) and %zu (tcp) bytes: a cap of %llu should have shrunk the defaults",
 			shm->max_chunk, tcp->max_chunk, (unsigned long long)comm->set.mem_limit);
 	/* what the algorithms cut by, and the network part's rings: the same on every rank */

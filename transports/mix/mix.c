@@ -58,6 +58,11 @@
  * by the writer and a poll() by the receiver more than in the shm transport alone (which
  * spins on memory): the price of never spinning on two things at once.
  *
+ * A rank alone on its host (a rank without a writable /dev/shm always is) has no
+ * shared-memory part: every peer goes over the network, and it waits in the network part's own
+ * wait; its chunks are still the smaller of the network part's and those the shared-memory
+ * part would have (the same geometry on every rank: Memory, above).
+ *
  * Dead peers: the network part polls the rendezvous connection (failure notices, every rank)
  * in its sleep; the shared-memory part checks the notices at every call and, between slices,
  * whether this host's peers' processes still exist. Counters (tp->cnt) are the sums of the
@@ -81,7 +86,7 @@ struct mix {
 
 static ibc_tp_t *part(const struct mix *m, int peer)
 {
-	return peer >= 0 && peer < m->tp.comm->size && m->local[peer] ? m->shm : m->net;
+	return m->shm && peer >= 0 && peer < m->tp.comm->size && m->local[peer] ? m->shm : m->net;
 }
 
 static bool is_mix(const ibc_tp_t *tp)
@@ -101,7 +106,8 @@ static const char *chan_name(int chan)
 
 static void sum_counters(struct mix *m)
 {
-	const ibc_tp_counters_t *a = &m->shm->cnt, *b = &m->net->cnt;
+	static const ibc_tp_counters_t none;
+	const ibc_tp_counters_t *a = m->shm ? &m->shm->cnt : &none, *b = &m->net->cnt;
 	ibc_tp_counters_t *c = &m->tp.cnt;
 
 	c->puts = a->puts + b->puts;
@@ -137,6 +143,8 @@ static ibcomm_status_t block(struct mix *m, ibc_deadline_t dl)
 	ibcomm_status_t st;
 	int rc;
 
+	if (!m->shm) /* alone on this host: the network part's own wait */
+		return net->ops->wait(net, dl);
 	/* a few cheap looks at the bell, one at the network; the network part's own spin (poll()
 	 * with timeout 0 and a yield, IBCOMM_TCP_SPIN_US) then watches both, the doorbell included */
 	for (unsigned i = 0; i < MIX_LOOKS; i++) {
@@ -260,7 +268,8 @@ static void mix_interrupt(ibc_tp_t *tp)
 {
 	struct mix *m = (struct mix *)tp;
 
-	m->shm->ops->interrupt(m->shm);
+	if (m->shm)
+		m->shm->ops->interrupt(m->shm);
 	m->net->ops->interrupt(m->net);
 }
 
@@ -312,6 +321,7 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 {
 	const struct ibc_hosts *h = &comm->hosts;
 	uint64_t cap, shm_share;
+	unsigned long shm_chunk, shm_slots;
 	int lmin = comm->size, lmax = 0, rmax;
 	ibcomm_status_t st;
 	struct mix *m;
@@ -364,14 +374,25 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 	}
 	comm->part_mem = shm_share;
 	comm->part_count = lmax;
-	st = ibc_shm_create_host(comm, &m->shm);
-	if (st)
-		goto err;
+	if (h->local_size > 1) {
+		st = ibc_shm_create_host(comm, &m->shm);
+		if (st)
+			goto err;
+		shm_chunk = m->shm->max_chunk;
+		shm_slots = m->shm->nslots;
+	} else {
+		/* alone on this host (maybe without a writable /dev/shm: then it is a host of its
+		 * own): no shared-memory part, every peer over the network; the chunks the other
+		 * ranks cut by (the shared-memory geometry they all come to) all the same */
+		st = ibc_shm_geometry(comm, 1, &shm_chunk, &shm_slots);
+		if (st)
+			goto err;
+	}
 	comm->part_mem = 0;
 	comm->part_count = 0;
 	comm->part_of = NULL;
-	m->tp.max_chunk = IBC_MIN(m->shm->max_chunk, m->net->max_chunk);
-	m->tp.nslots = IBC_MIN(m->shm->nslots, m->net->nslots);
+	m->tp.max_chunk = IBC_MIN(shm_chunk, m->net->max_chunk);
+	m->tp.nslots = (unsigned)IBC_MIN(shm_slots, m->net->nslots);
 	ibc_cinfo(comm, "rank %d: transport %s: shared memory to the %d ranks of this host, %s to the %d others (chunks of %zu bytes, %u slots)",
 		  comm->rank, self->name, h->local_size, net_ops->name, comm->size - h->local_size, m->tp.max_chunk,
 		  m->tp.nslots);

@@ -354,6 +354,11 @@ ibcomm_status_t ibc_shm_create_host(struct ibcomm *comm, ibc_tp_t **tpp)
 	return shm_create(comm, true, tpp);
 }
 
+ibcomm_status_t ibc_shm_geometry(struct ibcomm *comm, uint32_t ranks, unsigned long *chunk, unsigned long *nslots)
+{
+	return geometry(comm, ranks, chunk, nslots);
+}
+
 void ibc_shm_destroy(ibc_tp_t *tp)
 {
 	if (tp)
