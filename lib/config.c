@@ -743,10 +743,20 @@ ibcomm_status_t ibc_mem_check(struct ibcomm *comm, const char *tp, uint64_t byte
 {
 	if (bytes <= ibc_mem_limit(comm))
 		return IBCOMM_OK;
+	if (comm->part_mem)
+		return ibc_err(comm, explicit ? IBCOMM_ERR_INVALID : IBCOMM_ERR_NOMEM,
+			       "rank %d: the %s part of the %s transport would allocate and pin %llu bytes (%s), over its share "
+			       "of IBCOMM_MEM_LIMIT=%llu: %llu bytes (%s divides the cap between its parts by the ranks each "
+			       "serves): %s %s, or raise IBCOMM_MEM_LIMIT (or ibcomm_config_t.mem_limit)",
+			       comm->rank, tp, comm->part_of ? comm->part_of : "mixed", (unsigned long long)bytes, how,
+			       (unsigned long long)ibc_mem_cap(comm), (unsigned long long)comm->part_mem,
+			       comm->part_of ? comm->part_of : "the mix",
+			       explicit ? "lower" : "this communicator is too large for the default geometry: set smaller",
+			       knobs);
 	return ibc_err(comm, explicit ? IBCOMM_ERR_INVALID : IBCOMM_ERR_NOMEM,
 		       "rank %d: the %s transport would allocate and pin %llu bytes (%s), over IBCOMM_MEM_LIMIT=%llu: "
 		       "%s %s, or raise IBCOMM_MEM_LIMIT (or ibcomm_config_t.mem_limit)",
-		       comm->rank, tp, (unsigned long long)bytes, how, (unsigned long long)ibc_mem_limit(comm),
+		       comm->rank, tp, (unsigned long long)bytes, how, (unsigned long long)ibc_mem_cap(comm),
 		       explicit ? "lower" : "this communicator is too large for the default geometry: set smaller",
 		       knobs);
 }

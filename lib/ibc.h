@@ -100,10 +100,13 @@ IBC_HIDDEN ibcomm_status_t ibc_settings_ifname(char *ifname, size_t cap, char *e
 /*
  * The memory cap at transport create: `bytes` is what transport `tp` ("TCP", "RDMA") would
  * allocate and pin at most, `how` spells the product (e.g. "3 peers x 2 channels x 4 slots x
- * 524288 bytes"). Over comm->set.mem_limit: an error naming the settings and the numbers
- * (IBCOMM_ERR_INVALID when `explicit` settings caused it, else IBCOMM_ERR_NOMEM).
+ * 524288 bytes"). Over ibc_mem_limit(comm) (the cap, or a mix part's share of it): an error
+ * naming the settings and the numbers (IBCOMM_ERR_INVALID when `explicit` settings caused it,
+ * else IBCOMM_ERR_NOMEM).
  */
 static inline uint64_t ibc_mem_limit(const struct ibcomm *comm);
+static inline uint64_t ibc_mem_cap(const struct ibcomm *comm);
+static inline int ibc_tp_npeers(const struct ibcomm *comm);
 IBC_HIDDEN ibcomm_status_t ibc_mem_check(struct ibcomm *comm, const char *tp, uint64_t bytes, const char *how,
 					 const char *knobs, bool explicit);
 /* Parses an IBCOMM_ALGO string ("ring", "allreduce=rd,broadcast=pipeline", ...). */
@@ -178,6 +181,13 @@ struct ibcomm {
 	struct ibc_regcache *regcache; /* registered memory (regcache.c); NULL until the first register */
 	struct ibc_nbc *nbc;      /* nonblocking requests and their progress thread (nbc.c); NULL until the first */
 	struct ibc_hosts hosts;   /* hosts.c */
+	/* while the mix (transports/mix) creates one of its parts: the part's share of the memory
+	 * cap, what it sizes itself for (the network part: peers; the shared-memory part: rings),
+	 * the same on every rank, and the mix's name; 0 / NULL otherwise: the whole cap, every
+	 * other rank (ibc_mem_limit, ibc_tp_npeers, ibc_mem_check, shm_create.c) */
+	uint64_t part_mem;
+	int part_count;
+	const char *part_of;
 	char err[IBC_ERRLEN];
 };
 
@@ -209,10 +219,25 @@ static inline void ibc_cpu_relax(void)
 #endif
 }
 
-/* The memory cap in force (a communicator built by hand in a test, with 0, gets the default). */
-static inline uint64_t ibc_mem_limit(const struct ibcomm *comm)
+/* The memory cap (a communicator built by hand in a test, with 0, gets the default). */
+static inline uint64_t ibc_mem_cap(const struct ibcomm *comm)
 {
 	return comm->set.mem_limit ? comm->set.mem_limit : IBC_DEFAULT_MEM_LIMIT;
+}
+
+/* What the transport being created may allocate and pin: the cap, or a mix part's share of it. */
+static inline uint64_t ibc_mem_limit(const struct ibcomm *comm)
+{
+	return comm->part_mem ? comm->part_mem : ibc_mem_cap(comm);
+}
+
+/* The peers the network transport being created sizes its rings for: the other ranks, or
+ * as the mix's network part the most ranks on other hosts any rank has. At least 1. */
+static inline int ibc_tp_npeers(const struct ibcomm *comm)
+{
+	if (comm->part_count > 0)
+		return comm->part_count;
+	return comm->size > 1 ? comm->size - 1 : 1;
 }
 
 /* The world rank (the job's, as the rendezvous knows it) of comm's rank r. */

@@ -10,8 +10,9 @@
  * transport would use), its memlock limit and the TCP address it would use; rank 0 gathers
  * the reports (fixed-size little-endian records), then every pair of ring and tree
  * neighbours (plus a sample when there are more than 8 ranks) measures connection set-up,
- * 8-byte round-trip latency and bandwidth over TCP, and over RDMA when every rank has a
- * usable port. Problems are printed each with a one-line fix; the exit status is 1 when a
+ * 8-byte round-trip latency and bandwidth over TCP, over RDMA when every rank has a usable
+ * port, and over shared memory for the pairs on one host; then says which transport
+ * IBCOMM_TRANSPORT=auto carries each pair on. Problems are printed each with a one-line fix; the exit status is 1 when a
  * pair fails or a problem is found, 2 on a usage error.
  */
 #define _GNU_SOURCE
@@ -31,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ibc.h"
 #include "ping.h"
 #include "sock.h"
 #include "tool_util.h"
@@ -374,6 +376,7 @@ int main(int argc, char **argv)
 	}
 	j.rank = ibcomm_rank(j.ctl);
 	j.size = ibcomm_size(j.ctl);
+	j.host_of = j.ctl->hosts.host_of; /* the library's host map, the same on every rank */
 	j.me.rank = j.rank;
 	j.me.nproblems = local.n < PING_MAX_PROBLEMS ? local.n : PING_MAX_PROBLEMS;
 	memcpy(j.me.problems, local_v, (size_t)j.me.nproblems * sizeof(local_v[0]));
@@ -403,7 +406,9 @@ int main(int argc, char **argv)
 		j.all = calloc((size_t)j.size, sizeof(*j.all));
 		j.tcp = calloc((size_t)j.npairs + 1, sizeof(*j.tcp));
 		j.rdma = calloc((size_t)j.npairs + 1, sizeof(*j.rdma));
-		if (!j.all || !j.tcp || !j.rdma) {
+		j.shm = calloc((size_t)j.npairs + 1, sizeof(*j.shm));
+		j.route = calloc((size_t)j.npairs + 1, sizeof(*j.route));
+		if (!j.all || !j.tcp || !j.rdma || !j.shm || !j.route) {
 			fprintf(stderr, "ibcomm_ping: rank 0: out of memory\n");
 			goto out_abort;
 		}
@@ -434,7 +439,7 @@ int main(int argc, char **argv)
 				ibcomm_last_error(j.ctl));
 			goto out_abort;
 		}
-		st = measure(&j, m, "tcp", j.tcp);
+		st = measure(&j, m, "tcp", j.tcp, NULL, NULL, false);
 		ibcomm_destroy(m);
 		if (st) {
 			fprintf(stdout, "ibcomm_ping: rank %d: the control communicator failed: %s\n", j.rank,
@@ -460,6 +465,12 @@ int main(int argc, char **argv)
 			rdma_phase(&j);
 	}
 
+	/* shared memory for the pairs on one host, the path IBCOMM_TRANSPORT=auto takes for them */
+	for (int i = 0; i < j.npairs; i++)
+		j.nshm_pairs += same_host(&j, j.pairs[i].a, j.pairs[i].b);
+	if (j.nshm_pairs)
+		shm_phase(&j);
+
 	/* verdict, report, and the same exit status on every rank */
 	if (j.pair_mode) {
 		int32_t cjson = j.o.json; /* the client's choice of format, for the copy it prints */
@@ -476,7 +487,10 @@ int main(int argc, char **argv)
 			j.failed_pairs += !j.tcp[i].ok;
 			if (j.rdma_tried)
 				j.failed_pairs += !j.rdma[i].ok;
+			if (j.shm_tried && same_host(&j, j.pairs[i].a, j.pairs[i].b))
+				j.failed_pairs += !j.shm[i].ok;
 		}
+		auto_routes(&j);
 		ok = j.failed_pairs == 0 && j.pl.n + j.pl.dropped == 0;
 		code = ok ? 0 : 1;
 		emit(&j, ok, j.o.json, &text, &textlen);
@@ -521,6 +535,8 @@ int main(int argc, char **argv)
 	free(j.all);
 	free(j.tcp);
 	free(j.rdma);
+	free(j.shm);
+	free((void *)j.route);
 	free(j.pairs);
 	free(j.pv);
 	return code;
@@ -533,6 +549,8 @@ out_abort:
 	free(j.all);
 	free(j.tcp);
 	free(j.rdma);
+	free(j.shm);
+	free((void *)j.route);
 	free(j.pairs);
 	free(j.pv);
 	return 1;

@@ -1,7 +1,8 @@
 /*
  * ibcomm_ping's parts: the options, the job (this rank's report, rank 0's view of every
  * rank and pair), and the functions its files share. ibcomm_ping.c: options, helpers, the
- * local report and main; ping_measure.c: the pairs and their measurement (TCP, then RDMA);
+ * local report and main; ping_measure.c: the pairs and their measurement (TCP, then RDMA, then
+ * shared memory for the pairs on one host) and the transport IBCOMM_TRANSPORT=auto gives each;
  * ping_output.c: the text and JSON reports and a rank's own failure; ping_local.c and
  * ping_diag.c: the library's choices on this host and the diagnoses.
  */
@@ -64,9 +65,17 @@ struct job {
 	struct ping_report *all;    /* rank 0 */
 	struct pair *pairs;
 	int npairs;
-	struct pair_result *tcp, *rdma; /* rank 0: per pair */
+	struct pair_result *tcp, *rdma, *shm; /* rank 0: per pair */
 	bool rdma_tried;
 	bool rdma_init_failed;      /* every rank had a port, but the RDMA communicator failed */
+	/* the host map of the control communicator (the library's, from what the ranks exchanged:
+	 * host name, boot id, IPC namespace; a rank without a writable /dev/shm is a host of its
+	 * own): hosts numbered by their lowest rank, the same on every rank */
+	const int *host_of;
+	int nshm_pairs;             /* pairs of ranks on one host */
+	bool shm_tried;             /* measured over shared memory (a communicator per host) */
+	const char **route;         /* rank 0, per pair: what IBCOMM_TRANSPORT=auto carries it on */
+	char auto_tp[16];           /* rank 0: what ibcomm_transport() says under auto, e.g. "shm+tcp" */
 	struct ping_problem *pv;
 	struct ping_problems pl;    /* rank 0: the job's problems */
 	int failed_pairs;
@@ -86,7 +95,11 @@ void print_json(FILE *f, const struct job *j, bool ok);
 
 /* ping_measure.c */
 bool make_pairs(struct job *j);
-ibcomm_status_t measure(struct job *j, ibcomm_t *m, const char *tp, struct pair_result *res);
+ibcomm_status_t measure(struct job *j, ibcomm_t *m, const char *tp, struct pair_result *res, const bool *only,
+			const int *mrank, bool broken);
 void rdma_phase(struct job *j);
+bool same_host(const struct job *j, int a, int b);
+void shm_phase(struct job *j);
+void auto_routes(struct job *j);
 
 #endif

@@ -1,4 +1,8 @@
-/* ibcomm_ping: the pairs, their measurement (set-up, latency, bandwidth) over TCP, then over RDMA. */
+/*
+ * ibcomm_ping: the pairs, their measurement (set-up, latency, bandwidth) over TCP, then over
+ * RDMA, then over shared memory for the pairs on one host; and the transport that
+ * IBCOMM_TRANSPORT=auto gives each pair.
+ */
 #define _GNU_SOURCE
 #include "config.h"
 
@@ -7,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ibc.h"
 #include "ping.h"
 #include "tool_util.h"
 #include "wire.h"
@@ -136,14 +141,16 @@ static bool result_decode(const uint8_t *buf, struct pair_result *r)
 }
 
 /*
- * Measures every pair on m, one after the other, with the control communicator keeping the
- * ranks in step (an allgather of "my m has failed" flags before each pair) and carrying the
- * results of the pairs a rank drives to rank 0. This is the side of ranks other than 0;
- * returns an error only when the control communicator itself fails.
+ * Measures every pair (every pair with only[i], when only is given) on m, one after the
+ * other, with the control communicator keeping the ranks in step (an allgather of "my m has
+ * failed" flags before each pair, starting from `broken`: this rank has no m) and carrying the
+ * results of the pairs a rank drives to rank 0. mrank[r]: rank r's rank in m (NULL: the
+ * same). This is the side of ranks other than 0; returns an error only when the control
+ * communicator itself fails.
  */
-static ibcomm_status_t measure_all(struct job *j, ibcomm_t *m)
+static ibcomm_status_t measure_all(struct job *j, ibcomm_t *m, const bool *only, const int *mrank, int32_t broken)
 {
-	int32_t broken = 0, *flags = calloc((size_t)j->size, sizeof(*flags));
+	int32_t *flags = calloc((size_t)j->size, sizeof(*flags));
 	double *rtt = malloc((size_t)j->o.iters * sizeof(*rtt));
 	void *big = calloc(1, j->o.size);
 	uint8_t rbuf[PING_RESULT_BYTES];
@@ -158,12 +165,16 @@ static ibcomm_status_t measure_all(struct job *j, ibcomm_t *m)
 		int a = j->pairs[i].a, b = j->pairs[i].b;
 		struct pair_result mine;
 
+		if (only && !only[i])
+			continue;
 		st = ibcomm_allgather(j->ctl, &broken, flags, 1, IBCOMM_INT32);
 		if (st)
 			goto out;
 		if (flags[a] || flags[b] || (j->rank != a && j->rank != b))
 			continue;
-		measure_pair(m, &j->o, a, b, rtt, big, &mine);
+		measure_pair(m, &j->o, mrank ? mrank[a] : a, mrank ? mrank[b] : b, rtt, big, &mine);
+		mine.a = a;
+		mine.b = b;
 		if (!mine.ok)
 			broken = 1;
 		if (j->rank != a)
@@ -181,9 +192,10 @@ out:
 }
 
 /* Rank 0's side of measure_all: receives the results of pairs driven by other ranks. */
-static ibcomm_status_t measure_all_root(struct job *j, ibcomm_t *m, const char *tp, struct pair_result *res)
+static ibcomm_status_t measure_all_root(struct job *j, ibcomm_t *m, const char *tp, struct pair_result *res,
+					const bool *only, const int *mrank, int32_t broken)
 {
-	int32_t broken = 0, *flags = calloc((size_t)j->size, sizeof(*flags));
+	int32_t *flags = calloc((size_t)j->size, sizeof(*flags));
 	double *rtt = malloc((size_t)j->o.iters * sizeof(*rtt));
 	void *big = calloc(1, j->o.size);
 	uint8_t rbuf[PING_RESULT_BYTES];
@@ -200,6 +212,11 @@ static ibcomm_status_t measure_all_root(struct job *j, ibcomm_t *m, const char *
 		memset(&res[i], 0, sizeof(res[i]));
 		res[i].a = a;
 		res[i].b = b;
+		if (only && !only[i]) {
+			res[i].skipped = true;
+			snprintf(res[i].err, sizeof(res[i].err), "not a pair for %s", tp);
+			continue;
+		}
 		st = ibcomm_allgather(j->ctl, &broken, flags, 1, IBCOMM_INT32);
 		if (st)
 			goto out;
@@ -210,7 +227,9 @@ static ibcomm_status_t measure_all_root(struct job *j, ibcomm_t *m, const char *
 			continue;
 		}
 		if (a == 0 || b == 0) {
-			measure_pair(m, &j->o, a, b, rtt, big, &res[i]);
+			measure_pair(m, &j->o, mrank ? mrank[a] : a, mrank ? mrank[b] : b, rtt, big, &res[i]);
+			res[i].a = a;
+			res[i].b = b;
 			if (!res[i].ok)
 				broken = 1;
 			if (a == 0)
@@ -234,9 +253,10 @@ out:
 	return st;
 }
 
-ibcomm_status_t measure(struct job *j, ibcomm_t *m, const char *tp, struct pair_result *res)
+ibcomm_status_t measure(struct job *j, ibcomm_t *m, const char *tp, struct pair_result *res, const bool *only,
+			const int *mrank, bool broken)
 {
-	return j->rank == 0 ? measure_all_root(j, m, tp, res) : measure_all(j, m);
+	return j->rank == 0 ? measure_all_root(j, m, tp, res, only, mrank, broken) : measure_all(j, m, only, mrank, broken);
 }
 
 /* ---- pairs ---- */
@@ -352,7 +372,7 @@ void rdma_phase(struct job *j)
 		goto out; /* every rank sees the same flags */
 	}
 	j->rdma_tried = true;
-	if (measure(j, m, "rdma", j->rdma))
+	if (measure(j, m, "rdma", j->rdma, NULL, NULL, false))
 		goto out;
 	if (j->rank == 0) {
 		for (int i = 0; i < j->npairs; i++) {
@@ -367,4 +387,148 @@ out:
 	ibcomm_destroy(m);
 	free(oks);
 	free(errs);
+}
+
+/* ---- shared memory within a host, and the transport auto gives each pair ---- */
+
+/* Whether ranks a and b share a host in the library's host map (that of the control communicator). */
+bool same_host(const struct job *j, int a, int b)
+{
+	return j->host_of && j->host_of[a] == j->host_of[b];
+}
+
+#define PING_ID_MSG (1 + IBCOMM_ID_BYTES) /* u8 "made", then the id */
+
+/*
+ * Shared memory for the pairs on one host, as IBCOMM_TRANSPORT=auto carries them: a
+ * communicator per host over the library's shared-memory transport (the host's lowest rank
+ * makes an id with ibcomm_get_id, the control communicator carries it to the host's other
+ * ranks, and they all join with ibcomm_init_rank and transport "shm"), then the measurement of
+ * TCP and RDMA for those pairs only. A rank alone on its host takes no part (a rank without a
+ * writable /dev/shm is one: the library makes it a host of its own), and its pairs stay on
+ * the network. A rank whose communicator fails skips its pairs; the failure is a problem.
+ */
+void shm_phase(struct job *j)
+{
+	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
+	uint8_t mine[PING_ID_MSG] = { 0 }, *ids = NULL;
+	char err[PING_ERR_BYTES] = "", *errs = NULL;
+	int32_t ok, *oks = NULL;
+	int *mrank = NULL, lsize = 0, leader = -1;
+	bool *only = NULL;
+	ibcomm_t *m = NULL;
+
+	only = calloc((size_t)j->npairs + 1, sizeof(*only));
+	mrank = calloc((size_t)j->size, sizeof(*mrank));
+	oks = calloc((size_t)j->size, sizeof(*oks));
+	ids = calloc((size_t)j->size, PING_ID_MSG);
+	errs = j->rank == 0 ? calloc((size_t)j->size, PING_ERR_BYTES) : NULL;
+	if (!only || !mrank || !oks || !ids || (j->rank == 0 && !errs)) {
+		fprintf(stderr, "ibcomm_ping: rank %d: out of memory for the shared-memory phase\n", j->rank);
+		goto out;
+	}
+	/* each rank's rank in its host's communicator: its place among its host's ranks */
+	for (int r = 0; r < j->size; r++) {
+		for (int q = 0; q < r; q++)
+			mrank[r] += same_host(j, q, r);
+		if (same_host(j, r, j->rank)) {
+			lsize++;
+			if (leader < 0)
+				leader = r;
+		}
+	}
+	for (int i = 0; i < j->npairs; i++)
+		only[i] = same_host(j, j->pairs[i].a, j->pairs[i].b);
+	if (j->rank == leader && lsize >= 2) {
+		ibcomm_id_t id;
+
+		if (ibcomm_get_id(&id) == IBCOMM_OK) {
+			mine[0] = 1;
+			memcpy(mine + 1, id.bytes, IBCOMM_ID_BYTES);
+		} else {
+			snprintf(err, sizeof(err), "rank %d: ibcomm_get_id for this host's ranks: %s", j->rank,
+				 ibcomm_last_error(NULL));
+		}
+	}
+	if (ibcomm_allgather(j->ctl, mine, ids, PING_ID_MSG, IBCOMM_UINT8))
+		goto out;
+	if (lsize >= 2 && !err[0]) {
+		const uint8_t *lid = ids + (size_t)leader * PING_ID_MSG;
+
+		if (!lid[0]) {
+			snprintf(err, sizeof(err), "rank %d: rank %d (this host's first) made no id for this host's ranks",
+				 j->rank, leader);
+		} else {
+			ibcomm_id_t id;
+
+			memcpy(id.bytes, lid + 1, IBCOMM_ID_BYTES);
+			cfg.transport = "shm";
+			cfg.timeout_ms = j->o.timeout_ms;
+			if (ibcomm_init_rank(&id, mrank[j->rank], lsize, &cfg, &m))
+				snprintf(err, sizeof(err), "%s", ibcomm_last_error(NULL));
+			else if (strcmp(ibcomm_transport(m), "shm"))
+				snprintf(err, sizeof(err), "rank %d: asked for shm, got %s", j->rank, ibcomm_transport(m));
+		}
+	}
+	ok = !err[0];
+	if (ibcomm_allgather(j->ctl, &ok, oks, 1, IBCOMM_INT32))
+		goto out;
+	if (ibcomm_gather(j->ctl, err, errs, PING_ERR_BYTES, IBCOMM_UINT8, 0))
+		goto out;
+	for (int r = 0; j->rank == 0 && r < j->size; r++) {
+		char *e = errs + (size_t)r * PING_ERR_BYTES;
+
+		if (oks[r])
+			continue;
+		e[PING_ERR_BYTES - 1] = '\0';
+		ping_problem_add(&j->pl, r, -1,
+				 "check that /dev/shm is writable and has room (df /dev/shm); IBCOMM_DEBUG=INFO IBCOMM_TRANSPORT=shm shows more",
+				 "cannot create a shared-memory communicator with the ranks of its host: %s", e);
+	}
+	j->shm_tried = true;
+	if (measure(j, m, "shm", j->shm, only, mrank, lsize >= 2 && !m))
+		goto out;
+	for (int i = 0; j->rank == 0 && i < j->npairs; i++) {
+		if (!only[i] || j->shm[i].ok || j->shm[i].skipped)
+			continue;
+		ping_problem_add(&j->pl, j->shm[i].a, j->shm[i].b,
+				 "the message names the cause; IBCOMM_DEBUG=INFO IBCOMM_TRANSPORT=shm shows more",
+				 "on one host, but shared memory between them failed: %s", j->shm[i].err);
+	}
+out:
+	ibcomm_destroy(m);
+	free(only);
+	free(mrank);
+	free(oks);
+	free(ids);
+	free(errs);
+}
+
+/*
+ * Rank 0: the transport IBCOMM_TRANSPORT=auto carries each pair on (lib/comm.c): shared
+ * memory between ranks of one host; between hosts RDMA when every rank has a usable RDMA
+ * port (as the library's own probe finds it, ping_local.c), else TCP. And what
+ * ibcomm_transport() says then: "shm" (one host), the network's name (one rank per host), or
+ * "shm+" and the network's name.
+ */
+void auto_routes(struct job *j)
+{
+	const char *net = "rdma";
+	bool all_one = true, all_alone = true;
+
+	for (int r = 0; r < j->size; r++) {
+		if (!j->all[r].rdma_built || j->all[r].use < 0)
+			net = "tcp";
+		all_one &= same_host(j, 0, r);
+		for (int q = 0; q < r; q++)
+			all_alone &= !same_host(j, q, r);
+	}
+	for (int i = 0; i < j->npairs; i++)
+		j->route[i] = same_host(j, j->pairs[i].a, j->pairs[i].b) ? "shm" : net;
+	if (all_one)
+		snprintf(j->auto_tp, sizeof(j->auto_tp), "shm");
+	else if (all_alone)
+		snprintf(j->auto_tp, sizeof(j->auto_tp), "%s", net);
+	else
+		snprintf(j->auto_tp, sizeof(j->auto_tp), "shm+%s", net);
 }

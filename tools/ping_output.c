@@ -100,16 +100,20 @@ static void print_ports_text(FILE *f, const struct job *j)
 	}
 }
 
-static void print_pairs_text(FILE *f, const struct job *j, const char *tp, const struct pair_result *res)
+/* One line per pair measured over tp (same_host_only: the pairs of ranks on one host). */
+static void print_pairs_text(FILE *f, const struct job *j, const char *tp, const struct pair_result *res,
+			     bool same_host_only)
 {
-	fprintf(f, "\npairs over %s (setup: first round trip, with connection set-up; latency: %d round trips of 8 bytes; bandwidth: %d x %zu bytes):\n",
-		tp, j->o.iters, j->o.bw_iters, j->o.size);
+	fprintf(f, "\npairs over %s%s (setup: first round trip, with connection set-up; latency: %d round trips of 8 bytes; bandwidth: %d x %zu bytes):\n",
+		tp, same_host_only ? ", the pairs on one host" : "", j->o.iters, j->o.bw_iters, j->o.size);
 	fprintf(f, "  %-11s %9s %9s %9s %9s %10s  %s\n", "pair", "setup ms", "min us", "median us", "p99 us", "MB/s",
 		"result");
 	for (int i = 0; i < j->npairs; i++) {
 		const struct pair_result *x = &res[i];
 		char pair[32];
 
+		if (same_host_only && !same_host(j, j->pairs[i].a, j->pairs[i].b))
+			continue;
 		snprintf(pair, sizeof(pair), "%d <-> %d", x->a, x->b);
 		if (x->ok)
 			fprintf(f, "  %-11s %9.3f %9.1f %9.1f %9.1f %10.1f  ok\n", pair, x->setup_ms, x->min_us, x->med_us,
@@ -187,6 +191,43 @@ static void print_problems_text(FILE *f, const struct ping_problems *pl)
 	free(done);
 }
 
+/* The measurement of pair i over the transport IBCOMM_TRANSPORT=auto gives it; NULL when not measured. */
+static const struct pair_result *route_result(const struct job *j, int i)
+{
+	const char *r = j->route[i];
+
+	if (!strcmp(r, "shm"))
+		return j->shm_tried ? &j->shm[i] : NULL;
+	if (!strcmp(r, "rdma"))
+		return j->rdma_tried ? &j->rdma[i] : NULL;
+	return &j->tcp[i];
+}
+
+/* Each pair's transport under IBCOMM_TRANSPORT=auto, with that path's figures. */
+static void print_routes_text(FILE *f, const struct job *j)
+{
+	fprintf(f, "\ntransport per pair under IBCOMM_TRANSPORT=auto: %s (shared memory within a host, the network between hosts):\n",
+		j->auto_tp);
+	fprintf(f, "  %-11s %-9s %-9s %9s %10s  %s\n", "pair", "transport", "hosts", "median us", "MB/s", "result");
+	for (int i = 0; i < j->npairs; i++) {
+		const struct pair_result *x = route_result(j, i);
+		int a = j->pairs[i].a, b = j->pairs[i].b;
+		char pair[32], hosts[32];
+
+		snprintf(pair, sizeof(pair), "%d <-> %d", a, b);
+		snprintf(hosts, sizeof(hosts), "%d%s%d", j->host_of ? j->host_of[a] : 0, same_host(j, a, b) ? " = " : " / ",
+			 j->host_of ? j->host_of[b] : 0);
+		if (!x)
+			fprintf(f, "  %-11s %-9s %-9s %9s %10s  not measured (above)\n", pair, j->route[i], hosts, "-", "-");
+		else if (x->ok)
+			fprintf(f, "  %-11s %-9s %-9s %9.1f %10.1f  ok\n", pair, j->route[i], hosts, x->med_us, x->bw_MBps);
+		else
+			fprintf(f, "  %-11s %-9s %-9s %9s %10s  %s (above)\n", pair, j->route[i], hosts, "-", "-",
+				x->skipped ? "skipped" : "FAILED");
+	}
+	fprintf(f, "  (hosts: the library's host of each rank, numbered in the order of their lowest ranks, from the host name, boot id and IPC namespace the ranks exchange; a rank without a writable /dev/shm is a host of its own)\n");
+}
+
 static bool no_rdma_anywhere(const struct job *j)
 {
 	for (int r = 0; r < j->size; r++)
@@ -212,15 +253,19 @@ void print_text(FILE *f, const struct job *j, bool ok)
 	if (j->size < 2)
 		fprintf(f, "\n1 rank: no pair to measure (run it under ibcomm_run -n N, or --server / HOST by hand)\n");
 	if (j->size >= 2)
-		print_pairs_text(f, j, "tcp", j->tcp);
+		print_pairs_text(f, j, "tcp", j->tcp, false);
 	if (j->rdma_tried)
-		print_pairs_text(f, j, "rdma", j->rdma);
+		print_pairs_text(f, j, "rdma", j->rdma, false);
 	else if (j->size >= 2)
 		fprintf(f, "\nrdma: not measured (%s)\n",
 			j->o.no_rdma ? "--no-rdma" :
 			j->rdma_init_failed ? "every rank has a usable port, but the RDMA communicator could not be created: see the problems" :
 			no_rdma_anywhere(j) ? "no rank has an RDMA device: TCP only, which is fine" :
 					      "not every rank has a usable RDMA port: see the problems");
+	if (j->shm_tried)
+		print_pairs_text(f, j, "shm", j->shm, true);
+	if (j->size >= 2)
+		print_routes_text(f, j);
 	print_problems_text(f, &j->pl);
 	fprintf(f, "\nibcomm_ping: %s: %d rank%s, %d pair%s measured, %d failed, %d problem%s\n", ok ? "OK" : "FAILED",
 		j->size, j->size == 1 ? "" : "s", j->npairs, j->npairs == 1 ? "" : "s", j->failed_pairs,
@@ -252,11 +297,14 @@ static void json_problems(FILE *f, const struct ping_problems *pl)
 	fprintf(f, "%s]", pl->n ? "\n  " : "");
 }
 
-static void json_pairs(FILE *f, const struct job *j, const char *tp, const struct pair_result *res, bool *first)
+static void json_pairs(FILE *f, const struct job *j, const char *tp, const struct pair_result *res, bool same_host_only,
+		       bool *first)
 {
 	for (int i = 0; i < j->npairs; i++) {
 		const struct pair_result *x = &res[i];
 
+		if (same_host_only && !same_host(j, j->pairs[i].a, j->pairs[i].b))
+			continue;
 		fprintf(f, "%s\n    {\"transport\": \"%s\", \"a\": %d, \"b\": %d, \"ok\": %s, \"setup_ms\": ", *first ? "" : ",",
 			tp, x->a, x->b, x->ok ? "true" : "false");
 		*first = false;
@@ -285,12 +333,14 @@ void print_json(FILE *f, const struct job *j, bool ok)
 	fprintf(f, "{\n  \"tool\": \"ibcomm_ping\",\n  \"ok\": %s,\n  \"nranks\": %d,\n  \"rendezvous\": ",
 		ok ? "true" : "false", j->size);
 	tool_json_str(f, j->root);
-	fprintf(f, ",\n  \"transports\": [\"tcp\"%s],\n  \"ranks\": [", j->rdma_tried ? ", \"rdma\"" : "");
+	fprintf(f, ",\n  \"transports\": [\"tcp\"%s%s],\n  \"auto_transport\": \"%s\",\n  \"ranks\": [",
+		j->rdma_tried ? ", \"rdma\"" : "", j->shm_tried ? ", \"shm\"" : "", j->auto_tp);
 	for (int r = 0; r < j->size; r++) {
 		const struct ping_report *x = &j->all[r];
 
 		fprintf(f, "%s\n    {\"rank\": %d, \"host\": ", r ? "," : "", r);
 		tool_json_str(f, x->host);
+		fprintf(f, ", \"host_group\": %d", j->host_of ? j->host_of[r] : 0);
 		fputs(", \"tcp_interface\": ", f);
 		tool_json_str(f, x->tcp_if);
 		fputs(", \"tcp_address\": ", f);
@@ -334,10 +384,19 @@ void print_json(FILE *f, const struct job *j, bool ok)
 	}
 	fputs("\n  ],\n  \"pairs\": [", f);
 	if (j->size >= 2)
-		json_pairs(f, j, "tcp", j->tcp, &first);
+		json_pairs(f, j, "tcp", j->tcp, false, &first);
 	if (j->rdma_tried)
-		json_pairs(f, j, "rdma", j->rdma, &first);
-	fprintf(f, "%s],\n", first ? "" : "\n  ");
+		json_pairs(f, j, "rdma", j->rdma, false, &first);
+	if (j->shm_tried)
+		json_pairs(f, j, "shm", j->shm, true, &first);
+	fprintf(f, "%s],\n  \"pair_transports\": [", first ? "" : "\n  ");
+	for (int i = 0; i < j->npairs; i++) {
+		const struct pair_result *x = route_result(j, i);
+
+		fprintf(f, "%s\n    {\"a\": %d, \"b\": %d, \"transport\": \"%s\", \"measured\": %s, \"ok\": %s}", i ? "," : "",
+			j->pairs[i].a, j->pairs[i].b, j->route[i], x ? "true" : "false", x && x->ok ? "true" : "false");
+	}
+	fprintf(f, "%s],\n", j->npairs ? "\n  " : "");
 	json_problems(f, &j->pl);
 	fprintf(f, ",\n  \"failed_pairs\": %d\n}\n", j->failed_pairs);
 }

@@ -7,7 +7,11 @@
  * a TCP one, with sleep slices longer than the deadline (IBCOMM_TEST_MIX_SLICE_MS), so a lost
  * wake-up fails instead of costing one slice; ibcomm_abort ends a wait for a same-host peer; split and dup pick by layout
  * (one host: shm; one rank per host: tcp; else shm+tcp) and dup/destroy cycles leak no
- * descriptor. The collective suites themselves run over shm+tcp in tests/coll/hosts-suite.
+ * descriptor; under a small IBCOMM_MEM_LIMIT the two parts together stay within it (each its
+ * share, TCP's rings counted for the other host's ranks only), and explicit settings over a
+ * part's share fail naming IBCOMM_MEM_LIMIT and the setting; a rank alone on its host has no
+ * shared-memory part. The collective suites themselves
+ * run over shm+tcp in tests/coll/hosts-suite.
  * Needs the IBCOMM_TEST_HOST hook (--enable-test-hooks).
  */
 #include <pthread.h>
@@ -17,6 +21,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "../../transports/shm/shm.h"
 
 #define N 4
 #define SLEEP_US 300000 /* longer than the mix's spin and than a sleep slice */
@@ -231,12 +236,153 @@ static void test_layout(void)
 	hx_run_job(&job);
 }
 
+#define MEM_CAP (1u << 20) /* IBCOMM_MEM_LIMIT of most cap tests: the smallest allowed */
+
+/* What the mix's parts may allocate at most, from their geometry: this host's segment and
+ * TCP's receive rings for the other hosts' ranks; both within IBCOMM_MEM_LIMIT together. The
+ * mix's chunk and slots and TCP's are the same on every rank (the algorithms cut alike at
+ * both ends of a pair). */
+static void memcap_fn(ibcomm_t *comm, void *arg)
+{
+	const int *host_of = comm->hosts.host_of;
+	const ibc_tp_t *shm = ibc_tp_part(comm->tp, hx_rank), *tcp = NULL;
+	uint64_t shm_bytes, tcp_bytes, geo[4], all[4 * HX_MAX_RANKS];
+	unsigned char *buf;
+	int local = 0, n = hx_size;
+
+	(void)arg;
+	for (int q = 0; q < n; q++) {
+		local += host_of[q] == host_of[hx_rank];
+		if (host_of[q] != host_of[hx_rank])
+			tcp = ibc_tp_part(comm->tp, q);
+	}
+	/* a rank alone on its host has no shared-memory part: itself is on the network part too */
+	if (strcmp(ibcomm_transport(comm), "shm+tcp") || !tcp || strcmp(shm->ops->name, local > 1 ? "shm" : "tcp") ||
+	    strcmp(tcp->ops->name, "tcp")) {
+		hx_fail("transport %s, parts %s (itself, %d on its host) and %s: want shm+tcp, %s and tcp",
+			ibcomm_transport(comm), shm->ops->name, local, tcp ? tcp->ops->name : "none", local > 1 ? "shm" : "tcp");
+		return;
+	}
+	shm_bytes = local > 1 ? ibc_shm_seg_size((uint32_t)local, shm->nslots, (uint32_t)shm->max_chunk) : 0;
+	tcp_bytes = (uint64_t)(n - local) * IBC_NCHAN * tcp->nslots * tcp->max_chunk;
+	if (comm->set.mem_limit < MEM_CAP || comm->set.mem_limit > 4 * MEM_CAP)
+		hx_fail("IBCOMM_MEM_LIMIT is %llu: the test sets 1 to 4 MiB", (unsigned long long)comm->set.mem_limit);
+	if ((local > 1 && !shm_bytes) || shm_bytes + tcp_bytes > comm->set.mem_limit)
+		hx_fail("the mix may allocate %llu bytes (shm segment %llu: %d ranks x %d channels x %u slots x %zu; tcp rings %llu: %d peers x %d channels x %u slots x %zu), over IBCOMM_MEM_LIMIT=%llu",
+			(unsigned long long)(shm_bytes + tcp_bytes), (unsigned long long)shm_bytes, local, IBC_NCHAN,
+			shm->nslots, shm->max_chunk, (unsigned long long)tcp_bytes, n - local, IBC_NCHAN, tcp->nslots,
+			tcp->max_chunk, (unsigned long long)comm->set.mem_limit);
+	/* the cap shrank the defaults (else this test checks nothing) */
+	if ((local > 1 && shm->max_chunk >= IBC_SHM_DEFAULT_CHUNK) || tcp->max_chunk >= 512u * 1024)
+		hx_fail("chunks of %zu (shm) and %zu (tcp) bytes: a cap of %llu should have shrunk the defaults",
+			shm->max_chunk, tcp->max_chunk, (unsigned long long)comm->set.mem_limit);
+	/* what the algorithms cut by, and the network part's rings: the same on every rank */
+	geo[0] = comm->tp->max_chunk;
+	geo[1] = comm->tp->nslots;
+	geo[2] = tcp->max_chunk;
+	geo[3] = tcp->nslots;
+	if (hx_ok(comm, ibcomm_allgather(comm, geo, all, 4, IBCOMM_UINT64), "allgather of the geometry"))
+		for (int r = 0; r < n; r++)
+			if (memcmp(all + 4 * r, geo, sizeof(geo)))
+				hx_fail("rank %d: mix %llu slots x %llu, tcp %llu x %llu; this rank: mix %llu x %llu, tcp %llu x %llu",
+					r, (unsigned long long)all[4 * r + 1], (unsigned long long)all[4 * r],
+					(unsigned long long)all[4 * r + 3], (unsigned long long)all[4 * r + 2],
+					(unsigned long long)geo[1], (unsigned long long)geo[0], (unsigned long long)geo[3],
+					(unsigned long long)geo[2]);
+	/* and traffic flows */
+	buf = malloc(MEM_CAP);
+	if (!buf) {
+		hx_oom();
+		return;
+	}
+	for (size_t i = 0; i < MEM_CAP / 4; i++)
+		((int32_t *)buf)[i] = (int32_t)(i % 1000) + hx_rank;
+	if (hx_ok(comm, ibcomm_allreduce(comm, buf, buf, MEM_CAP / 4, IBCOMM_INT32, IBCOMM_SUM), "allreduce of 1 MiB"))
+		for (size_t i = 0; i < MEM_CAP / 4; i++)
+			if (((int32_t *)buf)[i] != n * (int32_t)(i % 1000) + n * (n - 1) / 2) {
+				hx_fail("allreduce: element %zu is %d, want %d", i, ((int32_t *)buf)[i],
+					n * (int32_t)(i % 1000) + n * (n - 1) / 2);
+				break;
+			}
+	free(buf);
+	hx_case_done();
+}
+
+static void test_memcap(void)
+{
+	/* 2 + 2 ranks, then hosts of 3, 1 and 2 ranks (unequal: each part sized alike everywhere) */
+	static const char *const env[] = { "IBCOMM_MEM_LIMIT=1048576", "IBCOMM_P2P_UNEXPECTED_MAX=65536", NULL };
+	static const char *const env3[] = { "IBCOMM_MEM_LIMIT=1048576", "IBCOMM_P2P_UNEXPECTED_MAX=65536",
+					    "HX_FAKE_HOSTS=A,A,B,A,C,C", NULL };
+	/* 3 + 1 at caps where sizing each part for this host's own ranks gave hosts different
+	 * chunks (the first as the parts each took the whole cap, the second as they split it by
+	 * this host's ranks): a collective then failed with IBCOMM_ERR_MISMATCH and hung */
+	static const char *const env31a[] = { "IBCOMM_MEM_LIMIT=1576960", "IBCOMM_P2P_UNEXPECTED_MAX=65536",
+					      "HX_FAKE_HOSTS=A,A,A,B", NULL };
+	static const char *const env31b[] = { "IBCOMM_MEM_LIMIT=2142208", "IBCOMM_P2P_UNEXPECTED_MAX=65536",
+					      "HX_FAKE_HOSTS=A,A,A,B", NULL };
+	struct hx_job job = { .name = "mix memory cap", .n = N, .fn = memcap_fn, .env = env };
+	struct hx_job job3 = { .name = "mix memory cap, hosts A,A,B,A,C,C", .n = 6, .fn = memcap_fn, .env = env3 };
+	struct hx_job job31a = { .name = "mix memory cap 1576960, hosts A,A,A,B", .n = 4, .fn = memcap_fn, .env = env31a,
+				 .timeout_s = 60 };
+	struct hx_job job31b = { .name = "mix memory cap 2142208, hosts A,A,A,B", .n = 4, .fn = memcap_fn, .env = env31b,
+				 .timeout_s = 60 };
+
+	hx_run_job(&job);
+	hx_run_job(&job3);
+	hx_run_job(&job31a);
+	hx_run_job(&job31b);
+}
+
+/* TCP chunks that fit the whole cap for 3 peers (3 x 2 x 160 KiB) but not the network part's
+ * half of it for its 2 (2 x 2 x 160 KiB > 512 KiB): init fails, naming the cap and the setting. */
+static void memcap_err_fn(ibcomm_t *comm, void *arg)
+{
+	ibcomm_config_t cfg = IBCOMM_CONFIG_INIT;
+	ibcomm_status_t st;
+	const char *msg;
+
+	(void)comm;
+	(void)arg;
+	cfg.rank = hx_rank;
+	cfg.nranks = hx_size;
+	cfg.root = hx_root;
+	cfg.transport = "auto";
+	cfg.timeout_ms = 60000;
+	st = ibcomm_init(&cfg, &comm);
+	if (st == IBCOMM_OK) {
+		hx_fail("init succeeded over the network part's share of IBCOMM_MEM_LIMIT (transport %s)",
+			ibcomm_transport(comm));
+		ibcomm_destroy(comm);
+		return;
+	}
+	msg = ibcomm_last_error(NULL);
+	/* rank 0 always fails on the cap; another rank may see rank 0's rendezvous go first */
+	if ((hx_rank == 0 || st == IBCOMM_ERR_INVALID) &&
+	    (st != IBCOMM_ERR_INVALID || !strstr(msg, "IBCOMM_MEM_LIMIT=1048576") || !strstr(msg, "IBCOMM_TCP_CHUNK") ||
+	     !strstr(msg, "share") || !strstr(msg, "shm+tcp")))
+		hx_fail("init returned %d (%s): %s; want IBCOMM_ERR_INVALID naming IBCOMM_MEM_LIMIT=1048576, the share of shm+tcp and IBCOMM_TCP_CHUNK",
+			st, ibcomm_strerror(st), msg);
+	hx_case_done();
+}
+
+static void test_memcap_err(void)
+{
+	static const char *const env[] = { "IBCOMM_MEM_LIMIT=1048576", "IBCOMM_P2P_UNEXPECTED_MAX=65536", "IBCOMM_TCP_CHUNK=163840", "IBCOMM_TCP_SLOTS=1",
+					   "IBCOMM_TRANSPORT=auto", NULL };
+	struct hx_job job = { .name = "mix memory cap error", .n = N, .fn = memcap_err_fn, .env = env, .no_init = true };
+
+	hx_run_job(&job);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct cm_test tests[] = {
 		{ "counters: same-host bytes on shm, cross-host on tcp; sleeping receivers woken", test_counters },
 		{ "abort ends a wait for a same-host peer", test_abort },
 		{ "split and dup pick by layout; dup cycles leak no descriptor", test_layout },
+		{ "IBCOMM_MEM_LIMIT=1M caps both parts together, sized alike on every host", test_memcap },
+		{ "explicit TCP chunks over the network part's share: an error naming the cap", test_memcap_err },
 	};
 
 	setenv("HX_FAKE_HOSTS", "A,B", 1);

@@ -317,6 +317,9 @@ static void test_report_wire(void)
 
 /* ---- running the tool ---- */
 
+static const char *after(const char *text, const char *mark);
+static bool route_row(const char *text, int a, int b, const char *tp);
+
 struct out {
 	char *text;
 	size_t len;
@@ -493,6 +496,11 @@ static void test_run_4_ranks(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "0 <-> 2 "));
 	CU_ASSERT_PTR_NULL(strstr(o.text, "FAILED"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "ibcomm_ping: OK: 4 ranks, 5 pairs measured, 0 failed"));
+	/* one host: every pair over shared memory too, and auto carries every pair on it */
+	CU_ASSERT_PTR_NOT_NULL(strstr(after(o.text, "pairs over shm, the pairs on one host"), "0 <-> 2 "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "transport per pair under IBCOMM_TRANSPORT=auto: shm ("));
+	CU_ASSERT(route_row(o.text, 0, 1, "shm"));
+	CU_ASSERT(route_row(o.text, 3, 0, "shm"));
 	free(o.text);
 }
 
@@ -612,6 +620,90 @@ static void test_unreachable(void)
 	free(o.text);
 }
 
+/* The rows of the text report's per-pair transport table: "  a <-> b     tp  " must be in it. */
+static bool route_row(const char *text, int a, int b, const char *tp)
+{
+	const char *t = after(text, "transport per pair under IBCOMM_TRANSPORT=auto");
+	char pair[32], row[64];
+
+	snprintf(pair, sizeof(pair), "%d <-> %d", a, b);
+	snprintf(row, sizeof(row), "  %-11s %-9s ", pair, tp);
+	return strstr(t, row) != NULL;
+}
+
+/* The JSON report's per-pair transport entry for a, b. */
+static bool route_json(const char *json, int a, int b, const char *tp)
+{
+	char e[128];
+
+	snprintf(e, sizeof(e), "{\"a\": %d, \"b\": %d, \"transport\": \"%s\", \"measured\": true, \"ok\": true}", a, b, tp);
+	return strstr(after(json, "\"pair_transports\": ["), e) != NULL;
+}
+
+/*
+ * Ranks pretending to be on hosts A,A,B,B (IBCOMM_TEST_HOST, a test hook): the pairs on one
+ * host (0-1, 2-3) go over shared memory, measured through the library's shm transport; the
+ * others (1-2, 3-0, 0-2) over tcp; in text and in JSON.
+ */
+static void test_pretended_hosts(void)
+{
+#ifndef IBCOMM_TEST_HOOKS
+	cm_skip("needs the IBCOMM_TEST_HOST hook (configure --enable-test-hooks)");
+#else
+	static const char wrap[] = "case $IBCOMM_RANK in 0|1) h=A;; *) h=B;; esac; IBCOMM_TEST_HOST=$h exec \"$0\" \"$@\"";
+	char path[] = "/tmp/test_ping_hosts.XXXXXX", json[65536];
+	char *argv[] = { IBCOMM_RUN_PATH, "-n", "4", "-T", "50", "--", "/bin/sh", "-c", (char *)wrap, IBCOMM_PING_PATH,
+			 "-n", "100", "-S", "256K", NULL };
+	char *jargv[] = { IBCOMM_RUN_PATH, "-n", "4", "-T", "50", "--", "/bin/sh", "-c", (char *)wrap, IBCOMM_PING_PATH,
+			  "--json", "-n", "100", "-S", "256K", "-o", path, NULL };
+	const char *shm;
+	struct out o;
+	ssize_t n;
+	int fd;
+
+	run(argv, NULL, NULL, &o);
+	CU_ASSERT_EQUAL(o.status, 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "ibcomm_ping: OK: 4 ranks, 5 pairs measured, 0 failed"));
+	/* the shared-memory rows: the two pairs on one host, measured, and no other */
+	shm = after(o.text, "pairs over shm, the pairs on one host");
+	CU_ASSERT_PTR_NOT_NULL(strstr(shm, "0 <-> 1 "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(shm, "2 <-> 3 "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(after(shm, "2 <-> 3 "), "  ok\n"));
+	CU_ASSERT_PTR_NULL(strstr(o.text, "FAILED"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "transport per pair under IBCOMM_TRANSPORT=auto: shm+tcp ("));
+	CU_ASSERT(strstr(shm, "1 <-> 2 ") == NULL || strstr(shm, "1 <-> 2 ") > strstr(shm, "transport per pair"));
+	CU_ASSERT(route_row(o.text, 0, 1, "shm"));
+	CU_ASSERT(route_row(o.text, 2, 3, "shm"));
+	CU_ASSERT(route_row(o.text, 1, 2, "tcp"));
+	CU_ASSERT(route_row(o.text, 3, 0, "tcp"));
+	CU_ASSERT(route_row(o.text, 0, 2, "tcp"));
+	free(o.text);
+
+	fd = mkstemp(path);
+	CU_ASSERT_FATAL(fd >= 0);
+	run(jargv, NULL, NULL, &o);
+	CU_ASSERT_EQUAL(o.status, 0);
+	n = read(fd, json, sizeof(json) - 1);
+	close(fd);
+	unlink(path);
+	CU_ASSERT_FATAL(n > 0);
+	json[n] = '\0';
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transports\": [\"tcp\", \"shm\"]"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"auto_transport\": \"shm+tcp\""));
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transport\": \"shm\", \"a\": 0, \"b\": 1, \"ok\": true"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transport\": \"shm\", \"a\": 2, \"b\": 3, \"ok\": true"));
+	CU_ASSERT_PTR_NULL(strstr(json, "\"transport\": \"shm\", \"a\": 1, \"b\": 2"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"rank\": 2, \"host\": "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(after(json, "\"rank\": 3, \"host\": "), "\"host_group\": 1"));
+	CU_ASSERT(route_json(json, 0, 1, "shm"));
+	CU_ASSERT(route_json(json, 2, 3, "shm"));
+	CU_ASSERT(route_json(json, 1, 2, "tcp"));
+	CU_ASSERT(route_json(json, 3, 0, "tcp"));
+	CU_ASSERT(route_json(json, 0, 2, "tcp"));
+	free(o.text);
+#endif
+}
+
 static void test_bad_ifname(void)
 {
 	char *argv[] = { IBCOMM_RUN_PATH, "-n", "2", "-T", "50", "--", IBCOMM_PING_PATH, NULL };
@@ -719,7 +811,7 @@ static void test_rdma_pair(void)
 	unlink(path);
 	CU_ASSERT_FATAL(n > 0);
 	json[n] = '\0';
-	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transports\": [\"tcp\", \"rdma\"]"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transports\": [\"tcp\", \"rdma\", \"shm\"]"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transport\": \"rdma\", \"a\": 0, \"b\": 1, \"ok\": true"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"in_use\": true"));
 	free(o.text);
@@ -846,6 +938,7 @@ int main(int argc, char **argv)
 		{ "unreachable rendezvous", test_unreachable },
 		{ "nonexistent IBCOMM_IFNAME", test_bad_ifname },
 		{ "nonexistent IBCOMM_DEVICE", test_bad_device },
+		{ "hosts A,A,B,B (pretended): shm within a host, tcp across", test_pretended_hosts },
 	};
 	static const struct cm_test rdma[] = {
 		{ "2 ranks over RDMA: rows measured, rdma in use", test_rdma_pair },

@@ -14,6 +14,17 @@
  * split or dup whose ranks all share a host gets plain shared memory, one whose ranks are each
  * alone on their host the plain network transport (mix_create).
  *
+ * Memory. IBCOMM_MEM_LIMIT caps the mix as a whole. Each part is sized for a count the
+ * same on every rank: the shared-memory part for Lmax rings (the ranks of the largest host),
+ * the network part for Rmax peers (size - the ranks of the smallest host: the most ranks on
+ * other hosts any rank has; never this host's, which it does not talk to). The shared-memory
+ * part gets cap x Lmax / (Lmax + Rmax), the network part the rest, and each sizes itself
+ * within its share as it would within the whole cap alone (shrinking its default chunk, then
+ * slots; failing, naming the settings and the share, when explicit settings do not fit).
+ * Since every rank computes the same, the parts' chunks and slots, and so tp->max_chunk, are
+ * the same on every host, and what a rank allocates (its own L <= Lmax rings, R <= Rmax
+ * peers) stays within the cap.
+ *
  * Chunks. tp->max_chunk and tp->nslots are the smaller of the parts' (shm 256 KiB and 4 slots,
  * TCP 512 KiB and 4 by default: 256 KiB). The algorithms cut every message by tp->max_chunk
  * and both ends of a pair must cut it alike, so one size for the whole communicator is the
@@ -47,6 +58,11 @@
  * by the writer and a poll() by the receiver more than in the shm transport alone (which
  * spins on memory): the price of never spinning on two things at once.
  *
+ * A rank alone on its host (a rank without a writable /dev/shm always is) has no
+ * shared-memory part: every peer goes over the network, and it waits in the network part's own
+ * wait; its chunks are still the smaller of the network part's and those the shared-memory
+ * part would have (the same geometry on every rank: Memory, above).
+ *
  * Dead peers: the network part polls the rendezvous connection (failure notices, every rank)
  * in its sleep; the shared-memory part checks the notices at every call and, between slices,
  * whether this host's peers' processes still exist. Counters (tp->cnt) are the sums of the
@@ -70,7 +86,7 @@ struct mix {
 
 static ibc_tp_t *part(const struct mix *m, int peer)
 {
-	return peer >= 0 && peer < m->tp.comm->size && m->local[peer] ? m->shm : m->net;
+	return m->shm && peer >= 0 && peer < m->tp.comm->size && m->local[peer] ? m->shm : m->net;
 }
 
 static bool is_mix(const ibc_tp_t *tp)
@@ -90,7 +106,8 @@ static const char *chan_name(int chan)
 
 static void sum_counters(struct mix *m)
 {
-	const ibc_tp_counters_t *a = &m->shm->cnt, *b = &m->net->cnt;
+	static const ibc_tp_counters_t none;
+	const ibc_tp_counters_t *a = m->shm ? &m->shm->cnt : &none, *b = &m->net->cnt;
 	ibc_tp_counters_t *c = &m->tp.cnt;
 
 	c->puts = a->puts + b->puts;
@@ -126,6 +143,8 @@ static ibcomm_status_t block(struct mix *m, ibc_deadline_t dl)
 	ibcomm_status_t st;
 	int rc;
 
+	if (!m->shm) /* alone on this host: the network part's own wait */
+		return net->ops->wait(net, dl);
 	/* a few cheap looks at the bell, one at the network; the network part's own spin (poll()
 	 * with timeout 0 and a yield, IBCOMM_TCP_SPIN_US) then watches both, the doorbell included */
 	for (unsigned i = 0; i < MIX_LOOKS; i++) {
@@ -249,7 +268,8 @@ static void mix_interrupt(ibc_tp_t *tp)
 {
 	struct mix *m = (struct mix *)tp;
 
-	m->shm->ops->interrupt(m->shm);
+	if (m->shm)
+		m->shm->ops->interrupt(m->shm);
 	m->net->ops->interrupt(m->net);
 }
 
@@ -300,6 +320,9 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 				  ibc_tp_t **tpp)
 {
 	const struct ibc_hosts *h = &comm->hosts;
+	uint64_t cap, shm_share;
+	unsigned long shm_chunk, shm_slots;
+	int lmin = comm->size, lmax = 0, rmax;
 	ibcomm_status_t st;
 	struct mix *m;
 
@@ -320,8 +343,28 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 		m->local[r] = h->host_of[r] == h->host_of[comm->rank];
 	m->tp.ops = self;
 	m->tp.comm = comm;
+	/* the cap is the mix's: each part gets a share, in proportion to what it is sized for
+	 * (shared memory: a segment with a ring per rank of the largest host; the network: rings
+	 * for the most ranks on other hosts any rank has, never for this host's). Every rank
+	 * sizes each part alike, whatever its host: the algorithms cut messages by tp->max_chunk,
+	 * the same at both ends of a pair. */
+	for (int r = 0; r < comm->size; r++) {
+		int n = 0;
+
+		for (int q = 0; q < comm->size; q++)
+			n += h->host_of[q] == h->host_of[r];
+		lmin = IBC_MIN(lmin, n);
+		lmax = IBC_MAX(lmax, n);
+	}
+	rmax = comm->size - lmin;
+	cap = ibc_mem_cap(comm);
+	shm_share = cap / (uint64_t)(lmax + rmax) * (uint64_t)lmax +
+		    cap % (uint64_t)(lmax + rmax) * (uint64_t)lmax / (uint64_t)(lmax + rmax);
+	comm->part_of = self->name;
 	/* the network part first: it only publishes its address, the shared-memory part waits for
 	 * this host's ranks */
+	comm->part_mem = cap - shm_share;
+	comm->part_count = rmax;
 	comm->err[0] = '\0';
 	st = net_ops->create(comm, &m->net);
 	if (st) {
@@ -329,17 +372,36 @@ static ibcomm_status_t mix_create(struct ibcomm *comm, const struct ibc_tp_ops *
 			ibc_err(comm, st, "rank %d: cannot create the %s part of %s", comm->rank, net_ops->name, self->name);
 		goto err;
 	}
-	st = ibc_shm_create_host(comm, &m->shm);
-	if (st)
-		goto err;
-	m->tp.max_chunk = IBC_MIN(m->shm->max_chunk, m->net->max_chunk);
-	m->tp.nslots = IBC_MIN(m->shm->nslots, m->net->nslots);
+	comm->part_mem = shm_share;
+	comm->part_count = lmax;
+	if (h->local_size > 1) {
+		st = ibc_shm_create_host(comm, &m->shm);
+		if (st)
+			goto err;
+		shm_chunk = m->shm->max_chunk;
+		shm_slots = m->shm->nslots;
+	} else {
+		/* alone on this host (maybe without a writable /dev/shm: then it is a host of its
+		 * own): no shared-memory part, every peer over the network; the chunks the other
+		 * ranks cut by (the shared-memory geometry they all come to) all the same */
+		st = ibc_shm_geometry(comm, 1, &shm_chunk, &shm_slots);
+		if (st)
+			goto err;
+	}
+	comm->part_mem = 0;
+	comm->part_count = 0;
+	comm->part_of = NULL;
+	m->tp.max_chunk = IBC_MIN(shm_chunk, m->net->max_chunk);
+	m->tp.nslots = (unsigned)IBC_MIN(shm_slots, m->net->nslots);
 	ibc_cinfo(comm, "rank %d: transport %s: shared memory to the %d ranks of this host, %s to the %d others (chunks of %zu bytes, %u slots)",
 		  comm->rank, self->name, h->local_size, net_ops->name, comm->size - h->local_size, m->tp.max_chunk,
 		  m->tp.nslots);
 	*tpp = &m->tp;
 	return IBCOMM_OK;
 err:
+	comm->part_mem = 0;
+	comm->part_count = 0;
+	comm->part_of = NULL;
 	mix_destroy(&m->tp);
 	return st;
 }

@@ -70,13 +70,14 @@ static ibcomm_status_t open_device(struct rdma_tp *t, struct ibv_port_attr *pa)
 
 /*
  * Sizes the rings: RDMA_NSLOTS x RDMA_MAX_CHUNK, smaller chunks for large communicators
- * (within RDMA_MEM_BUDGET and IBCOMM_MEM_LIMIT); IBCOMM_RDMA_CHUNK / IBCOMM_RDMA_SLOTS
- * (tuning, tests) set them as given, and fail when over IBCOMM_MEM_LIMIT.
+ * (within RDMA_MEM_BUDGET and IBCOMM_MEM_LIMIT, or a mix part's share of it); IBCOMM_RDMA_CHUNK /
+ * IBCOMM_RDMA_SLOTS (tuning, tests) set them as given, and fail when over it. Peer memory is
+ * registered per peer talked to: a mix's network part counts the other hosts' ranks only.
  */
 ibcomm_status_t ibc_rdma_choose_geometry(struct rdma_tp *t)
 {
 	struct ibcomm *comm = t->base.comm;
-	size_t npeers = (size_t)(comm->size > 1 ? comm->size - 1 : 1);
+	size_t npeers = (size_t)ibc_tp_npeers(comm); /* a mix's network part: the other hosts' ranks */
 	unsigned long chunk, nslots, dflt_chunk = RDMA_MAX_CHUNK, dflt_slots = RDMA_NSLOTS;
 	uint64_t budget = IBC_MIN(RDMA_MEM_BUDGET, ibc_mem_limit(comm));
 	char how[200];

@@ -133,6 +133,10 @@ IBC_HIDDEN void ibc_shm_seg_unmap(struct ibc_shm_seg *seg);
  * liveness: bootstrap notices (an error) and peers whose process is gone (*news).
  */
 IBC_HIDDEN ibcomm_status_t ibc_shm_create_host(struct ibcomm *comm, ibc_tp_t **tpp);
+/* The chunk and slots create_host would choose for a segment of `ranks` rings, without
+ * creating anything (the mix of a rank alone on its host, which has no shared-memory part). */
+IBC_HIDDEN ibcomm_status_t ibc_shm_geometry(struct ibcomm *comm, uint32_t ranks, unsigned long *chunk,
+					    unsigned long *nslots);
 IBC_HIDDEN bool ibc_shm_moved(ibc_tp_t *tp);
 IBC_HIDDEN int ibc_shm_sleep_begin(ibc_tp_t *tp);
 IBC_HIDDEN void ibc_shm_sleep_end(ibc_tp_t *tp);

@@ -33,6 +33,8 @@ IBC_HIDDEN void ibc_shm_destroy(ibc_tp_t *tp);
  * Chunk and slots from IBCOMM_SHM_CHUNK / IBCOMM_SHM_SLOTS, within the memory cap: this
  * rank's segment holds ranks x channels x slots x chunk bytes, reserved at create. Defaults
  * shrink to fit (chunk down to 4 KiB, then slots); explicit settings fail when over the cap.
+ * As the mix's part: within its share, for the ranks of the largest host (comm->part_count),
+ * so that every rank of the mix, whatever its host, comes to the same geometry.
  */
 static ibcomm_status_t geometry(struct ibcomm *comm, uint32_t ranks, unsigned long *chunk, unsigned long *nslots)
 {
@@ -40,6 +42,8 @@ static ibcomm_status_t geometry(struct ibcomm *comm, uint32_t ranks, unsigned lo
 	unsigned long n = comm->set.shm_slots ? comm->set.shm_slots : IBC_SHM_DEFAULT_SLOTS;
 	char how[160];
 
+	if (comm->part_count > 0 && (uint32_t)comm->part_count > ranks)
+		ranks = (uint32_t)comm->part_count;
 	while (!comm->set.shm_chunk && c > 4096 && ibc_shm_seg_size(ranks, (uint32_t)n, (uint32_t)c) > ibc_mem_limit(comm))
 		c /= 2;
 	while (!comm->set.shm_slots && n > 1 && ibc_shm_seg_size(ranks, (uint32_t)n, (uint32_t)c) > ibc_mem_limit(comm))
@@ -348,6 +352,11 @@ ibcomm_status_t ibc_shm_create(struct ibcomm *comm, ibc_tp_t **tpp)
 ibcomm_status_t ibc_shm_create_host(struct ibcomm *comm, ibc_tp_t **tpp)
 {
 	return shm_create(comm, true, tpp);
+}
+
+ibcomm_status_t ibc_shm_geometry(struct ibcomm *comm, uint32_t ranks, unsigned long *chunk, unsigned long *nslots)
+{
+	return geometry(comm, ranks, chunk, nslots);
 }
 
 void ibc_shm_destroy(ibc_tp_t *tp)

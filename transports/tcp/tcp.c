@@ -329,11 +329,12 @@ static ibcomm_status_t choose_addr(struct ibcomm *comm, struct sockaddr_storage 
  * Chunk and slots from the settings (config.c reads IBCOMM_TCP_CHUNK/_SLOTS), within the
  * memory cap: the receive rings, allocated as peers write, hold at most peers x channels x
  * slots x chunk bytes. Defaults shrink to fit (chunk down to 4 KiB, then slots); settings
- * given explicitly are kept, and fail when over the cap.
+ * given explicitly are kept, and fail when over the cap. As the network part of a mix, the
+ * peers are the ranks on other hosts (the only ones it talks to) and the cap is its share.
  */
 static ibcomm_status_t tcp_geometry(struct ibcomm *comm, unsigned long *chunk, unsigned long *nslots)
 {
-	uint64_t peers = (uint64_t)(comm->size > 1 ? comm->size - 1 : 1), total;
+	uint64_t peers = (uint64_t)ibc_tp_npeers(comm), total;
 	unsigned long c = comm->set.tcp_chunk ? comm->set.tcp_chunk : IBC_TCP_DEFAULT_CHUNK;
 	unsigned long n = comm->set.tcp_slots ? comm->set.tcp_slots : IBC_TCP_DEFAULT_SLOTS;
 	char how[160];
