@@ -416,24 +416,28 @@ static ibcomm_status_t knob(bool has, int64_t cfgval, const char *field, const c
 /* Transport geometry, the memory cap, the p2p bound, and the test hooks. */
 static ibcomm_status_t load_knobs(const ibcomm_config_t *cfg, ibc_settings_t *t, char *err, size_t errlen)
 {
-	uint64_t shm_k[2] = { t->shm_chunk, t->shm_slots };
+	uint64_t env_k[3] = { t->shm_chunk, t->shm_slots, t->rdma_spin_us };
 	ibcomm_status_t st;
 
 	KNOB(tcp_chunk, "IBCOMM_TCP_CHUNK", true, 1, IBC_KNOB_TCP_CHUNK_MAX, t->tcp_chunk);
 	KNOB(tcp_slots, "IBCOMM_TCP_SLOTS", false, 1, IBC_KNOB_TCP_SLOTS_MAX, t->tcp_slots);
-	KNOB(tcp_spin_us, "IBCOMM_TCP_SPIN_US", false, 0, IBC_KNOB_TCP_SPIN_MAX, t->tcp_spin_us);
+	KNOB(tcp_spin_us, "IBCOMM_TCP_SPIN_US", false, 0, IBC_KNOB_SPIN_MAX, t->tcp_spin_us);
 	KNOB(rdma_chunk, "IBCOMM_RDMA_CHUNK", true, IBC_KNOB_RDMA_CHUNK_MIN, IBC_KNOB_RDMA_CHUNK_MAX, t->rdma_chunk);
 	KNOB(rdma_slots, "IBCOMM_RDMA_SLOTS", false, IBC_KNOB_RDMA_SLOTS_MIN, IBC_KNOB_RDMA_SLOTS_MAX, t->rdma_slots);
 	/* no ibcomm_config_t fields (the public struct stays as it is): environment only */
 	st = knob(false, -1, "shm_chunk", "IBCOMM_SHM_CHUNK", true, IBC_KNOB_SHM_CHUNK_MIN, IBC_KNOB_SHM_CHUNK_MAX,
-		  &shm_k[0], err, errlen);
+		  &env_k[0], err, errlen);
 	if (!st)
-		st = knob(false, -1, "shm_slots", "IBCOMM_SHM_SLOTS", false, 1, IBC_KNOB_SHM_SLOTS_MAX, &shm_k[1], err,
+		st = knob(false, -1, "shm_slots", "IBCOMM_SHM_SLOTS", false, 1, IBC_KNOB_SHM_SLOTS_MAX, &env_k[1], err,
+			  errlen);
+	if (!st)
+		st = knob(false, -1, "rdma_spin_us", "IBCOMM_RDMA_SPIN_US", false, 0, IBC_KNOB_SPIN_MAX, &env_k[2], err,
 			  errlen);
 	if (st)
 		return st;
-	t->shm_chunk = shm_k[0];
-	t->shm_slots = shm_k[1];
+	t->shm_chunk = env_k[0];
+	t->shm_slots = env_k[1];
+	t->rdma_spin_us = env_k[2];
 	KNOB(mem_limit, "IBCOMM_MEM_LIMIT", true, IBC_MIN_MEM_LIMIT, (uint64_t)INT64_MAX, t->mem_limit);
 	KNOB(p2p_unexpected_max, "IBCOMM_P2P_UNEXPECTED_MAX", true, 0, (uint64_t)INT64_MAX, t->p2p_unexpected_max);
 	if (t->p2p_unexpected_max > t->mem_limit) {
@@ -493,6 +497,7 @@ ibcomm_status_t ibc_settings_load(const ibcomm_config_t *cfg, ibc_settings_t *s,
 	t.timeout_ms = IBCOMM_DEFAULT_TIMEOUT_MS;
 	t.debug = IBC_LOG_WARN;
 	t.tcp_spin_us = IBC_DEFAULT_TCP_SPIN_US;
+	t.rdma_spin_us = IBC_DEFAULT_RDMA_SPIN_US;
 	t.mem_limit = IBC_DEFAULT_MEM_LIMIT;
 	t.p2p_unexpected_max = IBC_DEFAULT_P2P_UNEXPECTED_MAX;
 

@@ -68,6 +68,7 @@ typedef struct ibc_settings {
 	unsigned long tcp_chunk, tcp_slots, rdma_chunk, rdma_slots;
 	unsigned long tcp_spin_us;
 	unsigned long shm_chunk, shm_slots; /* IBCOMM_SHM_CHUNK, IBCOMM_SHM_SLOTS (environment only); 0: default */
+	unsigned long rdma_spin_us;         /* IBCOMM_RDMA_SPIN_US (environment only) */
 	uint64_t mem_limit;           /* bytes a transport may allocate and pin (IBCOMM_MEM_LIMIT) */
 	uint64_t p2p_unexpected_max;  /* bytes of unexpected p2p messages held (IBCOMM_P2P_UNEXPECTED_MAX) */
 	uint64_t test_qp_error_after; /* IBCOMM_TEST_QP_ERROR_AFTER (test hook of the RDMA transport); 0 off */
@@ -82,7 +83,8 @@ typedef struct ibc_settings {
 #define IBC_DEFAULT_TCP_SPIN_US 50ul
 #define IBC_KNOB_TCP_CHUNK_MAX (1ul << 30)
 #define IBC_KNOB_TCP_SLOTS_MAX 1024ul
-#define IBC_KNOB_TCP_SPIN_MAX 1000000ul
+#define IBC_KNOB_SPIN_MAX 1000000ul
+#define IBC_DEFAULT_RDMA_SPIN_US 50ul
 #define IBC_KNOB_RDMA_CHUNK_MIN 64ul
 #define IBC_KNOB_RDMA_CHUNK_MAX (16ul << 20)
 #define IBC_KNOB_RDMA_SLOTS_MIN 2ul

@@ -19,7 +19,7 @@ static const char *const all_vars[] = {
 	"OMPI_COMM_WORLD_SIZE", "PMI_RANK",	    "PMI_SIZE", "IBCOMM_TCP_CHUNK", "IBCOMM_TCP_SLOTS",
 	"IBCOMM_TCP_SPIN_US", "IBCOMM_RDMA_CHUNK", "IBCOMM_RDMA_SLOTS", "IBCOMM_MEM_LIMIT",
 	"IBCOMM_P2P_UNEXPECTED_MAX", "IBCOMM_TEST_QP_ERROR_AFTER", "IBCOMM_SHM_CHUNK", "IBCOMM_SHM_SLOTS",
-	"IBCOMM_TEST_HOST",
+	"IBCOMM_TEST_HOST", "IBCOMM_RDMA_SPIN_US",
 };
 
 static char err[IBC_ERRLEN];
@@ -96,6 +96,7 @@ static void test_defaults(void)
 	CU_ASSERT_EQUAL(set.tcp_chunk, 0);
 	CU_ASSERT_EQUAL(set.tcp_slots, 0);
 	CU_ASSERT_EQUAL(set.tcp_spin_us, IBC_DEFAULT_TCP_SPIN_US);
+	CU_ASSERT_EQUAL(set.rdma_spin_us, IBC_DEFAULT_RDMA_SPIN_US);
 	CU_ASSERT_EQUAL(set.rdma_chunk, 0);
 	CU_ASSERT_EQUAL(set.rdma_slots, 0);
 	CU_ASSERT_EQUAL(set.mem_limit, IBC_DEFAULT_MEM_LIMIT);
@@ -456,6 +457,13 @@ static void test_knobs(void)
 	expect_bad("IBCOMM_TCP_SPIN_US", "fast");
 	expect_bad("IBCOMM_TCP_SPIN_US", "1000001");
 	unsetenv("IBCOMM_TCP_SPIN_US");
+	expect_good("IBCOMM_RDMA_SPIN_US", "0");
+	CU_ASSERT_EQUAL(set.rdma_spin_us, 0);
+	expect_good("IBCOMM_RDMA_SPIN_US", "1000000");
+	CU_ASSERT_EQUAL(set.rdma_spin_us, 1000000);
+	expect_bad("IBCOMM_RDMA_SPIN_US", "-1");
+	expect_bad("IBCOMM_RDMA_SPIN_US", "1000001");
+	unsetenv("IBCOMM_RDMA_SPIN_US");
 	expect_good("IBCOMM_RDMA_CHUNK", "1M");
 	CU_ASSERT_EQUAL(set.rdma_chunk, 1u << 20);
 	expect_bad("IBCOMM_RDMA_CHUNK", "32");

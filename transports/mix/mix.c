@@ -40,8 +40,8 @@
  *     in the network part's own wait (wait_fd) over its descriptors plus this rank's doorbell,
  *     a FIFO in /dev/shm that the shared-memory writers write a byte into when we sleep. That
  *     wait spins first as the network transport does alone (TCP: poll() with timeout 0 and a
- *     yield, for IBCOMM_TCP_SPIN_US; RDMA: polling the CQ for RDMA_SPIN_NS, with a poll() of
- *     the doorbell every 16 rounds), and the doorbell is among what it watches, so one
+ *     yield, for IBCOMM_TCP_SPIN_US; RDMA: polling the CQ for IBCOMM_RDMA_SPIN_US, with a
+ *     poll() of the doorbell every 16 rounds), and the doorbell is among what it watches, so one
  *     bounded spin serves both parts. A first version spun on the bell for
  *     IBC_SHM_SPIN_US before that: twice the spinning, and 8-byte allreduces on 2 pretended
  *     hosts x 2 ranks on this 2-core machine took twice as long as over TCP alone (the spinning

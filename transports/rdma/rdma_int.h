@@ -31,7 +31,6 @@
 #define RDMA_MIN_CHUNK (4u * 1024)
 #define RDMA_MEM_BUDGET (64ull << 20) /* rings + staging of one communicator */
 #define RDMA_WANT_INLINE 256
-#define RDMA_SPIN_NS 50000             /* poll this long before sleeping (rdma_progress.c) */
 #define RDMA_QP_TIMEOUT 19             /* 4.096 us * 2^19 = 2.1 s per try */
 /* Not 7: rxe treats retry_cnt 7 as "retry forever" (rxe_comp.c decrements only when != 7),
  * and a write to a dead peer would then never complete. 6: about 15 s to give up. */
