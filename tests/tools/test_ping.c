@@ -643,7 +643,8 @@ static bool route_json(const char *json, int a, int b, const char *tp)
 /*
  * Ranks pretending to be on hosts A,A,B,B (IBCOMM_TEST_HOST, a test hook): the pairs on one
  * host (0-1, 2-3) go over shared memory, measured through the library's shm transport; the
- * others (1-2, 3-0, 0-2) over tcp; in text and in JSON.
+ * others (1-2, 3-0, 0-2) over tcp, or over rdma where the ranks have a usable RDMA device (the
+ * Soft-RoCE guest); in text and in JSON.
  */
 static void test_pretended_hosts(void)
 {
@@ -656,12 +657,13 @@ static void test_pretended_hosts(void)
 			 "-n", "100", "-S", "256K", NULL };
 	char *jargv[] = { IBCOMM_RUN_PATH, "-n", "4", "-T", "50", "--", "/bin/sh", "-c", (char *)wrap, IBCOMM_PING_PATH,
 			  "--json", "-n", "100", "-S", "256K", "-o", path, NULL };
-	const char *shm;
+	const char *shm, *net;
 	struct out o;
 	ssize_t n;
 	int fd;
 
 	run(argv, NULL, NULL, &o);
+	net = strstr(o.text, "transport per pair under IBCOMM_TRANSPORT=auto: shm+rdma (") ? "rdma" : "tcp";
 	CU_ASSERT_EQUAL(o.status, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "ibcomm_ping: OK: 4 ranks, 5 pairs measured, 0 failed"));
 	/* the shared-memory rows: the two pairs on one host, measured, and no other */
@@ -670,13 +672,13 @@ static void test_pretended_hosts(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(shm, "2 <-> 3 "));
 	CU_ASSERT_PTR_NOT_NULL(strstr(after(shm, "2 <-> 3 "), "  ok\n"));
 	CU_ASSERT_PTR_NULL(strstr(o.text, "FAILED"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(o.text, "transport per pair under IBCOMM_TRANSPORT=auto: shm+tcp ("));
+	CU_ASSERT(strcmp(net, "rdma") == 0 || strstr(o.text, "transport per pair under IBCOMM_TRANSPORT=auto: shm+tcp ("));
 	CU_ASSERT(strstr(shm, "1 <-> 2 ") == NULL || strstr(shm, "1 <-> 2 ") > strstr(shm, "transport per pair"));
 	CU_ASSERT(route_row(o.text, 0, 1, "shm"));
 	CU_ASSERT(route_row(o.text, 2, 3, "shm"));
-	CU_ASSERT(route_row(o.text, 1, 2, "tcp"));
-	CU_ASSERT(route_row(o.text, 3, 0, "tcp"));
-	CU_ASSERT(route_row(o.text, 0, 2, "tcp"));
+	CU_ASSERT(route_row(o.text, 1, 2, net));
+	CU_ASSERT(route_row(o.text, 3, 0, net));
+	CU_ASSERT(route_row(o.text, 0, 2, net));
 	free(o.text);
 
 	fd = mkstemp(path);
@@ -688,8 +690,10 @@ static void test_pretended_hosts(void)
 	unlink(path);
 	CU_ASSERT_FATAL(n > 0);
 	json[n] = '\0';
-	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transports\": [\"tcp\", \"shm\"]"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"auto_transport\": \"shm+tcp\""));
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, strcmp(net, "rdma") ? "\"transports\": [\"tcp\", \"shm\"]"
+							   : "\"transports\": [\"tcp\", \"rdma\", \"shm\"]"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(json, strcmp(net, "rdma") ? "\"auto_transport\": \"shm+tcp\""
+							   : "\"auto_transport\": \"shm+rdma\""));
 	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transport\": \"shm\", \"a\": 0, \"b\": 1, \"ok\": true"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(json, "\"transport\": \"shm\", \"a\": 2, \"b\": 3, \"ok\": true"));
 	CU_ASSERT_PTR_NULL(strstr(json, "\"transport\": \"shm\", \"a\": 1, \"b\": 2"));
@@ -697,9 +701,9 @@ static void test_pretended_hosts(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(after(json, "\"rank\": 3, \"host\": "), "\"host_group\": 1"));
 	CU_ASSERT(route_json(json, 0, 1, "shm"));
 	CU_ASSERT(route_json(json, 2, 3, "shm"));
-	CU_ASSERT(route_json(json, 1, 2, "tcp"));
-	CU_ASSERT(route_json(json, 3, 0, "tcp"));
-	CU_ASSERT(route_json(json, 0, 2, "tcp"));
+	CU_ASSERT(route_json(json, 1, 2, net));
+	CU_ASSERT(route_json(json, 3, 0, net));
+	CU_ASSERT(route_json(json, 0, 2, net));
 	free(o.text);
 #endif
 }
