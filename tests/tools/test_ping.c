@@ -631,6 +631,7 @@ static bool route_row(const char *text, int a, int b, const char *tp)
 	return strstr(t, row) != NULL;
 }
 
+#ifdef IBCOMM_TEST_HOOKS
 /* The JSON report's per-pair transport entry for a, b. */
 static bool route_json(const char *json, int a, int b, const char *tp)
 {
@@ -639,6 +640,7 @@ static bool route_json(const char *json, int a, int b, const char *tp)
 	snprintf(e, sizeof(e), "{\"a\": %d, \"b\": %d, \"transport\": \"%s\", \"measured\": true, \"ok\": true}", a, b, tp);
 	return strstr(after(json, "\"pair_transports\": ["), e) != NULL;
 }
+#endif
 
 /*
  * Ranks pretending to be on hosts A,A,B,B (IBCOMM_TEST_HOST, a test hook): the pairs on one
